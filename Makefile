@@ -1,0 +1,41 @@
+# Every target sets up .venv on first use, so a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Ray 2.60 turns token authentication on for new local clusters; local runs and tests opt out
+# explicitly (cluster runs set it in cluster.yaml).
+export RAY_AUTH_MODE ?= disabled
+export PYTHONUNBUFFERED := 1
+RUN_DIR ?= runs/quick-seed
+
+.PHONY: setup run test lint bench tensorboard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch where the platform has one on disk; any torch >= 2.2 works.
+	$(BIN)/pip install -q "torch==2.13.0" || true
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/esper-rllib ablate --sweep seed --profile quick --seeds 1 --storage $(CURDIR)/$(RUN_DIR)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir $(RUN_DIR) --bind_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,81 @@
+"""Names of the platform's own metrics: the one list that the learner, callbacks, collapse
+monitor, CLI, Tune sweeps and the report agree on.
+
+Every metric is computed by us (not relabelled from RLlib) and copied, flat, into
+``result[RESULT_KEY][name]`` at the end of each training iteration, so TensorBoard shows it as
+``ray/tune/esper/<name>`` and Tune/CSV as ``esper/<name>``.
+"""
+
+from __future__ import annotations
+
+from envs.contract import HEADS, Op
+
+RESULT_KEY = "esper"
+# x axis for TensorBoard: Tune uses result["timesteps_total"] as the step.
+ENV_STEPS = "env_steps"
+
+# Learner-side, one value per training iteration (policy-and-ppo.md section 4).
+LEARNER_METRICS = (
+    "value_loss",
+    "policy_loss",
+    "total_loss",
+    "explained_variance",
+    "explained_variance_post",
+    "return_mean",
+    "return_std",
+    "value_mean",
+    "value_std",
+    "q_spread",
+    "q_spread_start",
+    "entropy",
+    *(f"entropy_{h}" for h in HEADS),
+    "grad_norm_pre_clip",
+    "clip_ratio",
+    *(f"grad_norm_{h}" for h in HEADS),
+    "grad_norm_value",
+    "kl",
+    "approx_kl_pre",
+    "clip_fraction",
+    "ratio_mean",
+    "ratio_max",
+    "advantage_mean",
+    "advantage_std",
+    "pre_norm_advantage_mean",
+    "pre_norm_advantage_std",
+    "lstm_h_norm",
+    "lstm_c_norm",
+)
+
+# Env-runner side, from sampled steps and finished episodes.
+ENV_METRICS = (
+    *(f"op_frac_{op.name}" for op in Op),
+    *(f"op_count_{op.name}" for op in Op),
+    "invalid_action_frac",
+    "reward_mean",
+    "reward_min",
+    "reward_max",
+    "reward_zero_frac",
+    "reward_pos_frac",
+    "reward_neg_frac",
+    "episode_val_acc",
+    "episode_fossils",
+    "episode_seed_params",
+    "rollbacks",
+)
+
+# Collapse monitor (policy-and-ppo.md section 5).
+COLLAPSE_FLAGS = (
+    "ev_negative",
+    "q_spread_collapsed",
+    "extreme_clipping",
+    "kl_stalled",
+    "high_initial_value_loss",
+)
+VERDICTS = ("failure", "weak", "strong")
+# TensorBoard holds numbers only: the verdict is also written as its index in VERDICTS
+# (-1 while undetermined).
+VERDICT = "verdict"
+VERDICT_CODE = "verdict_code"
+MONITOR_METRICS = (*(f"flag_{f}" for f in COLLAPSE_FLAGS), VERDICT_CODE, "ev_trailing")
+
+ALL_METRICS = (*LEARNER_METRICS, *ENV_METRICS, *MONITOR_METRICS)
