@@ -1,0 +1,377 @@
+"""The one table of knobs, the profiles and presets, and the one PPOConfig builder.
+
+Every setting a user (``--set key=value``), a profile, a preset or a Tune sweep can change is a
+``Knob`` in ``KNOBS``: its default, type, allowed values, help, and where it goes (an env kwarg, a
+``model_config`` key, a ``learner_config_dict`` key, or a PPOConfig setting). ``resolve_knobs``
+layers defaults <- profile <- preset <- overrides and validates the result; ``build_ppo_config``
+turns it into the ``PPOConfig`` that ``esper-rllib train`` runs and Tune sweeps receive.
+
+Tune search spaces (``tune.grid_search([...])``, i.e. ``{"grid_search": [...]}``) are accepted
+as knob values wherever the builder only copies the value (each element is validated); knobs the
+builder derives other settings from (batch sizes, sequence length, resources) must be concrete.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import envs
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+
+class ConfigError(ValueError):
+    """A bad knob, profile or preset: one line naming the key, what was wrong, what is allowed."""
+
+
+# Where a knob goes.
+ENV = "env kwarg"
+MODEL = "model_config"
+LEARNER = "learner_config_dict"
+TRAINING = "PPOConfig.training"
+ENV_RUNNERS = "PPOConfig.env_runners"
+RESOURCES = "resources"
+FAULT = "PPOConfig.fault_tolerance"
+RUN = "run"
+
+_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+_NONE_WORDS = ("none", "null")
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True)
+class Knob:
+    default: Any
+    type: type  # bool, int, float or str
+    where: str
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    optional: bool = False  # None allowed ("none" on the command line)
+    key: str | None = None  # name at the destination when it differs from the knob's
+    # False where the builder derives other settings from the value (no Tune search space).
+    searchable: bool = True
+
+    def allowed(self) -> str:
+        if self.choices:
+            text = " | ".join(map(str, self.choices))
+        elif self.type is bool:
+            text = "true | false"
+        elif self.maximum is not None:
+            text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
+        elif self.minimum is not None:
+            text = f"{self.type.__name__} >= {self.minimum:g}"
+        else:
+            text = self.type.__name__
+        return f"{text} | none" if self.optional else text
+
+    def parse(self, name: str, text: str) -> Any:
+        """Value of a command-line string, typed per the knob."""
+        raw = text.strip()
+        if self.optional and raw.lower() in _NONE_WORDS:
+            return None
+        try:
+            if self.type is bool:
+                value: Any = _BOOL_WORDS[raw.lower()]
+            elif self.type is int:
+                value = int(raw)
+            elif self.type is float:
+                value = float(raw)
+            else:
+                value = raw
+        except (KeyError, ValueError):
+            allowed = self.allowed()
+            raise ConfigError(f"{name}={text!r}: not a valid value; allowed: {allowed}") from None
+        return self.check(name, value)
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value, validated (ints accepted for floats); ConfigError otherwise."""
+        bad = ConfigError(f"{name}={value!r}: not allowed; allowed: {self.allowed()}")
+        if value is None:
+            if self.optional:
+                return None
+            raise bad
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            raise bad
+        if self.type is float and math.isnan(value):
+            raise bad
+        if self.choices and value not in self.choices:
+            raise bad
+        if self.minimum is not None and value < self.minimum:
+            raise bad
+        if self.maximum is not None and value > self.maximum:
+            raise bad
+        if name == "env_device" and not _DEVICE.match(value):
+            raise bad
+        return value
+
+
+KNOBS: dict[str, Knob] = {
+    # --- the environment (env kwargs, environment.md section 2) ---
+    "env": Knob(envs.ENV_ID, str, RUN, "gymnasium id: the real env or a probe",
+                choices=(envs.ENV_ID, *envs.PROBE_IDS), searchable=False),
+    "task": Knob("synth_impaired", str, ENV, "task preset (host + data set)",
+                 choices=("synth_impaired", "synth_baseline", "cifar_impaired",
+                          "cifar_baseline")),
+    "n_train": Knob(None, int, ENV, "training images (none = the task's)", minimum=1,
+                    optional=True),
+    "n_val": Knob(None, int, ENV, "validation images (none = the task's)", minimum=1,
+                  optional=True),
+    "max_epochs": Knob(150, int, ENV, "episode length in host epochs", minimum=1,
+                       searchable=False),
+    "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
+    "reward": Knob("shaped", str, ENV, "reward mode",
+                   choices=("shaped", "sparse", "accuracy_delta")),
+    "reward_normalization": Knob("running_std", str, ENV, "reward scaling",
+                                 choices=("running_std", "none")),
+    "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
+                     optional=True),
+    "env_device": Knob("cpu", str, ENV, "device the host trains on: cpu | auto | cuda[:N] "
+                       "(cuda whenever gpus_per_env_runner > 0)", key="device"),
+    "inject_nan_at_epoch": Knob(None, int, ENV, "force a governor rollback at this epoch "
+                                "(fault tests)", minimum=0, optional=True),
+    # --- the network (model_config, policy-and-ppo.md section 1) ---
+    "lstm_hidden": Knob(512, int, MODEL, "LSTM hidden size", minimum=1),
+    "feature_dim": Knob(512, int, MODEL, "feature net width", minimum=1),
+    "embed_dim": Knob(4, int, MODEL, "blueprint embedding size", minimum=1),
+    "head_hidden": Knob(256, int, MODEL, "hidden width of each policy head", minimum=1),
+    "blueprint_head_hidden": Knob(512, int, MODEL, "first hidden width of the blueprint head",
+                                  minimum=1),
+    "value_head_depth": Knob(2, int, MODEL, "Linear layers in the value head", minimum=1),
+    "value_head_layernorm": Knob(False, bool, MODEL, "LayerNorm after hidden value layers"),
+    "value_head_gain": Knob(1.0, float, MODEL, "orthogonal gain of the value output layer",
+                            minimum=0.0),
+    "critic": Knob("q_op", str, MODEL, "Q(s, op) or state value V(s)", choices=("q_op", "v")),
+    "q_baseline": Knob("sampled_op", str, MODEL, "GAE baseline of the q_op critic",
+                       choices=("sampled_op", "expected")),
+    "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
+                        "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
+                        searchable=False),
+    # --- the loss (learner_config_dict, policy-and-ppo.md section 3) ---
+    "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),
+    "entropy_coef": Knob(0.05, float, LEARNER, "weight of the entropy bonus", minimum=0.0),
+    "ratio_mode": Knob("per_head", str, LEARNER, "PPO ratio per head or of the joint log-prob",
+                       choices=("per_head", "joint")),
+    "value_clip": Knob(None, float, LEARNER, "reference-style value clipping range (none = "
+                       "off)", minimum=0.0, optional=True),
+    # --- PPO (PPOConfig.training) ---
+    "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
+    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", minimum=0.0,
+                          key="grad_clip"),
+    "clip_param": Knob(0.2, float, TRAINING, "PPO ratio clip", minimum=0.0),
+    "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),
+    "lambda_": Knob(0.98, float, TRAINING, "GAE lambda", minimum=0.0, maximum=1.0),
+    "num_epochs": Knob(1, int, TRAINING, "gradient steps per batch (1 = the reference: one "
+                       "step over the whole batch)", minimum=1),
+    "episodes_per_batch": Knob(4, int, TRAINING, "whole episodes per training batch",
+                               minimum=1, searchable=False),
+    # --- sampling and resources ---
+    "num_env_runners": Knob(0, int, ENV_RUNNERS, "remote env runners (0 = sample in the "
+                            "trainer process)", minimum=0, searchable=False),
+    "num_envs_per_env_runner": Knob(1, int, ENV_RUNNERS, "envs stepped by each env runner",
+                                    minimum=1, searchable=False),
+    "sample_timeout_s": Knob(600.0, float, ENV_RUNNERS, "seconds one sample() may take: env "
+                             "steps are whole host epochs (none = wait forever)", minimum=1.0,
+                             optional=True),
+    "gpus": Knob(0.0, float, RESOURCES, "GPUs of the learner", minimum=0.0, searchable=False),
+    "gpus_per_env_runner": Knob(0.0, float, RESOURCES, "GPUs of each env runner (the env "
+                                "then trains its host on cuda)", minimum=0.0, searchable=False),
+    "restart_failed_env_runners": Knob(True, bool, FAULT, "restart env runners that die"),
+    "env_runner_restart_delay_s": Knob(5.0, float, FAULT, "wait before restarting a dead "
+                                       "env runner", minimum=0.0,
+                                       key="delay_between_env_runner_restarts_s"),
+    # --- the run ---
+    "seed": Knob(0, int, RUN, "seed of torch, numpy and the env resets", minimum=0),
+    "iterations": Knob(10, int, RUN, "training iterations (batches)", minimum=1,
+                       searchable=False),
+    "checkpoint_every": Knob(5, int, RUN, "checkpoint every N iterations (0 = only at the "
+                             "end)", minimum=0, searchable=False),
+}
+
+# Sizes per profile (experiments.md section 2); each must keep its time budget.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 25, "episodes_per_batch": 4,
+        "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        "blueprint_head_hidden": 64, "sample_timeout_s": 600.0, "checkpoint_every": 5,
+    },
+    "standard": {
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 8,
+        "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
+    },
+    "seed": {
+        # The seed document's run: minutes per episode on a GPU, so a long sample timeout.
+        "task": "cifar_impaired", "n_train": 50_000, "max_epochs": 150,
+        "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 16,
+        "num_envs_per_env_runner": 4, "gpus": 1.0, "sample_timeout_s": 7200.0,
+        "checkpoint_every": 4,
+    },
+}
+
+# The seed document's value head before and after the fix (policy-and-ppo.md section 1).
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed_before": {"value_head_depth": 2, "value_head_layernorm": False,
+                    "value_head_gain": 1.0, "value_coef": 0.5},
+    "seed_after": {"value_head_depth": 4, "value_head_layernorm": True,
+                   "value_head_gain": 0.01, "value_coef": 1.0},
+}
+
+
+def _unknown(what: str, name: str, known: Sequence[str]) -> ConfigError:
+    return ConfigError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+
+
+def _check_value(name: str, value: Any) -> Any:
+    if name not in KNOBS:
+        raise _unknown("key", name, list(KNOBS))
+    knob = KNOBS[name]
+    if isinstance(value, Mapping) and set(value) == {"grid_search"}:
+        if not knob.searchable:
+            raise ConfigError(f"{name}: a search space is not allowed here (other settings "
+                              "are derived from it); give one value")
+        return {"grid_search": [knob.check(name, v) for v in value["grid_search"]]}
+    return knob.check(name, value)
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (``--set``) -> ``{key: typed value}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        if name not in KNOBS:
+            raise _unknown("key", name, list(KNOBS))
+        out[name] = KNOBS[name].parse(name, text)
+    return out
+
+
+def resolve_knobs(profile: str = "quick", preset: str | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every knob's value: defaults <- profile <- preset <- overrides, validated."""
+    if profile not in PROFILES:
+        raise _unknown("profile", profile, list(PROFILES))
+    if preset is not None and preset not in PRESETS:
+        raise _unknown("preset", preset, list(PRESETS))
+    knobs = {name: knob.default for name, knob in KNOBS.items()}
+    for layer in (PROFILES[profile], PRESETS.get(preset, {}), overrides or {}):
+        for name, value in layer.items():
+            knobs[name] = _check_value(name, value)
+    _check_together(knobs)
+    return knobs
+
+
+def _check_together(knobs: Mapping[str, Any]) -> None:
+    envs_per_round = max(knobs["num_env_runners"], 1) * knobs["num_envs_per_env_runner"]
+    if knobs["episodes_per_batch"] % envs_per_round:
+        # Each sampling round returns one episode per env; a partial round would overshoot
+        # the batch and turn the one gradient step into several minibatches.
+        raise ConfigError(
+            f"episodes_per_batch={knobs['episodes_per_batch']}: must be a multiple of "
+            f"max(num_env_runners, 1) x num_envs_per_env_runner = {envs_per_round}")
+    seq_len = knobs["max_seq_len"]
+    if seq_len is not None and seq_len < episode_steps(knobs) + 1:
+        raise ConfigError(
+            f"max_seq_len={seq_len}: the learner trains whole episodes as one sequence; "
+            f"allowed: none or >= max_epochs + 1 = {episode_steps(knobs) + 1}")
+
+
+def episode_steps(knobs: Mapping[str, Any]) -> int:
+    """Env steps of one episode: max_epochs for the real env, the probe's fixed length else."""
+    if knobs["env"] == envs.ENV_ID:
+        return knobs["max_epochs"]
+    from envs.probes import PROBE_EPISODE_STEPS
+
+    return PROBE_EPISODE_STEPS[knobs["env"]]
+
+
+def env_config(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """Env kwargs of the real env (probes take none: their spaces and lengths are fixed)."""
+    if knobs["env"] != envs.ENV_ID:
+        return {}
+    kwargs = _section(knobs, ENV)
+    if knobs["gpus_per_env_runner"] > 0:
+        kwargs["device"] = "cuda"
+    return kwargs
+
+
+def _section(knobs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {KNOBS[n].key or n: v for n, v in knobs.items() if KNOBS[n].where == where}
+
+
+def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
+    """The PPOConfig of one run (``knobs`` as returned by ``resolve_knobs``)."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from esper_rllib.callbacks import EsperCallbacks
+    from esper_rllib.learner import FactoredPPOLearner
+    from esper_rllib.module import FactoredLSTM
+
+    steps = episode_steps(knobs)
+    batch = knobs["episodes_per_batch"] * steps
+    model_config = _section(knobs, MODEL)
+    if model_config["max_seq_len"] is None:
+        model_config["max_seq_len"] = steps + 1
+    learner_config = _section(knobs, LEARNER)
+    return (
+        PPOConfig()
+        # The "envs:" prefix makes gymnasium import `envs` (which registers the ids) in every
+        # remote env runner too.
+        .environment(f"envs:{knobs['env']}", env_config=env_config(knobs))
+        .env_runners(
+            num_env_runners=knobs["num_env_runners"],
+            num_envs_per_env_runner=knobs["num_envs_per_env_runner"],
+            num_cpus_per_env_runner=1,
+            num_gpus_per_env_runner=knobs["gpus_per_env_runner"],
+            sample_timeout_s=knobs["sample_timeout_s"],
+            # Whole episodes only: one batch = episodes_per_batch complete episodes.
+            batch_mode="complete_episodes",
+            rollout_fragment_length="auto",
+        )
+        # Ray gives each 1-CPU actor OMP_NUM_THREADS=1, so learner and env runners each use
+        # one torch thread.
+        .resources(num_cpus_for_main_process=1)
+        .learners(
+            learner_class=FactoredPPOLearner,
+            num_learners=0,
+            num_gpus_per_learner=knobs["gpus"],
+            learner_config_dict=learner_config,
+        )
+        .training(
+            lr=knobs["lr"],
+            grad_clip=knobs["max_grad_norm"],
+            grad_clip_by="global_norm",
+            clip_param=knobs["clip_param"],
+            gamma=knobs["gamma"],
+            lambda_=knobs["lambda_"],
+            num_epochs=knobs["num_epochs"],
+            train_batch_size_per_learner=batch,
+            # The whole batch in one minibatch: num_epochs gradient steps per batch.
+            minibatch_size=batch,
+            shuffle_batch_per_epoch=False,
+            # Our learner does its own value clipping; RLlib's clamps the squared error.
+            vf_clip_param=float("inf"),
+            use_kl_loss=False,
+        )
+        # Only the class in the spec: its model_config would override Tune grids in
+        # rl_module(model_config=...) (RLlib's merge rule).
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=FactoredLSTM),
+                   model_config=model_config)
+        .callbacks(EsperCallbacks)
+        .fault_tolerance(
+            restart_failed_env_runners=knobs["restart_failed_env_runners"],
+            delay_between_env_runner_restarts_s=knobs["env_runner_restart_delay_s"],
+        )
+        .debugging(seed=knobs["seed"])
+    )
+
