@@ -1,0 +1,163 @@
+"""The masked factored action distribution with causal relevance (policy-and-ppo.md section 2).
+
+One categorical per action head over masked logits. Heads are sampled independently (as in the
+reference); the log-probability, entropy and KL only count the heads relevant to the op
+(``envs.contract.RELEVANCE``), so an irrelevant head neither adds noise to the policy gradient nor
+earns entropy bonus. The same class serves exploration, inference and training, because PPO
+compares the env runner's ``logp`` with the learner's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.distribution.distribution import Distribution
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+from torch import Tensor
+
+from envs.contract import HEADS, N_HEADS, N_OPS, RELEVANCE
+
+# A masked logit sits at ~FLOAT_MIN; anything above half of it was legal.
+_LEGAL_THRESHOLD = FLOAT_MIN / 2
+
+
+def mask_logits(logits: Tensor, mask: Tensor) -> Tensor:
+    """Push illegal logits to a large finite negative value.
+
+    Not -inf: zero-padded LSTM steps carry all-zero masks, and -inf would make their softmax,
+    entropy and KL NaN.
+    """
+    return logits + torch.clamp(torch.log(mask.to(logits.dtype)), min=FLOAT_MIN)
+
+
+class FactoredCategorical(Distribution):
+    """Independent categoricals over the action heads, weighted by causal relevance.
+
+    Build it with ``make_factored_distribution(nvec)``: ``nvec`` (values per head, in
+    ``HEADS`` order) is a class attribute because RLlib calls ``from_logits(logits)`` only.
+    """
+
+    nvec: tuple[int, ...] = ()
+
+    def __init__(self, logits: Tensor, greedy: bool = False) -> None:
+        super().__init__()
+        if not self.nvec:
+            raise TypeError("use make_factored_distribution(nvec) to get a usable class")
+        if logits.shape[-1] != sum(self.nvec):
+            raise ValueError(
+                f"logits: last dimension must be sum(nvec) = {sum(self.nvec)} for nvec "
+                f"{self.nvec}, got shape {tuple(logits.shape)}"
+            )
+        self.logits = logits
+        # Normalised log-probabilities per head; masked values stay finite (~FLOAT_MIN).
+        self._head_logps = [
+            torch.log_softmax(x, dim=-1) for x in torch.split(logits, list(self.nvec), dim=-1)
+        ]
+        self._greedy = greedy
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_logits(cls, logits: Tensor, **kwargs) -> FactoredCategorical:
+        """``logits``: (..., sum(nvec)), already masked (see ``mask_logits``)."""
+        return cls(logits)
+
+    @classmethod
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
+        if not isinstance(space, gym.spaces.MultiDiscrete) or tuple(
+            int(n) for n in space.nvec
+        ) != tuple(cls.nvec):
+            raise ValueError(f"space: expected MultiDiscrete({list(cls.nvec)}), got {space}")
+        return sum(cls.nvec)
+
+    def to_deterministic(self) -> FactoredCategorical:
+        """Same distribution whose ``sample()`` is the per-head argmax (RLlib's inference path)."""
+        return type(self)(self.logits, greedy=True)
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample(self, *, sample_shape: Sequence[int] | None = None, **kwargs) -> Tensor:
+        """(..., n_heads) int64; each head drawn independently. Masked values have probability
+        exactly 0 (exp(FLOAT_MIN) underflows), so they are never drawn."""
+        if self._greedy:
+            return self.deterministic_sample()
+        shape = torch.Size(sample_shape or ())
+        return torch.stack(
+            [torch.distributions.Categorical(logits=lp, validate_args=False).sample(shape)
+             for lp in self._head_logps],
+            dim=-1,
+        )
+
+    def deterministic_sample(self) -> Tensor:
+        return torch.stack([lp.argmax(dim=-1) for lp in self._head_logps], dim=-1)
+
+    def rsample(self, *, sample_shape: Sequence[int] | None = None, **kwargs) -> Tensor:
+        raise NotImplementedError("FactoredCategorical is discrete: no reparameterised sample")
+
+    # -- per-head quantities (unweighted) ---------------------------------------------------
+    def head_logps(self, actions: Tensor) -> Tensor:
+        """(..., n_heads): log pi_h(a_h) of each head."""
+        idx = actions.long().unsqueeze(-1)
+        return torch.cat(
+            [lp.gather(-1, i) for lp, i in zip(self._head_logps, idx.unbind(-2), strict=True)],
+            dim=-1,
+        )
+
+    def head_entropies(self) -> Tensor:
+        """(..., n_heads) in nats. Masked values contribute 0 * finite = 0."""
+        return torch.stack([-(lp.exp() * lp).sum(-1) for lp in self._head_logps], dim=-1)
+
+    def head_kls(self, other: FactoredCategorical) -> Tensor:
+        """(..., n_heads): KL(self_h || other_h) of each head."""
+        return torch.stack(
+            [(lp.exp() * (lp - lq)).sum(-1)
+             for lp, lq in zip(self._head_logps, other._head_logps, strict=True)],
+            dim=-1,
+        )
+
+    def legal_counts(self) -> Tensor:
+        """(..., n_heads): number of legal values of each head, read off the masked logits."""
+        return torch.stack(
+            [(x > _LEGAL_THRESHOLD).sum(-1)
+             for x in torch.split(self.logits, list(self.nvec), dim=-1)],
+            dim=-1,
+        )
+
+    def op_probs(self) -> Tensor:
+        """(..., 6): pi(op | s) over the masked op head."""
+        return self._head_logps[0].exp()
+
+    def relevance(self, actions: Tensor) -> Tensor:
+        """(..., n_heads) 0/1 float: which heads matter for each action's op."""
+        return self._relevance_table()[actions[..., 0].long()]
+
+    def expected_relevance(self) -> Tensor:
+        """(..., n_heads): P(head relevant) when op ~ pi(op | s); 1 for the op head."""
+        return self.op_probs() @ self._relevance_table()
+
+    # -- what PPO uses ----------------------------------------------------------------------
+    def logp(self, actions: Tensor, **kwargs) -> Tensor:
+        """(...,): sum of the log-probabilities of the heads relevant to the action's op."""
+        return (self.head_logps(actions) * self.relevance(actions)).sum(-1)
+
+    def entropy(self, **kwargs) -> Tensor:
+        """(...,) nats: H(op) + sum_h P(h relevant) H_h, the entropy of the effective action."""
+        return (self.head_entropies() * self.expected_relevance()).sum(-1)
+
+    def kl(self, other: FactoredCategorical, **kwargs) -> Tensor:
+        """(...,): KL(op) + sum_h E_{op~pi_self}[rel_h] KL_h, the KL of the effective actions."""
+        return (self.head_kls(other) * self.expected_relevance()).sum(-1)
+
+    def _relevance_table(self) -> Tensor:
+        return torch.as_tensor(RELEVANCE, dtype=self.logits.dtype, device=self.logits.device)
+
+
+def make_factored_distribution(nvec: Sequence[int]) -> type[FactoredCategorical]:
+    """A ``FactoredCategorical`` subclass for heads of sizes ``nvec`` (``HEADS`` order)."""
+    nvec = tuple(int(n) for n in nvec)
+    if len(nvec) != N_HEADS or nvec[0] != N_OPS or min(nvec) < 1:
+        raise ValueError(
+            f"nvec: expected {N_HEADS} positive head sizes in order {HEADS} with op = {N_OPS}, "
+            f"got {nvec}"
+        )
+    return type("FactoredCategorical", (FactoredCategorical,), {"nvec": nvec})

@@ -1,0 +1,204 @@
+"""``FactoredLSTM``: the reference policy as an RLlib 2.60 stateful ``TorchRLModule``.
+
+blueprint embedding + features -> feature net -> LSTM -> LayerNorm -> one policy head per action
+head (masked logits) and a value head that is either Q(s, op) (``q_op``, the reference) or V(s).
+Layers, sizes and initialisation follow policy-and-ppo.md section 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from torch import Tensor, nn
+
+from envs.contract import EMPTY_BLUEPRINT, HEADS, N_OPS
+from esper_rllib.distribution import make_factored_distribution, mask_logits
+from esper_rllib.model_config import resolve_model_config
+
+_RELU_GAIN = math.sqrt(2)
+_POLICY_OUT_GAIN = 0.01
+
+
+def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
+         layernorm: bool = False) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> ReLU per hidden width, then the output Linear.
+
+    With ``layernorm``, every hidden layer but the last gets a LayerNorm (the spec's value head).
+    """
+    layers: list[nn.Module] = []
+    for i, width in enumerate(hidden):
+        layers.append(_linear(in_dim, width, _RELU_GAIN))
+        if layernorm and i < len(hidden) - 1:
+            layers.append(nn.LayerNorm(width))
+        layers.append(nn.ReLU())
+        in_dim = width
+    layers.append(_linear(in_dim, out_dim, out_gain))
+    return nn.Sequential(*layers)
+
+
+class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
+    """The factored-action LSTM actor-critic. See ``esper_rllib.model_config`` for its keys."""
+
+    def setup(self) -> None:
+        # Defaults written back so RLlib's connectors find max_seq_len in module.model_config.
+        self.model_config = cfg = resolve_model_config(self.model_config)
+        self.critic_type = cfg["critic"]
+        self.q_baseline = cfg["q_baseline"]
+        self.nvec = tuple(int(n) for n in self.action_space.nvec)
+        self.action_dist_cls = make_factored_distribution(self.nvec)
+
+        obs = self.observation_space
+        n_features = obs["features"].shape[0]
+        n_slots = len(obs["blueprints"].nvec)
+        hidden = cfg["lstm_hidden"]
+
+        self.blueprint_embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
+        nn.init.normal_(self.blueprint_embedding.weight, std=0.02)
+        self.feature_net = nn.Sequential(
+            _linear(n_features + n_slots * cfg["embed_dim"], cfg["feature_dim"], _RELU_GAIN),
+            nn.LayerNorm(cfg["feature_dim"]),
+            nn.ReLU(),
+        )
+        self.lstm = nn.LSTM(cfg["feature_dim"], hidden, num_layers=1, batch_first=True)
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(param, gain=1.0)
+            else:
+                # Gate order i, f, g, o: a forget bias of 1 (in both vectors) keeps memory early.
+                nn.init.zeros_(param)
+                param.data[hidden:2 * hidden] = 1.0
+        self.lstm_norm = nn.LayerNorm(hidden)
+
+        head_hidden = {h: [cfg["head_hidden"]] for h in HEADS}
+        head_hidden["blueprint"] = cfg["blueprint_head_hidden"]
+        self.policy_heads = nn.ModuleDict({
+            head: _mlp(hidden, head_hidden[head], n, _POLICY_OUT_GAIN)
+            for head, n in zip(HEADS, self.nvec, strict=True)
+        })
+        value_hidden = [hidden >> i for i in range(1, cfg["value_head_depth"])]
+        value_in = hidden + (N_OPS if self.critic_type == "q_op" else 0)
+        self.value_head = _mlp(value_in, value_hidden, 1, cfg["value_head_gain"],
+                               layernorm=cfg["value_head_layernorm"])
+
+    def get_initial_state(self) -> dict[str, np.ndarray]:
+        hidden = self.model_config["lstm_hidden"]
+        return {"h": np.zeros(hidden, np.float32), "c": np.zeros(hidden, np.float32)}
+
+    # -- forward passes ---------------------------------------------------------------------
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        embeddings, state_out = self._embed(batch)
+        return {
+            Columns.ACTION_DIST_INPUTS: self._masked_logits(embeddings, batch),
+            Columns.STATE_OUT: state_out,
+            Columns.EMBEDDINGS: embeddings,
+        }
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward_env_runner(batch)
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward_env_runner(batch)
+
+    def _forward_env_runner(self, batch: dict[str, Any]) -> dict[str, Any]:
+        # The env runner stores every extra output in the episode: drop the (B, 1, H) embeddings
+        # so they are not shipped to the learner with each step.
+        with torch.no_grad():
+            out = self._forward(batch)
+        del out[Columns.EMBEDDINGS]
+        return out
+
+    def _embed(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """LSTM output after LayerNorm (B, T, H) and the final state {h, c} (B, H)."""
+        obs = batch[Columns.OBS]
+        slots = self.blueprint_embedding(obs["blueprints"].long()).flatten(-2)
+        x = self.feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
+        state = batch[Columns.STATE_IN]
+        h0, c0 = state["h"].unsqueeze(0), state["c"].unsqueeze(0)
+        seq_lens = batch.get(Columns.SEQ_LENS)
+        if seq_lens is not None and x.shape[1] > 1:
+            # Packed so the returned state is the one at each chunk's last real step, not after
+            # the zero padding (what the end-of-sequence LSTM-state telemetry needs).
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, torch.as_tensor(seq_lens).cpu().long(), batch_first=True, enforce_sorted=False
+            )
+            out, (h, c) = self.lstm(packed, (h0, c0))
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                      total_length=x.shape[1])
+        else:
+            out, (h, c) = self.lstm(x, (h0, c0))
+        return self.lstm_norm(out), {"h": h.squeeze(0), "c": c.squeeze(0)}
+
+    def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
+        logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)
+        # Read the mask, never pop it: RLlib shares this batch between the GAE and loss passes.
+        return mask_logits(logits, batch[Columns.OBS]["action_mask"])
+
+    # -- critic -----------------------------------------------------------------------------
+    def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        """(B, T) values.
+
+        With ``embeddings`` (the loss path): the regression target's prediction, Q(s, op taken)
+        for ``q_op`` or V(s) for ``v``.
+        Without (the GAE path, forward run here): the baseline GAE uses, V(s) for ``v``;
+        for ``q_op``/``expected`` sum over legal ops pi(op|s) Q(s, op); for ``q_op``/
+        ``sampled_op`` (the reference) Q(s, op taken) on real steps, and on RLlib's artificial
+        bootstrap step (LOSS_MASK False, which carries a stale copy of the previous action)
+        Q(s', argmax op of the policy), as the reference bootstrapped. That baseline makes the
+        taken op's advantage ~0 by construction, which is the ablation's point.
+        """
+        if self.critic_type == "v":
+            if embeddings is None:
+                embeddings, _ = self._embed(batch)
+            return self.value_head(embeddings).squeeze(-1)
+        if embeddings is not None:
+            return self.value_of_ops(embeddings, self._ops_taken(batch))
+        embeddings, _ = self._embed(batch)
+        op_logits = self._masked_logits(embeddings, batch)[..., :N_OPS]
+        if self.q_baseline == "expected":
+            return (torch.softmax(op_logits, dim=-1) * self.q_all_ops(embeddings)).sum(-1)
+        ops = self._ops_taken(batch)
+        loss_mask = batch.get(Columns.LOSS_MASK)
+        if loss_mask is not None:
+            ops = torch.where(loss_mask.bool(), ops, op_logits.argmax(-1))
+        return self.value_of_ops(embeddings, ops)
+
+    def q_all_ops(self, embeddings: Tensor) -> Tensor:
+        """(B, T, 6): Q(s, op) for every op (``q_op`` critic only)."""
+        self._require_q_op("q_all_ops")
+        ops = torch.arange(N_OPS, device=embeddings.device).expand(*embeddings.shape[:-1], N_OPS)
+        expanded = embeddings.unsqueeze(-2).expand(*embeddings.shape[:-1], N_OPS, -1)
+        return self._q(expanded, ops)
+
+    def value_of_ops(self, embeddings: Tensor, ops: Tensor) -> Tensor:
+        """(B, T): Q(s, ops) for the given (B, T) ops (``q_op`` critic only)."""
+        self._require_q_op("value_of_ops")
+        return self._q(embeddings, ops)
+
+    def _q(self, embeddings: Tensor, ops: Tensor) -> Tensor:
+        one_hot = nn.functional.one_hot(ops.long(), N_OPS).to(embeddings.dtype)
+        return self.value_head(torch.cat([embeddings, one_hot], dim=-1)).squeeze(-1)
+
+    def _ops_taken(self, batch: dict[str, Any]) -> Tensor:
+        if Columns.ACTIONS not in batch:
+            raise ValueError("compute_values: the q_op critic needs batch[ACTIONS] (the op taken)")
+        return batch[Columns.ACTIONS][..., 0].long()
+
+    def _require_q_op(self, name: str) -> None:
+        if self.critic_type != "q_op":
+            raise ValueError(
+                f"{name}: needs model_config['critic'] = 'q_op', got {self.critic_type!r}"
+            )
