@@ -57,7 +57,8 @@ def test_thresholds_are_relative_and_strict():
 
 def test_missing_or_nan_metrics_raise_no_flag():
     # e.g. the state-value critic has no q_spread; a constant return gives EV NaN.
-    record = CollapseMonitor(warmup=0).update({"q_spread": math.nan, "explained_variance": math.nan})
+    nan_metrics = {"q_spread": math.nan, "explained_variance": math.nan}
+    record = CollapseMonitor(warmup=0).update(nan_metrics)
     assert not any(record[f"flag_{f}"] for f in COLLAPSE_FLAGS)
     assert record["verdict"] == UNDETERMINED and record["verdict_code"] == -1
 

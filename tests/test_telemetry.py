@@ -39,8 +39,6 @@ def test_explained_variance_ignores_padding_and_bootstrap_steps():
     assert ev > 0.5  # the critic is decent on the real steps
     # RLlib's vf_explained_var on (B, T) looks at t=0 across rows only, unmasked.
     rllib_ev = float(rllib_explained_variance(g, v))
-    gt0, vt0 = g[:, 0], v[:, 0]
-    assert rllib_ev == pytest.approx(float(1 - (gt0 - vt0).var() / gt0.var()))
     assert rllib_ev == pytest.approx(0.0, abs=1e-6)  # the mean at t=0: nothing explained
 
 
@@ -63,7 +61,8 @@ def test_masked_mean_std_and_advantage_normalisation_over_real_steps():
     assert float(norm[mask].std(correction=0)) == pytest.approx(1.0, abs=1e-6)
     assert math.isnan(float(telemetry.masked_mean(adv, torch.zeros_like(mask))))
     # A single real step has std 0 (population), not NaN.
-    assert float(telemetry.masked_std(adv, torch.tensor([[True, False, False], [False, False, False]]))) == 0.0
+    one_step = torch.tensor([[True, False, False], [False, False, False]])
+    assert float(telemetry.masked_std(adv, one_step)) == 0.0
 
 
 def test_q_spread_over_valid_steps():
