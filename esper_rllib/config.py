@@ -19,7 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import gymnasium
+
 import envs
+from esper_rllib.model_config import CRITICS, Q_BASELINES, resolve_model_config
+from esper_rllib.model_config import DEFAULTS as MODEL_DEFAULTS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -47,7 +51,7 @@ _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False,
 @dataclass(frozen=True)
 class Knob:
     default: Any
-    type: type  # bool, int, float or str
+    type: type  # bool, int, float, str, or tuple (of positive ints, "a,b" on the command line)
     where: str
     help: str
     choices: tuple = ()
@@ -63,6 +67,8 @@ class Knob:
             text = " | ".join(map(str, self.choices))
         elif self.type is bool:
             text = "true | false"
+        elif self.type is tuple:
+            text = "comma-separated ints >= 1"
         elif self.maximum is not None:
             text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
         elif self.minimum is not None:
@@ -83,6 +89,8 @@ class Knob:
                 value = int(raw)
             elif self.type is float:
                 value = float(raw)
+            elif self.type is tuple:
+                value = tuple(int(part) for part in raw.split(","))
             else:
                 value = raw
         except (KeyError, ValueError):
@@ -99,15 +107,20 @@ class Knob:
             raise bad
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.type is tuple and isinstance(value, list):
+            value = tuple(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             raise bad
         if self.type is float and math.isnan(value):
             raise bad
         if self.choices and value not in self.choices:
             raise bad
-        if self.minimum is not None and value < self.minimum:
+        numbers = value if self.type is tuple else (value,)
+        if self.type is tuple and not (numbers and all(type(v) is int for v in numbers)):
             raise bad
-        if self.maximum is not None and value > self.maximum:
+        if self.minimum is not None and min(numbers) < self.minimum:
+            raise bad
+        if self.maximum is not None and max(numbers) > self.maximum:
             raise bad
         if name == "env_device" and not _DEVICE.match(value):
             raise bad
@@ -138,20 +151,28 @@ KNOBS: dict[str, Knob] = {
                        "(cuda whenever gpus_per_env_runner > 0)", key="device"),
     "inject_nan_at_epoch": Knob(None, int, ENV, "force a governor rollback at this epoch "
                                 "(fault tests)", minimum=0, optional=True),
-    # --- the network (model_config, policy-and-ppo.md section 1) ---
-    "lstm_hidden": Knob(512, int, MODEL, "LSTM hidden size", minimum=1),
-    "feature_dim": Knob(512, int, MODEL, "feature net width", minimum=1),
-    "embed_dim": Knob(4, int, MODEL, "blueprint embedding size", minimum=1),
-    "head_hidden": Knob(256, int, MODEL, "hidden width of each policy head", minimum=1),
-    "blueprint_head_hidden": Knob(512, int, MODEL, "first hidden width of the blueprint head",
+    # --- the network (model_config, policy-and-ppo.md section 1; defaults: the module's) ---
+    "lstm_hidden": Knob(MODEL_DEFAULTS["lstm_hidden"], int, MODEL, "LSTM hidden size",
+                        minimum=1),
+    "feature_dim": Knob(MODEL_DEFAULTS["feature_dim"], int, MODEL, "feature net width",
+                        minimum=1),
+    "embed_dim": Knob(MODEL_DEFAULTS["embed_dim"], int, MODEL, "blueprint embedding size",
+                      minimum=1),
+    "head_hidden": Knob(MODEL_DEFAULTS["head_hidden"], int, MODEL,
+                        "hidden width of each policy head", minimum=1),
+    "blueprint_head_hidden": Knob(MODEL_DEFAULTS["blueprint_head_hidden"], tuple, MODEL,
+                                  "hidden widths of the blueprint head, e.g. 512,256",
                                   minimum=1),
-    "value_head_depth": Knob(2, int, MODEL, "Linear layers in the value head", minimum=1),
-    "value_head_layernorm": Knob(False, bool, MODEL, "LayerNorm after hidden value layers"),
-    "value_head_gain": Knob(1.0, float, MODEL, "orthogonal gain of the value output layer",
-                            minimum=0.0),
-    "critic": Knob("q_op", str, MODEL, "Q(s, op) or state value V(s)", choices=("q_op", "v")),
-    "q_baseline": Knob("sampled_op", str, MODEL, "GAE baseline of the q_op critic",
-                       choices=("sampled_op", "expected")),
+    "value_head_depth": Knob(MODEL_DEFAULTS["value_head_depth"], int, MODEL,
+                             "Linear layers in the value head", minimum=1),
+    "value_head_layernorm": Knob(MODEL_DEFAULTS["value_head_layernorm"], bool, MODEL,
+                                 "LayerNorm after hidden value layers"),
+    "value_head_gain": Knob(MODEL_DEFAULTS["value_head_gain"], float, MODEL,
+                            "orthogonal gain of the value output layer", minimum=1e-12),
+    "critic": Knob(MODEL_DEFAULTS["critic"], str, MODEL, "Q(s, op) or state value V(s)",
+                   choices=CRITICS),
+    "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
+                       "GAE baseline of the q_op critic", choices=Q_BASELINES),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
@@ -201,7 +222,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 25, "episodes_per_batch": 4,
         "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
-        "blueprint_head_hidden": 64, "sample_timeout_s": 600.0, "checkpoint_every": 5,
+        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
     },
     "standard": {
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 8,
@@ -233,7 +254,7 @@ def _check_value(name: str, value: Any) -> Any:
     if name not in KNOBS:
         raise _unknown("key", name, list(KNOBS))
     knob = KNOBS[name]
-    if isinstance(value, Mapping) and set(value) == {"grid_search"}:
+    if _is_search_space(value):
         if not knob.searchable:
             raise ConfigError(f"{name}: a search space is not allowed here (other settings "
                               "are derived from it); give one value")
@@ -283,15 +304,24 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"max_seq_len={seq_len}: the learner trains whole episodes as one sequence; "
             f"allowed: none or >= max_epochs + 1 = {episode_steps(knobs) + 1}")
+    model_config = _section(knobs, MODEL)
+    if not any(_is_search_space(v) for v in model_config.values()):
+        try:
+            resolve_model_config({**model_config, "max_seq_len": seq_len or 1})
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
+def _is_search_space(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"grid_search"}
 
 
 def episode_steps(knobs: Mapping[str, Any]) -> int:
     """Env steps of one episode: max_epochs for the real env, the probe's fixed length else."""
     if knobs["env"] == envs.ENV_ID:
         return knobs["max_epochs"]
-    from envs.probes import PROBE_EPISODE_STEPS
-
-    return PROBE_EPISODE_STEPS[knobs["env"]]
+    probe = gymnasium.envs.registration.load_env_creator(gymnasium.spec(knobs["env"]).entry_point)
+    return probe.n_steps
 
 
 def env_config(knobs: Mapping[str, Any]) -> dict[str, Any]:
