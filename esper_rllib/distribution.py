@@ -96,10 +96,12 @@ class FactoredCategorical(Distribution):
 
     # -- per-head quantities (unweighted) ---------------------------------------------------
     def head_logps(self, actions: Tensor) -> Tensor:
-        """(..., n_heads): log pi_h(a_h) of each head."""
-        idx = actions.long().unsqueeze(-1)
+        """(..., n_heads): log pi_h(a_h) of each head (actions broadcast against the batch)."""
+        shape = torch.broadcast_shapes(actions.shape[:-1], self.logits.shape[:-1])
+        idx = actions.long().expand(*shape, len(self.nvec)).unsqueeze(-1)
         return torch.cat(
-            [lp.gather(-1, i) for lp, i in zip(self._head_logps, idx.unbind(-2), strict=True)],
+            [lp.expand(*shape, -1).gather(-1, i)
+             for lp, i in zip(self._head_logps, idx.unbind(-2), strict=True)],
             dim=-1,
         )
 
