@@ -1,0 +1,238 @@
+"""FactoredLSTM: sizes, initialisation, rollout/training agreement, critics and baselines."""
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+
+from envs.contract import N_OPS, Op, action_space, observation_space
+from esper_rllib.distribution import FactoredCategorical
+from esper_rllib.model_config import DEFAULTS, PRESETS, resolve_model_config
+from esper_rllib.module import FactoredLSTM
+
+# Gain 1 on the value output so values are O(1) and comparisons between them mean something.
+SMALL = {"lstm_hidden": 32, "feature_dim": 12, "embed_dim": 3, "head_hidden": 8,
+         "blueprint_head_hidden": [8, 8], "max_seq_len": 8, "value_head_gain": 1.0}
+N_SLOTS = 3
+
+
+def _module(**overrides):
+    torch.manual_seed(0)
+    return FactoredLSTM(observation_space=observation_space(N_SLOTS),
+                        action_space=action_space(N_SLOTS), model_config={**SMALL, **overrides})
+
+
+def _batch(module, B=3, T=6, seed=0):
+    """A (B, T) learner-style batch of random observations with legal masks and actions."""
+    rng = np.random.default_rng(seed)
+    space = observation_space(N_SLOTS)
+    space.seed(seed)
+    obs = [[space.sample() for _ in range(T)] for _ in range(B)]
+    obs = {k: torch.as_tensor(np.array([[o[k] for o in row] for row in obs])) for k in space}
+    # Every op legal except FOSSILIZE, so the argmax op and the taken op can differ.
+    obs["action_mask"] = torch.ones_like(obs["action_mask"])
+    obs["action_mask"][..., Op.FOSSILIZE] = 0.0
+    actions = torch.as_tensor(np.array(
+        [[action_space(N_SLOTS).sample() for _ in range(T)] for _ in range(B)]))
+    actions[..., 0] = torch.as_tensor(rng.choice([0, 1, 2, 3, 5], size=(B, T)))
+    state = {k: torch.as_tensor(np.stack([v] * B)) for k, v in module.get_initial_state().items()}
+    return {Columns.OBS: obs, Columns.ACTIONS: actions, Columns.STATE_IN: state}
+
+
+def _step(batch, t):
+    """The env-runner view of time step t: T = 1."""
+    return {Columns.OBS: {k: v[:, t:t + 1] for k, v in batch[Columns.OBS].items()},
+            Columns.ACTIONS: batch[Columns.ACTIONS][:, t:t + 1]}
+
+
+@pytest.mark.parametrize(("preset", "value_head", "total"),
+                         [("seed_before", 133_121, 3_624_802), ("seed_after", 174_849, 3_666_530)])
+def test_parameter_counts_at_reference_sizes(preset, value_head, total):
+    spec = RLModuleSpec(module_class=FactoredLSTM, observation_space=observation_space(3),
+                        action_space=action_space(3), model_config=dict(PRESETS[preset]))
+    module = spec.build()
+    assert sum(p.numel() for p in module.value_head.parameters()) == value_head
+    assert sum(p.numel() for p in module.parameters()) == total
+
+
+def test_initialisation_follows_the_spec():
+    module = _module(value_head_gain=0.5)
+    H = SMALL["lstm_hidden"]
+    for name, bias in module.lstm.named_parameters():
+        if name.startswith("bias"):
+            expected = torch.zeros(4 * H)
+            expected[H:2 * H] = 1.0
+            assert torch.equal(bias, expected), name
+    # Orthogonal with gain g: every singular value equals g.
+    for head in module.policy_heads.values():
+        assert torch.allclose(torch.linalg.svdvals(head[-1].weight), torch.tensor(0.01))
+        assert torch.allclose(torch.linalg.svdvals(head[0].weight), torch.tensor(2 ** 0.5))
+    assert torch.allclose(torch.linalg.svdvals(module.value_head[-1].weight), torch.tensor(0.5))
+    assert module.blueprint_embedding.weight.std() < 0.1
+
+
+def test_value_head_depth_and_layernorm_shape():
+    layers = _module(value_head_depth=4, value_head_layernorm=True).value_head
+    widths = [m.out_features for m in layers if isinstance(m, torch.nn.Linear)]
+    norms = [m.normalized_shape[0] for m in layers if isinstance(m, torch.nn.LayerNorm)]
+    assert widths == [16, 8, 4, 1] and norms == [16, 8]
+    assert layers[0].in_features == SMALL["lstm_hidden"] + N_OPS
+    assert _module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
+
+
+@pytest.mark.parametrize("critic", ["q_op", "v"])
+def test_step_by_step_rollout_matches_whole_sequence(critic):
+    module = _module(critic=critic)
+    batch = _batch(module)
+    T = batch[Columns.ACTIONS].shape[1]
+    with torch.no_grad():
+        whole = module.forward_train(batch)
+        whole_values = module.compute_values(batch, whole[Columns.EMBEDDINGS])
+        state = batch[Columns.STATE_IN]
+        logits, values = [], []
+        for t in range(T):
+            step = {**_step(batch, t), Columns.STATE_IN: state}
+            out = module.forward_exploration(step)
+            state = out[Columns.STATE_OUT]
+            logits.append(out[Columns.ACTION_DIST_INPUTS])
+            values.append(module.compute_values(step))
+    assert torch.allclose(torch.cat(logits, 1), whole[Columns.ACTION_DIST_INPUTS], atol=1e-5)
+    assert torch.allclose(torch.cat(values, 1), whole_values, atol=1e-5)
+    for k in ("h", "c"):
+        assert torch.allclose(state[k], whole[Columns.STATE_OUT][k], atol=1e-5)
+
+
+def test_padded_chunks_return_the_state_at_their_last_real_step():
+    module = _module()
+    batch = _batch(module, B=2, T=6)
+    with torch.no_grad():
+        padded = module.forward_train({**batch, Columns.SEQ_LENS: torch.tensor([6, 3])})
+        short = module.forward_train({
+            Columns.OBS: {k: v[1:, :3] for k, v in batch[Columns.OBS].items()},
+            Columns.STATE_IN: {k: v[1:] for k, v in batch[Columns.STATE_IN].items()}})
+        full = module.forward_train(batch)
+    for k in ("h", "c"):
+        assert torch.allclose(padded[Columns.STATE_OUT][k][1], short[Columns.STATE_OUT][k][0],
+                              atol=1e-5)
+        assert torch.allclose(padded[Columns.STATE_OUT][k][0], full[Columns.STATE_OUT][k][0],
+                              atol=1e-5)
+    assert torch.allclose(padded[Columns.ACTION_DIST_INPUTS][1, :3],
+                          full[Columns.ACTION_DIST_INPUTS][1, :3], atol=1e-5)
+
+
+def test_logits_are_masked_and_the_batch_is_left_alone():
+    module = _module()
+    batch = _batch(module)
+    obs_before = {k: v.clone() for k, v in batch[Columns.OBS].items()}
+    with torch.no_grad():
+        out = module.forward_train(batch)
+        module.compute_values(batch)
+    logits = out[Columns.ACTION_DIST_INPUTS]
+    assert bool((logits[..., Op.FOSSILIZE] < FLOAT_MIN / 2).all())
+    assert bool((logits[..., Op.WAIT] > FLOAT_MIN / 2).all())
+    assert batch[Columns.OBS].keys() == obs_before.keys()
+    for k, v in obs_before.items():
+        assert torch.equal(batch[Columns.OBS][k], v)
+    dist_cls = module.get_train_action_dist_cls()
+    assert issubclass(dist_cls, FactoredCategorical)
+    assert dist_cls is module.get_exploration_action_dist_cls()
+    assert dist_cls is module.get_inference_action_dist_cls()
+
+
+def test_env_runner_outputs_carry_no_embeddings():
+    module = _module()
+    batch = _batch(module, T=1)
+    assert Columns.EMBEDDINGS not in module.forward_exploration(batch)
+    assert Columns.EMBEDDINGS not in module.forward_inference(batch)
+    assert Columns.EMBEDDINGS in module.forward_train(batch)
+
+
+def test_loss_path_values_are_q_of_the_op_taken():
+    module = _module()
+    batch = _batch(module)
+    with torch.no_grad():
+        emb = module.forward_train(batch)[Columns.EMBEDDINGS]
+        q = module.q_all_ops(emb)
+        values = module.compute_values(batch, emb)
+    ops = batch[Columns.ACTIONS][..., 0]
+    assert q.shape == (*ops.shape, N_OPS)
+    assert q.std(-1).min() > 1e-3  # the op changes Q, so picking the right one matters
+    assert torch.allclose(values, q.gather(-1, ops.unsqueeze(-1)).squeeze(-1), atol=1e-6)
+    assert torch.allclose(module.value_of_ops(emb, ops), values)
+
+
+def test_expected_baseline_is_the_policy_weighted_q():
+    module = _module(q_baseline="expected")
+    batch = _batch(module)
+    with torch.no_grad():
+        out = module.forward_train(batch)
+        q = module.q_all_ops(out[Columns.EMBEDDINGS])
+        baseline = module.compute_values(batch)
+    op_logits = out[Columns.ACTION_DIST_INPUTS][..., :N_OPS]
+    pi = torch.softmax(op_logits, -1)
+    assert torch.count_nonzero(pi[..., Op.FOSSILIZE]) == 0
+    assert torch.allclose(baseline, (pi * q).sum(-1), atol=1e-6)
+
+
+def test_sampled_op_baseline_bootstraps_with_the_argmax_op():
+    module = _module(q_baseline="sampled_op")
+    batch = _batch(module)
+    with torch.no_grad():
+        out = module.forward_train(batch)
+        q = module.q_all_ops(out[Columns.EMBEDDINGS])
+    greedy = out[Columns.ACTION_DIST_INPUTS][..., :N_OPS].argmax(-1)
+    # The artificial bootstrap step carries a stale op: make it differ from the argmax.
+    batch[Columns.ACTIONS][:, -1, 0] = torch.where(greedy[:, -1] == Op.WAIT, Op.GERMINATE,
+                                                   Op.WAIT)
+    loss_mask = torch.ones(batch[Columns.ACTIONS].shape[:2], dtype=torch.bool)
+    loss_mask[:, -1] = False
+    with torch.no_grad():
+        values = module.compute_values({**batch, Columns.LOSS_MASK: loss_mask})
+    taken = batch[Columns.ACTIONS][..., 0]
+    q_taken = q.gather(-1, taken.unsqueeze(-1)).squeeze(-1)
+    q_greedy = q.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(values[:, :-1], q_taken[:, :-1], atol=1e-6)
+    assert torch.allclose(values[:, -1], q_greedy[:, -1], atol=1e-6)
+    assert not torch.allclose(q_taken[:, -1], q_greedy[:, -1])
+
+
+def test_v_critic_is_a_state_value():
+    module = _module(critic="v")
+    batch = _batch(module)
+    with torch.no_grad():
+        emb = module.forward_train(batch)[Columns.EMBEDDINGS]
+        assert torch.allclose(module.compute_values(batch), module.compute_values(batch, emb))
+        other_ops = {**batch, Columns.ACTIONS: torch.zeros_like(batch[Columns.ACTIONS])}
+        assert torch.allclose(module.compute_values(other_ops), module.compute_values(batch))
+    with pytest.raises(ValueError, match="critic"):
+        module.q_all_ops(emb)
+    with pytest.raises(ValueError, match="critic"):
+        module.value_of_ops(emb, batch[Columns.ACTIONS][..., 0])
+
+
+def test_model_config_defaults_and_rllib_keys():
+    module = _module()
+    assert module.model_config["max_seq_len"] == SMALL["max_seq_len"]
+    assert resolve_model_config({})["max_seq_len"] == DEFAULTS["max_seq_len"]
+    # PPOConfig merges vf_share_layers into every model_config.
+    assert "vf_share_layers" not in resolve_model_config({"vf_share_layers": False})
+    assert module.get_initial_state()["h"].shape == (SMALL["lstm_hidden"],)
+    assert module.get_initial_state()["c"].dtype == np.float32
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"lstm_size": 64}, "unknown key.*lstm_size.*known keys"),
+    ({"critic": "q"}, "critic.*q_op.*v"),
+    ({"q_baseline": "mean"}, "q_baseline.*sampled_op.*expected"),
+    ({"lstm_hidden": 0}, "lstm_hidden.*positive int"),
+    ({"value_head_depth": 2.0}, "value_head_depth.*positive int"),
+    ({"value_head_depth": 7, "lstm_hidden": 32}, "value_head_depth.*at most 6"),
+    ({"value_head_layernorm": "yes"}, "value_head_layernorm.*True or False"),
+    ({"value_head_gain": -1}, "value_head_gain.*positive"),
+    ({"blueprint_head_hidden": 256}, "blueprint_head_hidden.*sequence"),
+])
+def test_bad_model_config_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _module(**overrides)
