@@ -1,0 +1,208 @@
+"""A real two-node Ray cluster on this machine: a job submitted through the Jobs API runs a sweep
+whose trials land on both nodes, with token authentication on, as on the real cluster."""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """Ray nodes started by this test only, so teardown can stop exactly them."""
+
+    temp_dir: Path
+    env: dict
+    token: str
+    gcs_address: str = ""
+    dashboard_url: str = ""
+    nodes: list = field(default_factory=list)
+
+    @property
+    def auth_header(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get_json(self, path: str, auth: bool = True) -> dict:
+        req = urllib.request.Request(self.dashboard_url + path,
+                                     headers=self.auth_header if auth else {})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def start_node(self, name: str, args: list, resources: dict) -> None:
+        # Every port explicit: other engineers run Ray on this machine, and Ray's fixed defaults
+        # (client server 10001, agent 52365) would collide between our own two nodes as well.
+        ports = {f"--{p}": str(_free_port()) for p in (
+            "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")}
+        cmd = [str(VENV_BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1",
+               "--num-cpus", "1", "--resources", json.dumps(resources),
+               "--disable-usage-stats", *[x for kv in ports.items() for x in kv], *args]
+        log = open(self.temp_dir / f"{name}.log", "w")  # noqa: SIM115 (closed with the dir)
+        # Own session = own process group: teardown kills this group, never anyone else's Ray.
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.nodes.append(proc)
+
+    def wait_for(self, what: str, ok, timeout: float = 180.0) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in self.nodes:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a ray node exited while waiting for {what}:\n"
+                                       + self.logs())
+            try:
+                value = ok()
+                if value:
+                    return value
+            except OSError:
+                pass
+            time.sleep(1.0)
+        raise TimeoutError(f"timed out waiting for {what}:\n" + self.logs())
+
+    def alive_nodes(self) -> list:
+        rows = self.get_json("/api/v0/nodes?limit=100")["data"]["result"]["result"]
+        return [r for r in rows if r["state"] == "ALIVE"]
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in sorted(self.temp_dir.glob("*.log")))
+
+    def stop(self) -> set:
+        """Stop our nodes and everything under them; return the pids still alive (none)."""
+        # Ray workers (and the job's driver under them) run in their own sessions and rename
+        # themselves (ray::IDLE), so note every descendant before the raylets go.
+        strays = _descendants([p.pid for p in self.nodes])
+        for proc in reversed(self.nodes):
+            _kill_group(proc)
+        for pid in strays | _pids_mentioning(str(self.temp_dir)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        time.sleep(1.0)
+        return {pid for pid in strays if _alive(pid)}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=15)
+
+
+def _proc_entries() -> list:
+    return [e for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+
+
+def _pids_mentioning(text: str) -> set:
+    pids = set()
+    for entry in _proc_entries():
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _descendants(roots: list) -> set:
+    children: dict = {}
+    for entry in _proc_entries():
+        try:
+            # Field 4 of /proc/PID/stat is the parent; the name (field 2) may contain spaces.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+@pytest.fixture
+def two_node_cluster():
+    # Short path: Ray's unix sockets live under the temp dir and are limited to ~107 chars.
+    temp_dir = Path(tempfile.mkdtemp(prefix="esper7_", dir="/tmp"))
+    token = secrets.token_hex(32)
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    env = dict(os.environ)
+    # Token auth on, identically for every node and the job driver they start (as cluster.yaml
+    # does), with a token private to this cluster: never the user's ~/.ray/auth_token.
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
+               PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    cluster = LocalCluster(temp_dir=temp_dir, env=env, token=token)
+    try:
+        port, dash = _free_port(), _free_port()
+        cluster.gcs_address = f"127.0.0.1:{port}"
+        cluster.dashboard_url = f"http://127.0.0.1:{dash}"
+        cluster.start_node("head", [
+            "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dash), "--temp-dir", str(temp_dir),
+            "--ray-client-server-port", str(_free_port())], {"esper_head": 1})
+        cluster.wait_for("the head", lambda: cluster.alive_nodes())
+        cluster.start_node("worker", ["--address", cluster.gcs_address], {"esper_worker": 1})
+        cluster.wait_for("two alive nodes", lambda: len(cluster.alive_nodes()) == 2)
+        yield cluster
+    finally:
+        left = cluster.stop()
+    assert not left, f"processes of the test cluster survived teardown: {sorted(left)}"
+
+
+def test_two_node_cluster_runs_a_job(two_node_cluster):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    cluster = two_node_cluster
+    client = JobSubmissionClient(cluster.dashboard_url, headers=cluster.auth_header)
+    job = client.submit_job(
+        entrypoint="python -c \"import ray; ray.init(); print(sorted(ray.cluster_resources()))\"",
+        # Ray skips .git/.venv and honours .gitignore; runs/ is excluded explicitly because
+        # shipping old results would be slow and could exceed the upload limit.
+        runtime_env={"working_dir": str(REPO), "excludes": ["runs/"]})
+    status = cluster.wait_for("the job", lambda: (s := client.get_job_status(job)).is_terminal()
+                              and s)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs
+    assert "esper_head" in logs and "esper_worker" in logs
