@@ -1,0 +1,93 @@
+"""The env's keyword arguments: defaults and validation (one clear ValueError per bad value)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from envs.rewards import RewardConfig, parse_reward
+from envs.tasks import TASKS, TaskSpec, get_task
+
+REWARD_NORMALIZATIONS = ("running_std", "none")
+DEVICES = ("cpu", "cuda", "cuda:N", "auto")
+KWARGS = ("task", "max_epochs", "max_seeds", "reward", "reward_normalization", "data_dir",
+          "device", "n_train", "n_val", "seed", "data_seed", "inject_nan_at_epoch", "render_mode")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    task: TaskSpec
+    max_epochs: int
+    max_seeds: int
+    reward: RewardConfig
+    reward_normalization: str
+    data_dir: str | None
+    device: torch.device
+    n_train: int | None
+    n_val: int | None
+    seed: int | None
+    data_seed: int
+    inject_nan_at_epoch: int | None
+
+
+def _int(kwargs: dict[str, Any], key: str, default: int | None, minimum: int,
+         optional: bool = False) -> int | None:
+    value = kwargs.get(key, default)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
+    return value
+
+
+def resolve_device(value: object) -> torch.device:
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", value):
+        raise ValueError(f"device must be one of {DEVICES}, got {value!r}")
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(value)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={value!r} requested but CUDA is not available; "
+                             "use device='cpu' or 'auto'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={value!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) present")
+    return device
+
+
+def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
+    unknown = sorted(set(kwargs) - set(KWARGS))
+    if unknown:
+        raise ValueError(f"unknown env kwarg(s) {unknown}; allowed: {KWARGS}")
+    if kwargs.get("render_mode") is not None:
+        raise ValueError(f"render_mode must be None (no rendering), got {kwargs['render_mode']!r}")
+    task_name = kwargs.get("task", "synth_impaired")
+    if task_name not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
+    norm = kwargs.get("reward_normalization", "running_std")
+    if norm not in REWARD_NORMALIZATIONS:
+        raise ValueError(f"reward_normalization must be one of {REWARD_NORMALIZATIONS}, "
+                         f"got {norm!r}")
+    data_dir = kwargs.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        data_dir = str(data_dir)
+    return EnvConfig(
+        task=get_task(task_name),
+        max_epochs=_int(kwargs, "max_epochs", 150, 1),
+        max_seeds=_int(kwargs, "max_seeds", 2, 0),
+        reward=parse_reward(kwargs.get("reward", "shaped")),
+        reward_normalization=norm,
+        data_dir=data_dir,
+        device=resolve_device(kwargs.get("device", "cpu")),
+        n_train=_int(kwargs, "n_train", None, 1, optional=True),
+        n_val=_int(kwargs, "n_val", None, 1, optional=True),
+        seed=_int(kwargs, "seed", None, 0, optional=True),
+        data_seed=_int(kwargs, "data_seed", 0, 0),
+        inject_nan_at_epoch=_int(kwargs, "inject_nan_at_epoch", None, 1, optional=True),
+    )
