@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 import gymnasium
 
 import envs
+from envs.config import REWARD_NORMALIZATIONS
+from envs.rewards import REWARD_MODES
+from envs.tasks import TASKS
 from esper_rllib.model_config import CRITICS, Q_BASELINES, resolve_model_config
 from esper_rllib.model_config import DEFAULTS as MODEL_DEFAULTS
 
@@ -132,8 +135,7 @@ KNOBS: dict[str, Knob] = {
     "env": Knob(envs.ENV_ID, str, RUN, "gymnasium id: the real env or a probe",
                 choices=(envs.ENV_ID, *envs.PROBE_IDS), searchable=False),
     "task": Knob("synth_impaired", str, ENV, "task preset (host + data set)",
-                 choices=("synth_impaired", "synth_baseline", "cifar_impaired",
-                          "cifar_baseline")),
+                 choices=tuple(TASKS)),
     "n_train": Knob(None, int, ENV, "training images (none = the task's)", minimum=1,
                     optional=True),
     "n_val": Knob(None, int, ENV, "validation images (none = the task's)", minimum=1,
@@ -142,13 +144,14 @@ KNOBS: dict[str, Knob] = {
                        searchable=False),
     "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
     "reward": Knob("shaped", str, ENV, "reward mode",
-                   choices=("shaped", "sparse", "accuracy_delta")),
+                   choices=REWARD_MODES),
     "reward_normalization": Knob("running_std", str, ENV, "reward scaling",
-                                 choices=("running_std", "none")),
+                                 choices=REWARD_NORMALIZATIONS),
     "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
                      optional=True),
     "env_device": Knob("cpu", str, ENV, "device the host trains on: cpu | auto | cuda[:N] "
                        "(cuda whenever gpus_per_env_runner > 0)", key="device"),
+    "data_seed": Knob(0, int, ENV, "which fixed data set of the task", minimum=0),
     "inject_nan_at_epoch": Knob(None, int, ENV, "force a governor rollback at this epoch "
                                 "(fault tests)", minimum=0, optional=True),
     # --- the network (model_config, policy-and-ppo.md section 1; defaults: the module's) ---

@@ -1,0 +1,41 @@
+"""``esper-rllib``: one entry point; each subcommand is a module in ``esper_rllib.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from esper_rllib.commands import check_env, heuristic, knobs, train
+from esper_rllib.config import ConfigError
+
+# Add a subcommand by adding its module here.
+COMMANDS = (train, heuristic, check_env, knobs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # One clear line (no usage dump), exit code 2; --help still shows the usage.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="esper-rllib",
+                     description="RLlib/Tune platform for seed-morphogenesis PPO experiments.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""``esper-rllib check-env``: build the env from the knobs, run Gymnasium's checker and a few
+random legal steps, print the spaces and the step time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-env", help="check the env built from --profile/--set",
+        description="Build the env with the profile's and --set's env knobs, run "
+                    "gymnasium's check_env, then a few random legal steps.")
+    add_knob_arguments(parser, presets=False)
+    parser.add_argument("--steps", type=int, default=3, help="random legal steps (default 3)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium.utils.env_checker import check_env
+
+    from esper_rllib.config import ConfigError, env_config
+    from esper_rllib.random_actions import random_legal_action
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")
+    knobs = knobs_from_args(args)
+    env_kwargs = env_config(knobs)
+    try:
+        env = gym.make(f"envs:{knobs['env']}", **env_kwargs)
+    except ValueError as err:  # the env's own validation (e.g. a missing data_dir)
+        raise ConfigError(f"env: {err}") from None
+    print(f"env: {knobs['env']} {env_kwargs}")
+    print(f"observation space: {env.observation_space}")
+    print(f"action space: {env.action_space}")
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+    except AssertionError as err:
+        print(f"gymnasium check_env: FAILED: {err}")
+        return 1
+    print("gymnasium check_env: passed")
+    rng = np.random.default_rng(knobs["seed"])
+    obs, _ = env.reset(seed=knobs["seed"])
+    n_slots = len(env.observation_space["blueprints"].nvec)
+    times = []
+    for _ in range(args.steps):
+        action = random_legal_action(obs["action_mask"], n_slots, rng)
+        start = time.perf_counter()
+        obs, reward, terminated, truncated, info = env.step(action)
+        times.append(time.perf_counter() - start)
+        print(f"  action {action.tolist()} -> reward {reward:+.4f} "
+              f"effective op {info.get('effective_op')}")
+        if terminated or truncated:
+            obs, _ = env.reset()
+    print(f"step time: mean {np.mean(times):.3f}s over {len(times)} steps "
+          f"(min {np.min(times):.3f}s, max {np.max(times):.3f}s)")
+    env.close()
+    return 0

@@ -1,0 +1,33 @@
+"""``esper-rllib train``: one PPO run with a progress line per iteration."""
+
+from __future__ import annotations
+
+import argparse
+
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="one PPO run",
+        description="One PPO run: a progress line per iteration, TensorBoard event files with "
+                    "every metric, checkpoints every N iterations and at the end, the verdict.")
+    add_knob_arguments(parser)
+    parser.add_argument("--storage", default="runs", help="results directory (default: runs)")
+    parser.add_argument("--name", help="run name under --storage (default: train-<time>)")
+    parser.add_argument("--gpus", type=float, help="GPUs of the learner (knob `gpus`)")
+    parser.add_argument("--iterations", type=int, help="training iterations (knob `iterations`)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="checkpoint every N iterations (knob `checkpoint_every`)")
+    parser.add_argument("--restore", metavar="CHECKPOINT",
+                        help="start from this checkpoint directory (a checkpoint_NNNNNN)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from esper_rllib.trainer import train
+
+    knobs = knobs_from_args(args, gpus=args.gpus, iterations=args.iterations,
+                            checkpoint_every=args.checkpoint_every)
+    train(knobs, storage=args.storage, name=args.name, restore=args.restore)
+    return 0

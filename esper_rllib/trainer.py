@@ -1,0 +1,159 @@
+"""One PPO run (``esper-rllib train``): a single Tune trial, so its directory, TensorBoard tags
+(``ray/tune/esper/<name>``, env steps on the x axis), result.json and checkpoints look exactly
+like one trial of a sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from esper_rllib import metric_names as mn
+from esper_rllib.config import ConfigError, build_ppo_config
+
+# What Algorithm.save_to_path writes that a restore cannot do without.
+_REQUIRED_FILES = (
+    "rllib_checkpoint.json",
+    "class_and_ctor_args.pkl",
+    "algorithm_state.pkl",
+    "learner_group/learner/state.pkl",
+    "learner_group/learner/rl_module/default_policy/module_state.pkl",
+)
+
+
+class TrainingError(RuntimeError):
+    """The run failed: one line saying why and where the full error is."""
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint directory, or ConfigError when it is missing, incomplete or truncated."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"--restore {path}: no such checkpoint directory")
+    missing = [f for f in _REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        raise ConfigError(f"--restore {path}: not a complete RLlib checkpoint (missing "
+                          f"{', '.join(missing)})")
+    for file in sorted(root.rglob("*")):
+        if file.suffix not in (".json", ".pkl"):
+            continue
+        try:
+            with open(file, "rb") as f:
+                json.load(f) if file.suffix == ".json" else pickle.load(f)
+        except Exception as err:  # truncated or corrupt: any unpickling error
+            raise ConfigError(f"--restore {path}: {file.relative_to(root)} is unreadable "
+                              f"(truncated or corrupt: {type(err).__name__})") from None
+    return root
+
+
+def check_storage(path: str | os.PathLike) -> Path:
+    """An absolute, writable storage directory (created if needed), or ConfigError."""
+    root = Path(path).expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--storage {path}: cannot create it ({err.strerror})") from None
+    if not os.access(root, os.W_OK):
+        raise ConfigError(f"--storage {path}: not writable")
+    return root
+
+
+def progress_line(result: Mapping[str, Any]) -> str:
+    """One line per iteration: the numbers the seed document's failure shows up in."""
+    esper = result.get(mn.RESULT_KEY, {})
+
+    def num(name: str, fmt: str) -> str:
+        value = esper.get(name)
+        return "n/a" if value is None or math.isnan(value) else format(value, fmt)
+
+    steps = result.get("timesteps_total") or esper.get(mn.ENV_STEPS, 0)
+    return (f"iter {result.get('training_iteration', 0):>3} | env steps {int(steps):>7} | "
+            f"EV {num('explained_variance', '+.3f')} | value loss {num('value_loss', '.4g')} | "
+            f"clip ratio {num('clip_ratio', '.2f')}x | kl {num('kl', '.2e')} | "
+            f"verdict {esper.get(mn.VERDICT, 'n/a')}")
+
+
+def _progress_callback(out: Callable[[str], None]) -> Any:
+    from ray import tune
+
+    class ProgressLine(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            out(progress_line(result))
+
+    return ProgressLine()
+
+
+def _restoring_trainable(checkpoint: Path) -> type:
+    """PPO that starts from ``checkpoint``'s weights, optimiser state and counters."""
+    from ray.rllib.algorithms.ppo import PPO
+
+    def setup(self: PPO, config: Any) -> None:
+        PPO.setup(self, config)
+        self.restore_from_path(str(checkpoint))
+
+    # Built here so cloudpickle ships it (and the path) to the trial actor by value.
+    return type("RestoredPPO", (PPO,), {"setup": setup})
+
+
+def _init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS, when set, joins a running cluster; otherwise a local one starts.
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None = None,
+          restore: str | os.PathLike | None = None,
+          out: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``knobs["iterations"]`` iterations; returns the final result dict.
+
+    Checkpoints every ``checkpoint_every`` iterations and at the end. Raises ConfigError for
+    bad storage or checkpoint paths, TrainingError when the run itself fails.
+    """
+    from ray import tune
+    from ray.rllib.algorithms.ppo import PPO
+
+    root = check_storage(storage)
+    checkpoint = check_checkpoint(restore) if restore is not None else None
+    name = name or time.strftime("train-%Y%m%d-%H%M%S")
+    config = build_ppo_config(knobs)
+    _init_ray()
+    tuner = tune.Tuner(
+        PPO if checkpoint is None else _restoring_trainable(checkpoint),
+        param_space=config,
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(root),
+            stop={"training_iteration": knobs["iterations"]},
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=knobs["checkpoint_every"], checkpoint_at_end=True),
+            callbacks=[_progress_callback(out)],
+            verbose=0,
+        ),
+    )
+    trial = tuner.fit()[0]
+    if trial.error is not None:
+        first = str(trial.error).strip().splitlines()
+        raise TrainingError(f"training failed: {first[-1] if first else trial.error!r} "
+                            f"(full log: {trial.path})")
+    result = dict(trial.metrics)
+    esper = result.get(mn.RESULT_KEY, {})
+    out(f"final verdict: {esper.get(mn.VERDICT, 'n/a')} "
+        f"(EV {esper.get('explained_variance', float('nan')):+.3f} over "
+        f"{result.get('training_iteration')} iterations)")
+    out(f"trial directory (TensorBoard events, result.json): {trial.path}")
+    if trial.checkpoint is not None:
+        out(f"last checkpoint: {trial.checkpoint.path}")
+    out(f"open TensorBoard: tensorboard --logdir {root / name}")
+    result["trial_path"] = trial.path
+    result["checkpoint_path"] = trial.checkpoint.path if trial.checkpoint else None
+    return result

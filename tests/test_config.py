@@ -1,0 +1,172 @@
+"""The knob table, profiles, presets and the PPOConfig builder (esper_rllib.config)."""
+
+import math
+
+import pytest
+
+from envs import ENV_ID
+from envs.contract import action_space, observation_space
+from esper_rllib.config import (
+    KNOBS,
+    PRESETS,
+    PROFILES,
+    ConfigError,
+    build_ppo_config,
+    parse_set,
+    resolve_knobs,
+)
+
+
+def test_profiles_have_the_experiment_sizes():
+    quick = resolve_knobs("quick")
+    assert (quick["task"], quick["max_epochs"], quick["episodes_per_batch"],
+            quick["lstm_hidden"]) == ("synth_impaired", 25, 4, 64)
+    standard = resolve_knobs("standard")
+    assert (standard["task"], standard["n_train"], standard["max_epochs"],
+            standard["episodes_per_batch"], standard["iterations"],
+            standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 8, 24, 512)
+    seed = resolve_knobs("seed")
+    assert (seed["task"], seed["n_train"], seed["max_epochs"], seed["episodes_per_batch"],
+            seed["iterations"], seed["lstm_hidden"]) == ("cifar_impaired", 50_000, 150, 64, 32, 512)
+    # The seed document's settings hold in every profile.
+    for knobs in (quick, standard, seed):
+        assert (knobs["lr"], knobs["entropy_coef"], knobs["max_grad_norm"], knobs["gamma"],
+                knobs["lambda_"], knobs["num_epochs"]) == (1e-4, 0.05, 1.0, 0.995, 0.98, 1)
+
+
+def test_layers_apply_in_order_defaults_profile_preset_overrides():
+    knobs = resolve_knobs("quick", "seed_before", {"value_coef": 0.25, "lr": 3e-4})
+    assert knobs["value_head_depth"] == 2 and knobs["value_head_layernorm"] is False
+    assert knobs["value_head_gain"] == 1.0
+    assert knobs["value_coef"] == 0.25  # the override beats the preset
+    assert knobs["lr"] == 3e-4 and knobs["max_epochs"] == 25
+    after = resolve_knobs("quick", "seed_after")
+    assert (after["value_head_depth"], after["value_head_layernorm"], after["value_head_gain"],
+            after["value_coef"]) == (4, True, 0.01, 1.0)
+
+
+def test_parse_set_types_values_per_knob():
+    parsed = parse_set(["lr=3e-4", "value_head_layernorm=false", "n_train=256",
+                        "value_clip=none", "blueprint_head_hidden=32,16", "critic=v"])
+    assert parsed == {"lr": 3e-4, "value_head_layernorm": False, "n_train": 256,
+                      "value_clip": None, "blueprint_head_hidden": (32, 16), "critic": "v"}
+
+
+def test_unknown_keys_list_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown key 'lstm_size'") as err:
+        parse_set(["lstm_size=64"])
+    assert all(name in str(err.value) for name in KNOBS)
+    with pytest.raises(ConfigError, match="known: .*lstm_hidden"):
+        resolve_knobs("quick", overrides={"lstm_size": 64})
+    with pytest.raises(ConfigError, match=f"unknown profile 'huge'; known: {', '.join(PROFILES)}"):
+        resolve_knobs("huge")
+    with pytest.raises(ConfigError, match=f"unknown preset 'x'; known: {', '.join(PRESETS)}"):
+        resolve_knobs("quick", "x")
+
+
+@pytest.mark.parametrize(("item", "allowed"), [
+    ("critic=q", "allowed: q_op | v"),
+    ("q_baseline=mean", "allowed: sampled_op | expected"),
+    ("ratio_mode=sum", "allowed: per_head | joint"),
+    ("task=mnist", "allowed: synth_impaired | synth_baseline | cifar_impaired | cifar_baseline"),
+    ("value_head_layernorm=maybe", "allowed: true | false"),
+    ("lr=fast", "allowed: float >= 0"),
+    ("gamma=1.5", "allowed: 0 <= float <= 1"),
+    ("n_train=0", "allowed: int >= 1 | none"),
+    ("episodes_per_batch=2.5", "allowed: int >= 1"),
+    ("blueprint_head_hidden=64,x", "allowed: comma-separated ints >= 1"),
+    ("env_device=tpu", "allowed: str"),
+    ("lr", "expected key=value"),
+])
+def test_bad_values_name_the_key_and_the_allowed_values(item, allowed):
+    with pytest.raises(ConfigError) as err:
+        parse_set([item])
+    message = str(err.value)
+    assert message.startswith(item.partition("=")[0]) or message.startswith("--set")
+    assert allowed in message and "\n" not in message
+
+
+def test_settings_that_only_conflict_together_are_rejected():
+    with pytest.raises(ConfigError, match="episodes_per_batch=4: must be a multiple of .* = 3"):
+        resolve_knobs("quick", overrides={"num_env_runners": 3})
+    with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 26"):
+        resolve_knobs("quick", overrides={"max_seq_len": 10})
+    # The module's own limits, checked before Ray starts.
+    with pytest.raises(ConfigError, match="value_head_depth"):
+        resolve_knobs("quick", overrides={"value_head_depth": 9})
+
+
+def test_search_spaces_are_validated_per_value_and_only_where_copied():
+    knobs = resolve_knobs("quick", overrides={"value_head_gain": {"grid_search": [1, 0.01]}})
+    assert knobs["value_head_gain"] == {"grid_search": [1.0, 0.01]}
+    with pytest.raises(ConfigError, match="critic='x'"):
+        resolve_knobs("quick", overrides={"critic": {"grid_search": ["v", "x"]}})
+    with pytest.raises(ConfigError, match="max_epochs: a search space is not allowed"):
+        resolve_knobs("quick", overrides={"max_epochs": {"grid_search": [10, 20]}})
+
+
+def test_built_config_has_the_reference_ppo_settings():
+    from esper_rllib.callbacks import EsperCallbacks
+    from esper_rllib.learner import FactoredPPOLearner
+    from esper_rllib.module import FactoredLSTM
+
+    knobs = resolve_knobs("quick", "seed_after", {"n_train": 256, "seed": 7})
+    config = build_ppo_config(knobs)
+    assert config.env == f"envs:{ENV_ID}"
+    assert config.env_config["task"] == "synth_impaired" and config.env_config["n_train"] == 256
+    assert config.env_config["max_epochs"] == 25 and config.env_config["device"] == "cpu"
+    # One gradient step over whole episodes: batch = minibatch = 4 episodes x 25 epochs.
+    assert config.batch_mode == "complete_episodes"
+    assert config.train_batch_size_per_learner == config.minibatch_size == 100
+    assert config.num_epochs == 1
+    assert config.model_config["max_seq_len"] == 26
+    assert config.model_config["value_head_depth"] == 4
+    assert config.model_config["value_head_gain"] == 0.01
+    assert (config.lr, config.gamma, config.lambda_, config.clip_param) == (1e-4, 0.995, 0.98, 0.2)
+    assert config.grad_clip == 1.0 and config.grad_clip_by == "global_norm"
+    assert math.isinf(config.vf_clip_param) and config.use_kl_loss is False
+    assert config.learner_config_dict == {"value_coef": 1.0, "entropy_coef": 0.05,
+                                          "ratio_mode": "per_head", "value_clip": None}
+    assert config.learner_class is FactoredPPOLearner
+    assert config.callbacks_class is EsperCallbacks
+    # The spec names only the class: its model_config would override Tune grids.
+    assert config.rl_module_spec.module_class is FactoredLSTM
+    assert not config.rl_module_spec.model_config
+    assert config.seed == 7 and config.restart_failed_env_runners is True
+    assert config.sample_timeout_s == 600.0
+    assert config.num_learners == 0 and config.num_gpus_per_learner == 0
+
+
+def test_gpu_knobs_reach_learner_env_runners_and_the_env_device():
+    knobs = resolve_knobs("quick", overrides={"gpus": 0.5, "gpus_per_env_runner": 0.25,
+                                              "num_env_runners": 2})
+    config = build_ppo_config(knobs)
+    assert config.num_gpus_per_learner == 0.5 and config.num_learners == 0
+    assert config.num_gpus_per_env_runner == 0.25 and config.num_env_runners == 2
+    assert config.env_config["device"] == "cuda"
+
+
+def test_probe_env_gets_its_own_episode_length_and_no_env_kwargs():
+    config = build_ppo_config(resolve_knobs("quick", overrides={"env": "esper/Probe3-v0"}))
+    assert config.env == "envs:esper/Probe3-v0" and config.env_config == {}
+    assert config.train_batch_size_per_learner == 4 * 2
+    assert config.model_config["max_seq_len"] == 3
+
+
+def test_search_space_in_model_config_is_not_overridden_by_the_spec():
+    grid = {"grid_search": [1.0, 0.01]}
+    config = build_ppo_config(resolve_knobs("quick", overrides={"value_head_gain": grid}))
+    spec = config.get_rl_module_spec(spaces={"default_policy": (observation_space(3),
+                                                                action_space(3))})
+    assert spec.model_config["value_head_gain"] == grid
+
+
+@pytest.mark.parametrize(("preset", "total"), [("seed_before", 3_624_802),
+                                               ("seed_after", 3_666_530)])
+def test_presets_give_the_reference_parameter_counts(preset, total):
+    # `standard` keeps the reference network sizes.
+    config = build_ppo_config(resolve_knobs("standard", preset))
+    spec = config.get_rl_module_spec(spaces={"default_policy": (observation_space(3),
+                                                                action_space(3))})
+    module = spec.build()
+    assert sum(p.numel() for p in module.parameters()) == total
