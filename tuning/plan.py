@@ -1,0 +1,164 @@
+"""Planning a sweep: profile + named sweep + command-line axes -> a validated grid of flat knobs.
+
+Every cell is validated by the received knob resolver BEFORE anything is started or written,
+so a bad axis or value is one clear error and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from tuning.sweeps import Cell, get_sweep
+
+KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
+
+SEED = "seed"
+DEFAULT_SEEDS = 5
+PLAN_FILE = "sweep.json"
+# Knobs that must be the same in every cell: FIFO runs every cell to the same budget.
+BUDGET_KNOBS = ("iterations", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep runs; saved as ``sweep.json`` in the experiment folder for resume and report."""
+
+    sweep: str
+    profile: str
+    axes: dict[str, list[Any]]  # axis -> values, the seed axis last
+    base: dict[str, Any]  # resolved knobs shared by every cell (axes hold placeholders)
+    derived: list[str]  # knobs set from each cell by the sweep's rules
+    labels: list[str]  # axes that name a knob combination rather than being a knob
+
+    @property
+    def n_trials(self) -> int:
+        n = 1
+        for values in self.axes.values():
+            n *= len(values)
+        return n
+
+    @property
+    def cell_axes(self) -> list[str]:
+        """The axes that define a cell (all but the seed)."""
+        return [a for a in self.axes if a != SEED]
+
+    @property
+    def iterations(self) -> int:
+        return int(self.base["iterations"])
+
+    def cell_knobs(self, cell: Cell) -> dict[str, Any]:
+        """The knobs of one grid point: its axis values plus the derived knobs."""
+        rules = get_sweep(self.sweep).derived
+        knobs = {k: v for k, v in cell.items() if k not in self.labels}
+        for name in self.derived:
+            value = rules[name](cell)
+            if value is not None:
+                knobs[name] = value
+        return knobs
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's param space: the flat knobs, axes as grid searches, derived knobs following."""
+        space: dict[str, Any] = dict(self.base)
+        for axis, values in self.axes.items():
+            space[axis] = tune.grid_search(list(values))
+        for name in self.derived:
+            space[name] = tune.sample_from(_Derived(self.sweep, name, self.base[name]))
+        return space
+
+    def save(self, experiment_dir: str | Path) -> None:
+        path = Path(experiment_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / PLAN_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
+
+    @classmethod
+    def load(cls, experiment_dir: str | Path) -> SweepPlan:
+        path = Path(experiment_dir) / PLAN_FILE
+        if not path.is_file():
+            raise ValueError(f"{experiment_dir} has no {PLAN_FILE}: not a sweep folder")
+        return cls(**json.loads(path.read_text()))
+
+
+class _Derived:
+    """A derived knob inside Tune's param space (a picklable ``sample_from`` function)."""
+
+    def __init__(self, sweep: str, name: str, default: Any) -> None:
+        self.sweep, self.name, self.default = sweep, name, default
+
+    def __call__(self, spec: Any) -> Any:
+        value = get_sweep(self.sweep).derived[self.name](spec.config)
+        return self.default if value is None else value
+
+
+def gpu_knobs(knobs: Mapping[str, Any], gpus_per_trial: float) -> dict[str, Any]:
+    """Split one trial's GPU share evenly between its learner and its env runners.
+
+    The env runners train the host networks (the env's inner loop), so they need the GPU as much
+    as the learner does.
+    """
+    if gpus_per_trial < 0:
+        raise ValueError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial}")
+    if not gpus_per_trial:
+        return {}
+    runners = int(knobs.get("num_env_runners", 0))
+    share = gpus_per_trial / (1 + runners)
+    return {"gpus": share, "gpus_per_env_runner": share if runners else 0.0}
+
+
+def plan_sweep(
+    sweep: str,
+    profile: str,
+    resolve_knobs: KnobResolver,
+    *,
+    seeds: int | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    gpus_per_trial: float = 0.0,
+) -> SweepPlan:
+    """Validate and plan a sweep. Raises ValueError (the resolver's ConfigError included)."""
+    definition = get_sweep(sweep)
+    grid = {k: list(v) for k, v in (grid or {}).items()}
+    overrides = dict(overrides or {})
+    for key, values in grid.items():
+        if not values:
+            raise ValueError(f"--grid {key}: give at least one value (key=v1,v2,...)")
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"--grid {key}: repeated value in {values}")
+    for key in BUDGET_KNOBS:
+        if key in grid:
+            raise ValueError(f"--grid {key}: every cell runs to the same budget; use --set {key}=N")
+    clash = sorted(set(overrides) & (set(definition.axes) | set(grid)))
+    if clash:
+        raise ValueError(
+            f"--set {clash[0]}: it is an axis of this sweep; change its values with --grid "
+            f"{clash[0]}=v1,v2"
+        )
+    explicit = set(overrides) | set(grid)
+    fixed = {k: v for k, v in definition.fixed.items() if k not in explicit}
+    derived = [k for k in definition.derived if k not in explicit]
+
+    base = resolve_knobs(profile, overrides={**fixed, **overrides})
+    base = resolve_knobs(profile, overrides={**fixed, **overrides,
+                                             **gpu_knobs(base, gpus_per_trial)})
+    axes = {**{k: list(v) for k, v in definition.axes.items()}, **grid}
+    if SEED not in grid:
+        if seeds is None:
+            seeds = DEFAULT_SEEDS
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        axes[SEED] = [int(base[SEED]) + i for i in range(seeds)]
+    axes[SEED] = axes.pop(SEED)
+    labels = sorted(definition.labels & set(axes))
+    plan = SweepPlan(sweep=sweep, profile=profile, axes=axes, base=base, derived=derived,
+                     labels=labels)
+    # Validate every cell exactly as its trial will see it: base knobs, axis values, derived knobs.
+    for values in itertools.product(*axes.values()):
+        cell = {**base, **dict(zip(axes, values, strict=True))}
+        resolve_knobs(profile, overrides=plan.cell_knobs(cell))
+    return plan

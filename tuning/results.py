@@ -1,0 +1,194 @@
+"""Collecting a sweep's results from its trial folders: per-iteration histories, per-trial summary
+metrics (the HParams metrics and ablation.csv columns) and ablation.csv itself.
+
+Everything is read from the files Tune writes (params.json, result.json), so a finished, resumed
+or copied experiment folder gives the same answer as the live ResultGrid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE
+
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.json"
+CSV_FILE = "ablation.csv"
+EV = "explained_variance"
+EARLY_EV_ITERATION = 5  # the seed document judges the critic "after batch 5"
+
+# Per-trial summary metrics (experiments.md section 4), in the order of the report and CSV.
+SUMMARY_METRICS = (
+    "initial_value_loss",
+    "ev_iter5",
+    "best_ev",
+    "final_ev",
+    "final_value_loss",
+    "median_clip_ratio",
+    "final_q_spread",
+    "median_kl",
+    "final_accuracy",
+    VERDICT_CODE,
+)
+# The ones TensorBoard's HParams view lists against the swept axes.
+HPARAMS_METRICS = ("final_ev", "best_ev", "final_value_loss", "median_clip_ratio",
+                   "final_accuracy", VERDICT_CODE)
+
+
+@dataclass
+class TrialRecord:
+    """One trial folder: its knobs and one ``result["esper"]`` dict per iteration."""
+
+    path: Path
+    params: dict[str, Any]
+    iterations: list[int]
+    env_steps: list[int]
+    metrics: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def series(self, name: str) -> list[float]:
+        """One metric over iterations (NaN where an iteration did not report it)."""
+        return [_number(m.get(name)) for m in self.metrics]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return math.nan
+
+
+def read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
+    """Every result line of a trial, in order (a line cut off by a killed driver is skipped)."""
+    path = Path(trial_dir) / RESULT_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def load_trial(trial_dir: str | Path) -> TrialRecord:
+    """A trial's record; if a resumed trial repeated an iteration, its latest result counts."""
+    path = Path(trial_dir)
+    params = json.loads((path / PARAMS_FILE).read_text())
+    by_iteration = {r["training_iteration"]: r for r in read_results(path)
+                    if "training_iteration" in r}
+    ordered = [by_iteration[i] for i in sorted(by_iteration)]
+    return TrialRecord(
+        path=path,
+        params=params,
+        iterations=[r["training_iteration"] for r in ordered],
+        env_steps=[int(r.get("timesteps_total") or 0) for r in ordered],
+        metrics=[dict(r.get(RESULT_KEY, {})) for r in ordered],
+    )
+
+
+def trial_dirs(experiment_dir: str | Path) -> list[Path]:
+    """The trial folders of an experiment (those holding params.json), sorted by name."""
+    root = Path(experiment_dir)
+    return sorted(p.parent for p in root.glob(f"*/{PARAMS_FILE}"))
+
+
+def load_experiment(experiment_dir: str | Path) -> list[TrialRecord]:
+    return [load_trial(p) for p in trial_dirs(experiment_dir)]
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [v for v in values if not math.isnan(v)]
+
+
+def _last(values: Sequence[float]) -> float:
+    finite = _finite(values)
+    return finite[-1] if finite else math.nan
+
+
+def _at_iteration(trial: TrialRecord, name: str, iteration: int) -> float:
+    """The metric at ``iteration``, or at the nearest iteration the trial has."""
+    if not trial.iterations:
+        return math.nan
+    index = min(range(len(trial.iterations)),
+                key=lambda i: (abs(trial.iterations[i] - iteration), trial.iterations[i]))
+    return trial.series(name)[index]
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = _finite(values)
+    return statistics.median(finite) if finite else math.nan
+
+
+def summarize(trial: TrialRecord) -> dict[str, Any]:
+    """The trial's summary metrics (``SUMMARY_METRICS``) plus its final verdict string.
+
+    Final EV is the collapse monitor's trailing-window EV at the last iteration (the number the
+    verdict is judged on), or the last EV when the monitor did not report one.
+    """
+    ev = trial.series(EV)
+    final_ev = _last(trial.series("ev_trailing"))
+    last_code = _last(trial.series(VERDICT_CODE))
+    verdicts = [m.get(VERDICT) for m in trial.metrics if m.get(VERDICT)]
+    return {
+        "initial_value_loss": trial.series("value_loss")[0] if trial.metrics else math.nan,
+        "ev_iter5": _at_iteration(trial, EV, EARLY_EV_ITERATION),
+        "best_ev": max(_finite(ev), default=math.nan),
+        "final_ev": final_ev if not math.isnan(final_ev) else _last(ev),
+        "final_value_loss": _last(trial.series("value_loss")),
+        "median_clip_ratio": _median(trial.series("clip_ratio")),
+        "final_q_spread": _last(trial.series("q_spread")),
+        "median_kl": _median(trial.series("kl")),
+        "final_accuracy": _last(trial.series("episode_val_acc")),
+        VERDICT_CODE: last_code if not math.isnan(last_code) else -1.0,
+        VERDICT: verdicts[-1] if verdicts else "undetermined",
+    }
+
+
+def ablation_rows(trials: Sequence[TrialRecord], axes: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per trial: trial name, the axes (seed included), iterations, summary, verdict."""
+    rows = []
+    for trial in trials:
+        summary = summarize(trial)
+        rows.append({
+            "trial": trial.name,
+            **{axis: trial.params.get(axis) for axis in axes},
+            "iterations": trial.iterations[-1] if trial.iterations else 0,
+            "env_steps": trial.env_steps[-1] if trial.env_steps else 0,
+            **{name: summary[name] for name in SUMMARY_METRICS},
+            VERDICT: summary[VERDICT],
+        })
+    return rows
+
+
+def write_ablation_csv(experiment_dir: str | Path, axes: Sequence[str]) -> Path:
+    """Write ``ablation.csv`` (one row per trial folder) into the experiment folder."""
+    root = Path(experiment_dir)
+    rows = ablation_rows(load_experiment(root), axes)
+    path = root / CSV_FILE
+    columns = ["trial", *axes, "iterations", "env_steps", *SUMMARY_METRICS, VERDICT]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_ablation_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def hparams_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    return {name: float(summary[name]) for name in HPARAMS_METRICS}

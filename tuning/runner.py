@@ -1,0 +1,213 @@
+"""Running a planned sweep with Tune: FIFO, every cell to the same budget, checkpoints, retries
+from the last checkpoint, resume of an interrupted sweep, and the results collected at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuning.plan import PLAN_FILE, SweepPlan
+from tuning.results import CSV_FILE, PARAMS_FILE, RESULT_FILE, write_ablation_csv
+from tuning.stopper import SweepStopper
+from tuning.storage import StorageError, check_storage
+from tuning.tensorboard import HParamsLogger
+from tuning.trainable import ConfigBuilder, make_trainable
+
+# A placement request computed from a trial's flat knobs (see run_sweep's ``resources``).
+ResourceRequest = Callable[[Mapping[str, Any]], Any]
+# Writes the report into a local experiment folder (the CLI passes esper_rllib.report's).
+ReportWriter = Callable[[Path], Any]
+
+
+@dataclass
+class SweepOutcome:
+    experiment: str  # the experiment folder: a local path or a URI
+    local_dir: Path  # a local folder with the same params/result files and the outputs
+    n_trials: int
+    errored: list[str]  # trial folders that ended in an error
+
+
+def default_name(plan: SweepPlan) -> str:
+    return f"{plan.sweep}-{plan.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join ``address`` (a running cluster; also RAY_ADDRESS) or start a local Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def find_experiment(storage: str, name: str | None, prefix: str) -> str:
+    """The experiment to resume: ``storage/name``, or the newest ``prefix*`` one under storage."""
+    from ray import tune
+
+    storage = check_storage(storage)
+    if name is not None:
+        path = _join(storage, name)
+        if not tune.Tuner.can_restore(path):
+            raise StorageError(f"--resume: no interrupted sweep at {path}")
+        return path
+    if "://" in storage:
+        raise StorageError("--resume with a URI --storage needs --name")
+    candidates = sorted(
+        (p for p in Path(storage).glob(f"{prefix}*") if (p / PLAN_FILE).is_file()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not candidates:
+        raise StorageError(f"--resume: no {prefix}* sweep under {storage}; pass --name")
+    return str(candidates[-1])
+
+
+def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str,
+           max_concurrent: int | None, collapse_patience: int | None, max_failures: int,
+           resources: ResourceRequest | None, verbose: int) -> Any:
+    from ray import tune
+
+    trainable = make_trainable(build_config, plan.base, plan.labels)
+    if resources is not None:
+        trainable = tune.with_resources(trainable, resources)
+    every = int(plan.base["checkpoint_every"])
+    return tune.Tuner(
+        trainable,
+        param_space=plan.param_space(),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            stop=SweepStopper(plan.iterations, collapse_patience),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=every,
+                                                    checkpoint_at_end=True),
+            # A trial that fails (a dead node, an OOM) restarts from its last checkpoint.
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[HParamsLogger()],
+            verbose=verbose,
+        ),
+    )
+
+
+def run_sweep(
+    plan: SweepPlan,
+    build_config: ConfigBuilder,
+    storage: str,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    collapse_patience: int | None = None,
+    max_failures: int = 2,
+    resources: ResourceRequest | None = None,
+    report: ReportWriter | None = None,
+    verbose: int = 1,
+) -> SweepOutcome:
+    """Run every trial of ``plan`` under ``storage/name``; write ablation.csv (and the report).
+
+    ``resources`` replaces the placement the algorithm asks for (its default_resource_request):
+    e.g. GPU bundles for trials whose torch stays on CPU, to test placement without a GPU.
+    """
+    storage = check_storage(storage)
+    name = name or default_name(plan)
+    path = _join(storage, name)
+    from ray import tune
+
+    if tune.Tuner.can_restore(path) or ("://" not in path and Path(path, PLAN_FILE).exists()):
+        raise StorageError(f"{path} already holds a sweep: pass --resume to finish it, or "
+                           "another --name")
+    if max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {max_failures}")
+    init_ray(address)
+    tuner = _tuner(plan, build_config, storage, name, max_concurrent, collapse_patience,
+                   max_failures, resources, verbose)
+    _save_plan(plan, path)
+    grid = tuner.fit()
+    return _finish(path, plan, grid, report)
+
+
+def resume_sweep(
+    experiment: str,
+    build_config: ConfigBuilder,
+    *,
+    address: str | None = None,
+    report: ReportWriter | None = None,
+) -> SweepOutcome:
+    """Finish an interrupted sweep: finished trials stay as they are, unfinished and errored
+    ones continue from their last checkpoint, so every trial completes exactly once.
+    """
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment):
+        raise StorageError(f"--resume: no interrupted sweep at {experiment}")
+    plan = _load_plan(experiment)
+    init_ray(address)
+    tuner = tune.Tuner.restore(experiment, make_trainable(build_config, plan.base, plan.labels),
+                               resume_unfinished=True, resume_errored=True)
+    grid = tuner.fit()
+    return _finish(experiment, plan, grid, report)
+
+
+def _save_plan(plan: SweepPlan, path: str) -> None:
+    if "://" not in path:
+        plan.save(path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        plan.save(tmp)
+        _upload(Path(tmp), path, [PLAN_FILE])
+
+
+def _load_plan(path: str) -> SweepPlan:
+    if "://" not in path:
+        return SweepPlan.load(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        _download(path, Path(tmp), {PLAN_FILE})
+        return SweepPlan.load(tmp)
+
+
+def _finish(path: str, plan: SweepPlan, grid: Any, report: ReportWriter | None) -> SweepOutcome:
+    errored = [str(r.path) for r in grid if r.error is not None]
+    local = Path(path) if "://" not in path else Path(tempfile.mkdtemp(prefix="esper-sweep-"))
+    if "://" in path:
+        _download(path, local, {PLAN_FILE, PARAMS_FILE, RESULT_FILE})
+    write_ablation_csv(local, list(plan.axes))
+    outputs = [CSV_FILE]
+    if report is not None:
+        written = report(local)
+        outputs += [str(Path(p).relative_to(local)) for p in written or ()]
+    if "://" in path:
+        _upload(local, path, outputs)
+    return SweepOutcome(experiment=path, local_dir=local, n_trials=plan.n_trials,
+                        errored=errored)
+
+
+def _download(uri: str, local: Path, names: set[str]) -> None:
+    """Copy the files called ``names`` (at any depth) from a storage URI to ``local``."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+        if info.type == pyarrow.fs.FileType.File and info.base_name in names:
+            target = local / Path(info.path).relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
+
+
+def _upload(local: Path, uri: str, relpaths: list[str]) -> None:
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+    for rel in relpaths:
+        target = f"{root}/{rel}"
+        fs.create_dir(str(Path(target).parent), recursive=True)
+        with fs.open_output_stream(target) as dst:
+            dst.write((local / rel).read_bytes())
