@@ -21,6 +21,8 @@ LEARNER_METRICS = (
     "total_loss",
     "explained_variance",
     "explained_variance_post",
+    # 1.0 when Var(G) < 1e-8 made explained variance undefined (then NaN) this iteration.
+    "explained_variance_undefined",
     "return_mean",
     "return_std",
     "value_mean",

@@ -1,0 +1,214 @@
+"""``FactoredPPOLearner``: the reference PPO loss and its telemetry on RLlib 2.60's learner.
+
+Replaces RLlib's PPO loss (policy-and-ppo.md section 3, guide sections 3 and 9 for why: its value
+clipping clamps the squared error, its explained variance is t=0 only, its KL is 0 without the KL
+penalty, its GAE normalises over bootstrap steps). Settings come from
+``config.learners(learner_config_dict={...})`` (keys and defaults: ``LEARNER_DEFAULTS``) plus
+RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
+``num_epochs``, ``minibatch_size`` and ``lr``.
+
+Metrics (names of ``metric_names.LEARNER_METRICS``) are logged once per training iteration with
+explicit reduces under ``learners/<module id>/esper/<name>``:
+- before the update (the GAE pass, ``esper_rllib.gae``): EV, return/value/advantage statistics,
+  q_spread;
+- per gradient step, averaged over the iteration's steps: losses, entropies, ratio statistics,
+  gradient norms and clip ratio (``ratio_max`` is the max);
+- before the first gradient step: ``approx_kl_pre``;
+- after the last gradient step (``after_gradient_based_update``): ``kl``,
+  ``explained_variance_post`` and the LSTM state norms, on the whole train batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from envs.contract import HEADS
+from esper_rllib import loss, telemetry
+from esper_rllib.gae import FactoredGAE, log_learner_metrics
+
+LEARNER_DEFAULTS: dict[str, Any] = {
+    "ratio_mode": "per_head",
+    "value_clip": None,
+    "entropy_coef": 0.05,
+    "value_coef": 0.5,
+}
+
+# Per-head entropy weights of the reference (sum 9.4: the ceiling of the `entropy` metric).
+HEAD_ENTROPY_COEFS: dict[str, float] = {
+    "op": 1.0, "slot": 1.0, "blueprint": 1.3, "style": 1.2, "tempo": 1.3,
+    "alpha_target": 1.2, "alpha_speed": 1.2, "alpha_curve": 1.2,
+}
+assert tuple(HEAD_ENTROPY_COEFS) == HEADS
+
+ADAM_EPS = 1e-5
+
+
+def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(LEARNER_DEFAULTS))
+    if unknown:
+        raise ValueError(f"learner_config_dict: unknown key(s) {unknown}; known keys: "
+                         f"{sorted(LEARNER_DEFAULTS)}")
+    cfg = {**LEARNER_DEFAULTS, **given}
+    if cfg["ratio_mode"] not in loss.RATIO_MODES:
+        raise ValueError(f"learner_config_dict['ratio_mode']: must be one of {loss.RATIO_MODES}, "
+                         f"got {cfg['ratio_mode']!r}")
+    for key in ("entropy_coef", "value_coef", "value_clip"):
+        value = cfg[key]
+        if key == "value_clip" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            allowed = "a number >= 0" + (" or None (off)" if key == "value_clip" else "")
+            raise ValueError(f"learner_config_dict[{key!r}]: must be {allowed}, got {value!r}")
+        cfg[key] = float(value)
+    return cfg
+
+
+class FactoredPPOLearner(PPOTorchLearner):
+    """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
+    weighted entropy bonus, and the seed document's telemetry."""
+
+    def build(self) -> None:
+        self.esper_config = resolve_learner_config(self.config.learner_config_dict)
+        if self.config.use_kl_loss:
+            raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
+                             "which has no KL penalty; set training(use_kl_loss=False)")
+        super().build()
+        # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
+        if self._learner_connector is not None:
+            self._learner_connector.remove("GeneralAdvantageEstimation")
+            self._learner_connector.append(
+                FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_)
+            )
+        self._train_batch = None
+        self._before_first_step = False
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5.
+        params = self.get_parameters(self._module[module_id])
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=torch.optim.Adam(params, eps=ADAM_EPS),
+            params=params,
+            lr_or_lr_schedule=config.lr,
+        )
+
+    # -- the loss ---------------------------------------------------------------------------
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        cfg = self.esper_config
+        module = self.module[module_id].unwrapped()
+        dist_cls = module.get_train_action_dist_cls()
+        new = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+        actions = batch[Columns.ACTIONS]
+        mask = batch[Columns.LOSS_MASK].bool()
+        relevance = new.relevance(actions)
+        head_logp, head_logp_old = new.head_logps(actions), old.head_logps(actions)
+
+        policy = loss.policy_loss(head_logp, head_logp_old, relevance,
+                                  batch[Postprocessing.ADVANTAGES], mask, config.clip_param,
+                                  cfg["ratio_mode"])
+        values = module.compute_values(batch, embeddings=fwd_out[Columns.EMBEDDINGS])
+        value = loss.value_loss(values, batch[Postprocessing.VALUE_TARGETS],
+                                batch[Columns.VF_PREDS], mask, cfg["value_clip"])
+        coefs = torch.tensor(list(HEAD_ENTROPY_COEFS.values()), device=values.device)
+        entropy, head_entropy = loss.entropy_bonus(new.head_entropies(), new.legal_counts(),
+                                                   relevance, mask, coefs)
+        total = policy + cfg["value_coef"] * value - cfg["entropy_coef"] * entropy
+
+        with torch.no_grad():
+            relevant = relevance.bool() & mask.unsqueeze(-1)
+            step_metrics = {
+                "policy_loss": float(policy), "value_loss": float(value),
+                "total_loss": float(total), "entropy": float(entropy),
+                **{f"entropy_{h}": float(e) if relevant[..., i].any() else float("nan")
+                   for i, (h, e) in enumerate(zip(HEADS, head_entropy, strict=True))},
+            }
+            ratios = telemetry.ratio_stats(torch.exp(head_logp - head_logp_old), relevant,
+                                           config.clip_param)
+            ratio_max = ratios.pop("ratio_max")
+            log_learner_metrics(self.metrics, module_id, {**step_metrics, **ratios})
+            log_learner_metrics(self.metrics, module_id, {"ratio_max": ratio_max}, reduce="max")
+            if self._before_first_step:
+                # The reference's approx KL: at the first step the policy equals the rollout's,
+                # so this is 0 by construction with one gradient step per batch.
+                kl_pre = telemetry.approx_kl((head_logp * relevance).sum(-1),
+                                             (head_logp_old * relevance).sum(-1), mask)
+                log_learner_metrics(self.metrics, module_id, {"approx_kl_pre": kl_pre})
+        return total
+
+    # -- gradient norms -----------------------------------------------------------------------
+    def postprocess_gradients_for_module(
+        self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
+    ) -> dict[Any, Any]:
+        self._before_first_step = False
+        module = self.module[module_id].unwrapped()
+        pre_clip = telemetry.global_norm(module_gradients_dict.values())
+        parts = {f"grad_norm_{h}": module.policy_heads[h] for h in HEADS}
+        parts["grad_norm_value"] = module.value_head
+        norms = {
+            name: telemetry.global_norm(
+                module_gradients_dict.get(self.get_param_ref(p)) for p in part.parameters()
+            )
+            for name, part in parts.items()
+        }
+        norms["grad_norm_pre_clip"] = pre_clip
+        if config.grad_clip:
+            # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
+            norms["clip_ratio"] = pre_clip / config.grad_clip
+        log_learner_metrics(self.metrics, module_id, norms)
+        return super().postprocess_gradients_for_module(
+            module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
+        )
+
+    # -- before / after the iteration's gradient steps -----------------------------------------
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._before_first_step = True
+
+    def _make_batch_if_necessary(self, training_data: Any) -> Any:
+        # Keep the iteration's whole train batch (after the learner connector, GAE included) for
+        # the post-update measurements; RLlib 2.60 builds it inside `update()` and drops it.
+        self._train_batch = super()._make_batch_if_necessary(training_data)
+        return self._train_batch
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        batch, self._train_batch = self._train_batch, None
+        if batch is None:
+            return
+        for module_id, module_batch in batch.policy_batches.items():
+            log_learner_metrics(self.metrics, module_id, self._post_update_metrics(
+                self.module[module_id].unwrapped(), module_batch))
+
+    @staticmethod
+    def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
+        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms:
+        on the whole batch, after the iteration's last gradient step."""
+        with torch.no_grad():
+            fwd = module.forward_train(batch)
+            dist_cls = module.get_train_action_dist_cls()
+            old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+            new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
+            mask = batch[Columns.LOSS_MASK].bool()
+            values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
+            ev_post, _ = telemetry.explained_variance(
+                batch[Postprocessing.VALUE_TARGETS], values, mask)
+            metrics = {
+                "kl": float(telemetry.masked_mean(old.kl(new), mask)),
+                "explained_variance_post": ev_post,
+            }
+            state = fwd.get(Columns.STATE_OUT)
+            if state:
+                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"])
+                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"])
+        return metrics
