@@ -122,6 +122,8 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     from ray import tune
     from ray.rllib.algorithms.ppo import PPO
 
+    # Tune's old console output: silent at verbose=0, so our progress line is the only one.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     root = check_storage(storage)
     checkpoint = check_checkpoint(restore) if restore is not None else None
     name = name or time.strftime("train-%Y%m%d-%H%M%S")

@@ -44,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
         accs = []
         for seed in seeds:
             episode = run_episode(env, policies[name](), seed)
-            accs.append(episode["final_val_acc"])
-            print(f"{name:<9} seed {seed}: final val acc {episode['final_val_acc']:6.2f}%  "
-                  f"fossils {episode.get('n_fossils', 0)}  return {episode.get('return', 0):+.3f}")
+            accs.append(episode["val_acc"])
+            print(f"{name:<9} seed {seed}: final val acc {episode['val_acc']:6.2f}%  "
+                  f"fossils {episode['n_fossils']}  seed params {episode['seed_params']}  "
+                  f"return {episode['return']:+.3f}")
         print(f"{name:<9} mean over {len(seeds)} seeds: {np.mean(accs):6.2f}% "
               f"(std {np.std(accs):.2f})")
     env.close()
