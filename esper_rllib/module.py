@@ -167,7 +167,9 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         if embeddings is not None:
             return self.value_of_ops(embeddings, self._ops_taken(batch))
         embeddings, _ = self._embed(batch)
-        op_logits = self._masked_logits(embeddings, batch)[..., :N_OPS]
+        # Only the op head is needed here (GAE runs this over the whole train batch).
+        op_logits = mask_logits(self.policy_heads["op"](embeddings),
+                                batch[Columns.OBS]["action_mask"][..., :N_OPS])
         if self.q_baseline == "expected":
             return (torch.softmax(op_logits, dim=-1) * self.q_all_ops(embeddings)).sum(-1)
         ops = self._ops_taken(batch)

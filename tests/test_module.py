@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from envs.contract import N_OPS, Op, action_space, observation_space
@@ -210,6 +210,17 @@ def test_v_critic_is_a_state_value():
         module.q_all_ops(emb)
     with pytest.raises(ValueError, match="critic"):
         module.value_of_ops(emb, batch[Columns.ACTIONS][..., 0])
+
+
+def test_checkpoint_round_trip_keeps_config_and_weights(tmp_path):
+    module = _module(critic="v", value_head_depth=3)
+    module.save_to_path(tmp_path)
+    restored = RLModule.from_checkpoint(tmp_path)
+    batch = _batch(module)
+    assert isinstance(restored, FactoredLSTM)
+    assert restored.model_config == module.model_config
+    with torch.no_grad():
+        assert torch.equal(restored.compute_values(batch), module.compute_values(batch))
 
 
 def test_model_config_defaults_and_rllib_keys():
