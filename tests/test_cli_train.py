@@ -1,0 +1,140 @@
+"""`esper-rllib train` end to end in a subprocess, and the CLI's handling of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from esper_rllib import metric_names as mn
+from esper_rllib.cli import main
+
+TINY = ["--set", "n_train=256", "--set", "n_val=128", "--set", "max_epochs=4",
+        "--set", "episodes_per_batch=2", "--set", "lstm_hidden=16", "--set", "feature_dim=16",
+        "--set", "head_hidden=16", "--set", "blueprint_head_hidden=16"]
+
+
+def _cli(*args, timeout=600):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "esper_rllib.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    proc = _cli("train", "--profile", "quick", *TINY, "--iterations", "2",
+                "--checkpoint-every", "1", "--storage", str(storage), "--name", "tiny")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (trial,) = [p for p in (storage / "tiny").iterdir() if p.is_dir()]
+    return proc.stdout, storage, trial
+
+
+def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
+    stdout, storage, _ = trained
+    lines = [line for line in stdout.splitlines() if line.startswith("iter ")]
+    assert len(lines) == 2
+    for field in ("env steps", "EV", "value loss", "clip ratio", "kl", "verdict"):
+        assert field in lines[0]
+    assert "final verdict:" in stdout
+    assert f"tensorboard --logdir {storage / 'tiny'}" in stdout
+
+
+def test_event_files_hold_every_metric_against_env_steps(trained):
+    _, _, trial = trained
+    (events,) = trial.glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    missing = [m for m in mn.ALL_METRICS if f"ray/tune/{mn.RESULT_KEY}/{m}" not in tags]
+    assert not missing
+    # The x axis is env steps: 2 episodes x 4 epochs per iteration.
+    steps = [e.step for e in acc.Scalars(f"ray/tune/{mn.RESULT_KEY}/value_loss")]
+    assert steps == [8, 16]
+
+
+def test_final_result_carries_the_verdict_and_checkpoints_exist(trained):
+    _, _, trial = trained
+    results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    assert len(results) == 2
+    assert results[-1][mn.RESULT_KEY][mn.VERDICT] in (*mn.VERDICTS, "undetermined")
+    # Every iteration (--checkpoint-every 1), the last one doubling as the final checkpoint.
+    checkpoints = sorted(p.name for p in trial.glob("checkpoint_*"))
+    assert checkpoints == ["checkpoint_000000", "checkpoint_000001"]
+    assert (trial / "checkpoint_000001" / "rllib_checkpoint.json").is_file()
+
+
+def test_restore_continues_from_a_checkpoint(trained, tmp_path):
+    _, _, trial = trained
+    checkpoint = trial / "checkpoint_000001"
+    proc = _cli("train", "--profile", "quick", *TINY, "--iterations", "1", "--restore",
+                str(checkpoint), "--storage", str(tmp_path), "--name", "resumed")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The restored env-step counter goes on from the checkpoint's 16.
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    assert "env steps      24" in line
+
+
+def test_missing_or_truncated_checkpoint_is_one_clear_error(trained, tmp_path, capsys):
+    assert main(["train", "--restore", str(tmp_path / "nope"), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such checkpoint directory" in err and "\n" not in err
+
+    _, _, trial = trained
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(trial / "checkpoint_000001"), str(broken)], check=True)
+    state = broken / "learner_group" / "learner" / "state.pkl"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    assert main(["train", "--restore", str(broken), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "learner_group/learner/state.pkl is unreadable" in err and "\n" not in err
+
+    (broken / "algorithm_state.pkl").unlink()
+    assert main(["train", "--restore", str(broken), "--storage", str(tmp_path)]) == 2
+    assert "missing algorithm_state.pkl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--set", "lstm_size=64"], "unknown key 'lstm_size'; known: env, task"),
+    (["train", "--set", "critic=q"], "critic='q': not allowed; allowed: q_op | v"),
+    (["train", "--profile", "huge"], "argument --profile: invalid choice: 'huge'"),
+    (["train", "--iterations", "0"], "iterations=0: not allowed; allowed: int >= 1"),
+    (["train", "--iterations", "x"], "argument --iterations: invalid int value: 'x'"),
+    (["check-env", "--set", "n_train=-1"], "n_train=-1: not allowed"),
+    (["heuristic", "--seeds", "0"], "--seeds 0: allowed: an int >= 1"),
+    (["fly"], "argument COMMAND: invalid choice: 'fly'"),
+])
+def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "heuristic", "check-env", "knobs"])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: esper-rllib {command}" in capsys.readouterr().out
+
+
+def test_unwritable_storage_is_one_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--storage", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--storage {blocker / 'sub'}: cannot create it" in err and "\n" not in err
+
+
+def test_knobs_lists_every_knob(capsys):
+    from esper_rllib.config import KNOBS
+
+    assert main(["knobs"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in KNOBS)
