@@ -1,0 +1,309 @@
+"""The reference PPO loss on hand-made tensors, and FactoredPPOLearner as a real RLlib Learner
+(small FactoredLSTM, episodes sampled by a real env runner on the probe envs)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from envs.contract import HEADS, RELEVANCE, Op, action_space, observation_space
+from esper_rllib import loss
+from esper_rllib.gae import learner_metric_key
+from esper_rllib.learner import (
+    HEAD_ENTROPY_COEFS,
+    LEARNER_DEFAULTS,
+    FactoredPPOLearner,
+    resolve_learner_config,
+)
+from esper_rllib.module import FactoredLSTM
+
+H = len(HEADS)
+COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
+
+
+def rel(*ops):
+    return torch.as_tensor(RELEVANCE[list(ops)])
+
+
+# -- the loss on hand-made tensors --------------------------------------------------------------
+
+
+def test_per_head_and_joint_ratios():
+    # Two real steps: a WAIT (only the op head relevant) and a PRUNE (op, slot, alpha_speed,
+    # alpha_curve), advantages +1 and -1.
+    relevance = rel(Op.WAIT, Op.PRUNE).unsqueeze(0)  # (1, 2, H)
+    old = torch.zeros(1, 2, H)
+    new = torch.zeros(1, 2, H)
+    new[0, 0, 0] = math.log(1.1)   # WAIT step: op ratio 1.1 (inside the clip range)
+    new[0, 1, 0] = math.log(1.5)   # PRUNE step: op ratio 1.5
+    new[0, 1, 1] = math.log(0.5)   # slot ratio 0.5
+    new[0, 1, 2] = math.log(9.0)   # blueprint: irrelevant for PRUNE
+    adv = torch.tensor([[1.0, -1.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+
+    per_head = loss.policy_loss(new, old, relevance, adv, mask, 0.2, "per_head")
+    # op head over both steps: mean(-min(1.1, 1.1), -min(-1.5, -1.2)) = mean(-1.1, 1.5);
+    # slot (PRUNE only): -min(-0.5, -0.8) = 0.8; alpha_speed, alpha_curve: ratio 1 -> 1.0 each.
+    assert float(per_head) == pytest.approx((-1.1 + 1.5) / 2 + 0.8 + 1.0 + 1.0)
+
+    joint = loss.policy_loss(new, old, relevance, adv, mask, 0.2, "joint")
+    # Joint ratios: 1.1 and 1.5 * 0.5 = 0.75 (blueprint ignored): mean(-1.1, -min(-0.75, -0.8)).
+    assert float(joint) == pytest.approx((-1.1 + 0.8) / 2)
+
+    with pytest.raises(ValueError, match="ratio_mode"):
+        loss.policy_loss(new, old, relevance, adv, mask, 0.2, "bogus")
+
+
+@pytest.mark.parametrize("mode", loss.RATIO_MODES)
+def test_irrelevant_heads_and_padding_add_nothing(mode):
+    torch.manual_seed(0)
+    relevance = rel(Op.WAIT, Op.FOSSILIZE, Op.GERMINATE).unsqueeze(0)
+    mask = torch.tensor([[True, True, False]])  # the GERMINATE step is padding
+    old = torch.randn(1, 3, H)
+    adv = torch.tensor([[0.7, -0.3, 5.0]])
+    entropy, legal = torch.rand(1, 3, H), torch.full((1, 3, H), 4)
+    new = (old + 0.1 * torch.randn(1, 3, H)).requires_grad_()
+    base = loss.policy_loss(new, old, relevance, adv, mask, 0.2, mode)
+    bonus, _ = loss.entropy_bonus(entropy, legal, relevance, mask, COEFS)
+    base.backward()
+    # No gradient reaches an irrelevant head or a padded step...
+    assert torch.all(new.grad[relevance.bool() == 0] == 0)
+    assert torch.all(new.grad[~mask] == 0)
+    # ... and changing them changes neither the policy loss nor the entropy bonus.
+    irrelevant = (relevance == 0) | ~mask.unsqueeze(-1)
+    noise = torch.where(irrelevant, torch.randn(1, 3, H), torch.zeros(1, 3, H))
+    changed = loss.policy_loss(new.detach() + noise, old, relevance, adv, mask, 0.2, mode)
+    assert float(changed) == pytest.approx(base.item())
+    bonus2, _ = loss.entropy_bonus(entropy + noise.abs(), legal, relevance, mask, COEFS)
+    assert float(bonus2) == pytest.approx(float(bonus))
+
+
+def test_value_loss_and_reference_clipping():
+    targets = torch.tensor([[10.0, 0.0, 3.0]])
+    old = torch.tensor([[0.0, 0.0, 0.0]])
+    values = torch.tensor([[1.0, 0.5, 99.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False]])
+    # Unclipped: 0.5 x mean((1-10)^2, 0.5^2) over real steps.
+    assert loss.value_loss(values, targets, old, mask, None).item() == pytest.approx(
+        0.5 * (81 + 0.25) / 2)
+    # Clipped (c = 0.2): V_clip = (0.2, 0.2); max of squared errors: (max(81, 96.04),
+    # max(0.25, 0.04)).
+    clipped = loss.value_loss(values, targets, old, mask, 0.2)
+    assert clipped.item() == pytest.approx(0.5 * (96.04 + 0.25) / 2)
+    clipped.backward()
+    # The reference's clipping keeps a gradient where the clipped error wins only through
+    # V_old (0 here) but still trains the unclipped step; RLlib's clamp of the squared error at
+    # 10 would zero the first step's gradient (error 81 > 10).
+    assert values.grad[0, 1] != 0
+    assert values.grad[0, 2] == 0  # padding
+    big_error = torch.tensor([[1.0]], requires_grad=True)
+    loss.value_loss(big_error, torch.tensor([[10.0]]), torch.tensor([[0.5]]),
+                    torch.tensor([[True]]), 10.0).backward()
+    assert float(big_error.grad) == pytest.approx(-9.0)  # d/dV 0.5 (V - 10)^2 at V = 1
+
+
+def test_entropy_bonus_is_normalised_and_weighted():
+    # Uniform heads: normalised entropy 1 everywhere; GERMINATE's relevant heads sum to
+    # 1 + 1 + 1.3 + 1.2 + 1.3 + 1.2 = 7.0, and a head with one legal value contributes 0.
+    legal = torch.tensor([6, 3, 13, 4, 3, 3, 4, 5]).expand(1, 1, H).clone()
+    entropy = torch.log(legal.float())
+    relevance = rel(Op.GERMINATE).view(1, 1, H)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    bonus, per_head = loss.entropy_bonus(entropy, legal, relevance, mask, COEFS)
+    assert float(bonus) == pytest.approx(7.0)
+    assert per_head.tolist() == pytest.approx([1, 1, 1, 1, 1, 1, 0, 0])
+    legal[..., 2] = 1  # only one blueprint legal: nothing to choose
+    bonus, _ = loss.entropy_bonus(torch.where(legal > 1, entropy, 0.0), legal, relevance, mask,
+                                  COEFS)
+    assert float(bonus) == pytest.approx(7.0 - 1.3)
+    assert sum(HEAD_ENTROPY_COEFS.values()) == pytest.approx(9.4)
+
+
+def test_learner_config_validation():
+    assert resolve_learner_config(None) == LEARNER_DEFAULTS
+    assert resolve_learner_config({"value_clip": 10, "ratio_mode": "joint"})["value_clip"] == 10.0
+    with pytest.raises(ValueError, match="unknown key.*'vf_coef'.*known keys"):
+        resolve_learner_config({"vf_coef": 1.0})
+    with pytest.raises(ValueError, match="ratio_mode.*per_head"):
+        resolve_learner_config({"ratio_mode": "sum"})
+    with pytest.raises(ValueError, match="entropy_coef"):
+        resolve_learner_config({"entropy_coef": -0.1})
+    with pytest.raises(ValueError, match="value_clip.*None"):
+        resolve_learner_config({"value_clip": "big"})
+
+
+# -- a real RLlib Learner -------------------------------------------------------------------------
+
+SMALL_MODEL = {"lstm_hidden": 32, "feature_dim": 16, "head_hidden": 16,
+               "blueprint_head_hidden": (16, 8), "max_seq_len": 4}
+
+
+def make_config(env="Probe3", lr=1e-2, use_kl_loss=False, **learner_config):
+    return (
+        PPOConfig()
+        .environment(f"envs:esper/{env}-v0", observation_space=observation_space(3),
+                     action_space=action_space(3))
+        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .learners(learner_class=FactoredPPOLearner, learner_config_dict=learner_config)
+        .training(lr=lr, grad_clip=1.0, use_kl_loss=use_kl_loss, gamma=0.9, lambda_=0.95)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=FactoredLSTM),
+                   model_config=SMALL_MODEL)
+        .debugging(seed=0)
+    )
+
+
+def build(config):
+    return config.build_learner(), SingleAgentEnvRunner(config=config)
+
+
+def update(learner, runner, num_epochs=1, n_episodes=8):
+    """One training iteration: sync the learner's weights to the runner (as PPO does), sample,
+    update; returns our metrics (peeked), the raw results and the sampled rewards."""
+    weights = learner.get_state(components=COMPONENT_RL_MODULE)[COMPONENT_RL_MODULE]
+    runner.set_state({COMPONENT_RL_MODULE: weights})
+    episodes = runner.sample(num_episodes=n_episodes)
+    # The learner connector appends an artificial step to each episode: keep the real rewards.
+    rewards = np.concatenate([np.asarray(e.get_rewards(), dtype=np.float64) for e in episodes])
+    steps = sum(len(e) for e in episodes)
+    results = learner.update(episodes=episodes, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: steps},
+                             num_epochs=num_epochs, minibatch_size=None)
+    metrics = {k: s.peek() for k, s in results[DEFAULT_MODULE_ID]["esper"].items()}
+    return metrics, results, rewards
+
+
+@pytest.fixture(scope="module")
+def probe3():
+    return build(make_config())
+
+
+def test_one_gradient_step_kl_after_step_while_approx_kl_pre_is_zero(probe3):
+    m, results, _ = update(*probe3)
+    # One gradient step: the policy at that step is the rollout's.
+    assert results[DEFAULT_MODULE_ID]["esper"]["grad_norm_pre_clip"].values.__len__() == 1
+    assert m["approx_kl_pre"] == pytest.approx(0.0, abs=1e-9)
+    assert m["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert m["clip_fraction"] == 0.0
+    # The seed document's "KL ~ 0" came from measuring before the step; after it, it is not 0.
+    assert m["kl"] > 1e-5
+    assert m["explained_variance_post"] != m["explained_variance"]
+    assert m["lstm_h_norm"] > 0 and m["lstm_c_norm"] > 0
+    # Every learner metric arrives, once, with a per-iteration reduce (not the sticky EMA).
+    from esper_rllib.metric_names import LEARNER_METRICS
+    assert set(LEARNER_METRICS) <= set(m)
+    reduces = {k: type(s).__name__ for k, s in results[DEFAULT_MODULE_ID]["esper"].items()}
+    assert reduces["ratio_max"] == "MaxStats"
+    assert set(reduces.values()) == {"MeanStats", "MaxStats"}
+
+
+def test_metrics_are_per_iteration_means_not_sticky(probe3):
+    learner, runner = probe3
+    norms = []
+    original = learner.postprocess_gradients_for_module
+
+    def spy(**kw):
+        norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [g.norm() for g in kw["module_gradients_dict"].values()]))))
+        return original(**kw)
+
+    learner.postprocess_gradients_for_module = spy
+    try:
+        update(learner, runner)  # an earlier iteration must not leak into the next one
+        norms.clear()
+        m, _, _ = update(learner, runner, num_epochs=3)
+    finally:
+        del learner.postprocess_gradients_for_module
+    assert len(norms) == 3
+    assert m["grad_norm_pre_clip"] == pytest.approx(np.mean(norms), rel=1e-5)
+    assert m["clip_ratio"] == pytest.approx(np.mean(norms) / 1.0, rel=1e-5)
+    # Later epochs see a changed policy: the ratio moves away from 1 and approx_kl_pre stays
+    # the first step's 0.
+    assert m["ratio_max"] > 1.0
+    assert m["approx_kl_pre"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_clip_ratio_and_head_norms_from_a_known_gradient(probe3):
+    learner, _ = probe3
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    params = list(module.parameters())
+    # Every gradient entry 1: the global norm is sqrt(number of parameters).
+    grads = {learner.get_param_ref(p): torch.ones_like(p) for p in params}
+    n_params = sum(p.numel() for p in params)
+    config = learner.config.get_config_for_module(DEFAULT_MODULE_ID)
+    clipped = learner.postprocess_gradients_for_module(
+        module_id=DEFAULT_MODULE_ID, config=config, module_gradients_dict=grads)
+    logged = learner.metrics.reduce()[DEFAULT_MODULE_ID]["esper"]
+    assert logged["grad_norm_pre_clip"].peek() == pytest.approx(math.sqrt(n_params), rel=1e-5)
+    assert logged["clip_ratio"].peek() == pytest.approx(math.sqrt(n_params) / config.grad_clip,
+                                                        rel=1e-5)
+    n_value = sum(p.numel() for p in module.value_head.parameters())
+    assert logged["grad_norm_value"].peek() == pytest.approx(math.sqrt(n_value), rel=1e-5)
+    n_op = sum(p.numel() for p in module.policy_heads["op"].parameters())
+    assert logged["grad_norm_op"].peek() == pytest.approx(math.sqrt(n_op), rel=1e-5)
+    # Then RLlib's global-norm clip applies: the gradient leaves with norm max_grad_norm.
+    after = torch.linalg.vector_norm(torch.stack([g.norm() for g in clipped.values()]))
+    assert float(after) == pytest.approx(config.grad_clip, rel=1e-4)
+
+
+def test_gae_statistics_over_real_steps_only():
+    # Probe 1: one step, reward +1, terminated. Every real step's return is exactly 1; the
+    # artificial bootstrap steps (which RLlib's statistics would include) are ignored.
+    learner, runner = build(make_config(env="Probe1"))
+    m, _, _ = update(learner, runner, n_episodes=12)
+    assert m["return_mean"] == pytest.approx(1.0)
+    assert m["return_std"] == pytest.approx(0.0, abs=1e-6)
+    # Constant returns: explained variance is undefined, reported as NaN with the flag.
+    assert math.isnan(m["explained_variance"]) and m["explained_variance_undefined"] == 1.0
+    # Raw advantage = 1 - V(s, a): its statistics mirror the critic's.
+    assert m["pre_norm_advantage_mean"] == pytest.approx(1.0 - m["value_mean"], abs=1e-6)
+    assert m["pre_norm_advantage_std"] == pytest.approx(m["value_std"], rel=1e-3, abs=1e-7)
+    assert m["q_spread"] >= 0 and not math.isnan(m["q_spread_start"])
+
+
+def test_gae_normalises_over_real_steps_only():
+    # Probe 2: one step, reward = an observation feature, terminated, so G = r exactly.
+    learner, runner = build(make_config(env="Probe2"))
+    m, _, rewards = update(learner, runner, n_episodes=16)
+    assert m["return_mean"] == pytest.approx(rewards.mean(), rel=1e-5)
+    assert m["return_std"] == pytest.approx(rewards.std(), rel=1e-4)
+    assert m["explained_variance_undefined"] == 0.0 and math.isfinite(m["explained_variance"])
+    # Normalised with the real steps' statistics: exactly mean 0, std 1 there (RLlib's GAE,
+    # which also counts the 16 bootstrap steps, would not give this).
+    assert m["advantage_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert m["advantage_std"] == pytest.approx(1.0, abs=1e-4)
+    assert m["pre_norm_advantage_std"] > 0.05
+
+
+@pytest.mark.parametrize("learner_config", [{"ratio_mode": "joint", "value_clip": 0.2},
+                                            {"ratio_mode": "per_head", "value_clip": 10.0}])
+def test_other_loss_options_train(learner_config):
+    learner, runner = build(make_config(env="Probe4", **learner_config))
+    m, _, _ = update(learner, runner, num_epochs=2)
+    assert all(math.isfinite(m[k]) for k in ("policy_loss", "value_loss", "total_loss", "kl"))
+    assert m["kl"] > 0
+
+
+def test_state_value_critic_has_no_q_spread():
+    config = make_config(env="Probe2")
+    config.rl_module(model_config={**SMALL_MODEL, "critic": "v"})
+    learner, runner = build(config)
+    m, _, _ = update(learner, runner)
+    assert "q_spread" not in m and math.isfinite(m["explained_variance_post"])
+
+
+def test_bad_settings_fail_at_build():
+    with pytest.raises(ValueError, match="use_kl_loss"):
+        make_config(use_kl_loss=True).build_learner()
+    with pytest.raises(ValueError, match="learner_config_dict.*unknown"):
+        make_config(value_coeff=1.0).build_learner()
+
+
+def test_learner_metric_key_is_namespaced():
+    # Apart from RLlib's own learners/<module>/total_loss etc.
+    assert learner_metric_key("default_policy", "total_loss") == (
+        "default_policy", "esper", "total_loss")
