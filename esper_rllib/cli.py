@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from esper_rllib.commands import check_env, heuristic, knobs, train
+from esper_rllib.commands import ablate, check_env, heuristic, knobs, report, train
 from esper_rllib.config import ConfigError
 
 # Add a subcommand by adding its module here.
-COMMANDS = (train, heuristic, check_env, knobs)
+COMMANDS = (train, heuristic, check_env, knobs, ablate, report)
 
 
 class _Parser(argparse.ArgumentParser):

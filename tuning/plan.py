@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
 from tuning.sweeps import Cell, get_sweep
 
 KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
@@ -65,6 +63,8 @@ class SweepPlan:
 
     def param_space(self) -> dict[str, Any]:
         """Tune's param space: the flat knobs, axes as grid searches, derived knobs following."""
+        from ray import tune
+
         space: dict[str, Any] = dict(self.base)
         for axis, values in self.axes.items():
             space[axis] = tune.grid_search(list(values))

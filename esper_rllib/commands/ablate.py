@@ -1,0 +1,123 @@
+"""``esper-rllib ablate``: a Tune sweep of the ablation, then ablation.csv and the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from esper_rllib.commands.knob_args import add_knob_arguments
+from esper_rllib.config import ConfigError, parse_set
+from tuning.sweeps import SWEEPS, get_sweep
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ablate", help="run an ablation sweep with Tune",
+        description="Run a named sweep (every cell x seeds, each to the same budget) with Tune; "
+                    "then write ablation.csv and report.md into the experiment folder. "
+                    "Sweeps: " + "; ".join(f"{s.name}: {s.about}" for s in SWEEPS.values()))
+    parser.add_argument("--sweep", default="seed", help=f"named sweep: {' | '.join(SWEEPS)} "
+                        "(default: seed)")
+    add_knob_arguments(parser, presets=False)
+    parser.add_argument("--seeds", type=int, help="seeds per cell (default 5); the seed is a "
+                        "grid axis counting up from the `seed` knob")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="sweep (or add) an axis over these values (repeatable)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
+                        help="GPUs per trial, split between the learner and the env runners")
+    parser.add_argument("--storage", default="runs", help="local folder or URI for results "
+                        "(default: runs)")
+    parser.add_argument("--name", help="experiment name under --storage (default: "
+                        "<sweep>-<profile>-<time>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an interrupted sweep (--name, or the newest "
+                        "<sweep>-<profile>-* under --storage)")
+    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
+                        "else a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, metavar="N",
+                        help="at most N trials at once (default: as resources allow)")
+    parser.add_argument("--stop-on-collapse", type=int, metavar="PATIENCE",
+                        help="stop a trial after PATIENCE consecutive 'failure' verdicts "
+                        "(default: off; confirmatory sweeps run every cell to the end)")
+    parser.add_argument("--max-failures", type=int, default=2, metavar="N",
+                        help="retries of a crashed trial from its last checkpoint (default 2)")
+    parser.add_argument("--reference-episodes", type=int, default=2, metavar="N",
+                        help="heuristic/WAIT-only episodes for the report (0 = skip)")
+    parser.set_defaults(func=run)
+
+
+def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
+    """``["key=v1,v2", ...]`` -> ``{key: [typed values]}`` (typed per knob; labels as text)."""
+    labels = get_sweep(sweep).labels
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,...")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice")
+        values = [v.strip() for v in text.split(",")]
+        grid[key] = values if key in labels else [parse_set([f"{key}={v}"])[key]
+                                                  for v in values]
+    return grid
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for flag, value in (("--max-concurrent", args.max_concurrent),
+                        ("--stop-on-collapse", args.stop_on_collapse)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: allowed: an int >= 1")
+    if args.max_failures < 0:
+        raise ConfigError(f"--max-failures {args.max_failures}: allowed: an int >= 0")
+    if args.reference_episodes < 0:
+        raise ConfigError(f"--reference-episodes {args.reference_episodes}: allowed: >= 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    from esper_rllib.config import build_ppo_config, resolve_knobs
+    from esper_rllib.report import write_report
+    from tuning.plan import plan_sweep
+    from tuning.runner import find_experiment, resume_sweep, run_sweep
+    from tuning.storage import check_storage
+
+    def report(path: Any) -> Any:
+        return write_report(path, args.reference_episodes)
+
+    try:
+        _check_counts(args)
+        check_storage(args.storage)
+        if args.resume:
+            experiment = find_experiment(args.storage, args.name,
+                                         prefix=f"{args.sweep}-{args.profile}-")
+            print(f"resuming {experiment}")
+            outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
+                                   report=report)
+        else:
+            get_sweep(args.sweep)
+            plan = plan_sweep(args.sweep, args.profile, resolve_knobs, seeds=args.seeds,
+                              grid=parse_grid(args.grid, args.sweep),
+                              overrides=parse_set(args.overrides),
+                              gpus_per_trial=args.gpus_per_trial)
+            print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
+                  f"({len(plan.axes) - 1} axes x {len(plan.axes['seed'])} seeds), "
+                  f"{plan.iterations} iterations each")
+            outcome = run_sweep(plan, build_ppo_config, args.storage, name=args.name,
+                                address=args.address, max_concurrent=args.max_concurrent,
+                                collapse_patience=args.stop_on_collapse,
+                                max_failures=args.max_failures, report=report)
+    except ValueError as err:  # ConfigError, StorageError and the planner's checks
+        print(f"esper-rllib ablate: error: {err}", file=sys.stderr)
+        return 2
+    where = outcome.experiment
+    print(f"\nexperiment folder (Tune trial folders, checkpoints): {where}")
+    print(f"ablation table: {where}/ablation.csv")
+    print(f"report:         {where}/report.md (plots in {where}/plots)")
+    print(f"TensorBoard (every metric; HParams tab: axes vs summary metrics):\n"
+          f"  tensorboard --logdir {where}")
+    if outcome.errored:
+        print(f"{len(outcome.errored)} trial(s) failed: {', '.join(outcome.errored)}",
+              file=sys.stderr)
+        return 1
+    return 0
