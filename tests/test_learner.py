@@ -97,11 +97,13 @@ def test_value_loss_and_reference_clipping():
     clipped = loss.value_loss(values, targets, old, mask, 0.2)
     assert clipped.item() == pytest.approx(0.5 * (96.04 + 0.25) / 2)
     clipped.backward()
-    # The reference's clipping keeps a gradient where the clipped error wins only through
-    # V_old (0 here) but still trains the unclipped step; RLlib's clamp of the squared error at
-    # 10 would zero the first step's gradient (error 81 > 10).
+    # Step 0: the clipped error wins and V is outside V_old +- c, so no gradient (PPO2-style);
+    # step 1: the unclipped error wins and trains; padding never does.
+    assert values.grad[0, 0] == 0
     assert values.grad[0, 1] != 0
-    assert values.grad[0, 2] == 0  # padding
+    assert values.grad[0, 2] == 0
+    # An error of 9 with c = 10: the reference still trains it, whereas RLlib's clamp of the
+    # squared error at vf_clip_param = 10 would give no gradient at all.
     big_error = torch.tensor([[1.0]], requires_grad=True)
     loss.value_loss(big_error, torch.tensor([[10.0]]), torch.tensor([[0.5]]),
                     torch.tensor([[True]]), 10.0).backward()
