@@ -37,7 +37,14 @@ from envs.rewards import (
     zero_components,
 )
 from envs.seeded_model import SeededModel
-from envs.training import EpochResult, host_optimizer, seed_optimizer, train_epoch, validate
+from envs.training import (
+    EpochResult,
+    Validation,
+    host_optimizer,
+    seed_optimizer,
+    train_epoch,
+    validate,
+)
 
 INFO_KEYS = (
     "epoch", "val_acc", "val_loss", "train_loss", "op", "effective_op", "action_valid",
@@ -62,8 +69,9 @@ class SeedMorphogenesisEnv(gym.Env):
       op (int): the op requested by the action; effective_op (int): the op that ran
         (WAIT when the requested (op, slot) was illegal); action_valid (bool).
       slot_stages (list[int]): Stage per slot; alphas (list[float]): alpha per slot.
-      contributions (list[float]): counterfactual contribution (pp) measured this step per
-        slot, nan where not measured (no seed, or alpha 0).
+      contributions (list[float | None]): counterfactual contribution (pp) measured this step
+        per slot; None where not measured (no seed, or alpha 0). None rather than nan so that
+        infos compare equal across identical runs (gymnasium's check_env requires it).
       blueprints (list[int]): blueprint index per slot, 13 = empty.
       seed_params (int): parameters of live + fossilized seeds (gates included);
         host_params (int); n_fossils (int).
@@ -114,9 +122,9 @@ class SeedMorphogenesisEnv(gym.Env):
         self._last_valid = True
         self._last_op: int | None = None
         self._done = False
-        info = self._info(Op.WAIT, Op.WAIT, True, train_loss=0.0, contributions=[math.nan]
-                          * self.n_slots, components=zero_components(self.cfg.reward),
-                          raw=0.0, rollback=False)
+        info = self._info(Op.WAIT, Op.WAIT, True, train_loss=0.0,
+                          contributions=[None] * self.n_slots,
+                          components=zero_components(self.cfg.reward), raw=0.0, rollback=False)
         return self._observation(), info
 
     # ---- step ----------------------------------------------------------------------------
@@ -144,7 +152,7 @@ class SeedMorphogenesisEnv(gym.Env):
         if rollback:
             self._roll_back()
             val = validate(self._model, self._data.x_val, self._data.y_val, [])
-            contributions = [math.nan] * self.n_slots
+            contributions: list[float | None] = [None] * self.n_slots
         else:
             contributions = self._record_contributions(val)
             self._record_grads(epoch_result)
@@ -254,9 +262,9 @@ class SeedMorphogenesisEnv(gym.Env):
             configs.append(frozenset(measured))
         return configs
 
-    def _record_contributions(self, val: Any) -> list[float]:
+    def _record_contributions(self, val: Validation) -> list[float | None]:
         measured = self._measured_slots()
-        contributions = [math.nan] * self.n_slots
+        contributions: list[float | None] = [None] * self.n_slots
         for i, acc in zip(measured, val.config_accs, strict=False):
             contributions[i] = val.acc - acc
         interaction = 0.0
@@ -300,13 +308,13 @@ class SeedMorphogenesisEnv(gym.Env):
 
     # ---- reward, observation, info ------------------------------------------------------
     def _transition(self, op: Op, target_c: float | None, phi_before: float,
-                    contributions: list[float], prev_acc: float, last: bool) -> Transition:
+                    contributions: list[float | None], prev_acc: float, last: bool) -> Transition:
         seeds = []
         for s, module, c in zip(self.lifecycle.slots, self._model.slots, contributions,
                                 strict=True):
             if s.has_seed:
                 seeds.append(SeedView(s.stage, s.alpha.alpha, module.param_count(),
-                                      None if math.isnan(c) else c,
+                                      c,
                                       self._acc_hist[-1] - s.acc_at_germination))
         threshold = self.cfg.reward.fossilize_bonus_min_pp
         good_fossils = sum(1 for s in self.lifecycle.slots if s.stage == Stage.FOSSILIZED
@@ -330,7 +338,7 @@ class SeedMorphogenesisEnv(gym.Env):
         return obs_mod.observation(view, self.lifecycle)
 
     def _info(self, op: Op, effective: Op, valid: bool, *, train_loss: float,
-              contributions: list[float], components: dict[str, float], raw: float,
+              contributions: list[float | None], components: dict[str, float], raw: float,
               rollback: bool) -> dict[str, Any]:
         slots = self.lifecycle.slots
         return {
@@ -343,7 +351,7 @@ class SeedMorphogenesisEnv(gym.Env):
             "action_valid": bool(valid),
             "slot_stages": [int(s.stage) for s in slots],
             "alphas": [float(s.alpha.alpha) for s in slots],
-            "contributions": [float(c) for c in contributions],
+            "contributions": [None if c is None else float(c) for c in contributions],
             "blueprints": [int(b) for b in obs_mod.blueprints(self.lifecycle)],
             "seed_params": self._seed_params(),
             "host_params": self._model.host_param_count(),
