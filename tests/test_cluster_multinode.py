@@ -5,7 +5,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ray_procs import kill_trees, pids_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -88,74 +88,10 @@ class LocalCluster:
 
     def stop(self) -> set:
         """Stop our nodes and everything under them; return the pids still alive (none)."""
-        # Ray workers (and the job's driver under them) run in their own sessions and rename
-        # themselves (ray::IDLE), so note every descendant before the raylets go.
-        strays = _descendants([p.pid for p in self.nodes])
-        for proc in reversed(self.nodes):
-            _kill_group(proc)
-        for pid in strays | _pids_mentioning(str(self.temp_dir)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Anything that left the trees still names our unique temp dir on its command line.
+        left = kill_trees(self.nodes, also=pids_mentioning(str(self.temp_dir)))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-        time.sleep(1.0)
-        return {pid for pid in strays if _alive(pid)}
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=15)
-
-
-def _proc_entries() -> list:
-    return [e for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
-
-
-def _pids_mentioning(text: str) -> set:
-    pids = set()
-    for entry in _proc_entries():
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                pids.add(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _descendants(roots: list) -> set:
-    children: dict = {}
-    for entry in _proc_entries():
-        try:
-            # Field 4 of /proc/PID/stat is the parent; the name (field 2) may contain spaces.
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+        return left
 
 
 @pytest.fixture
