@@ -98,9 +98,11 @@ def read_cifar10(
     return x_train, y_train, x_test, y_test
 
 
-def _subset(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator
+def _subset(x: np.ndarray, y: np.ndarray, n: int, field: str, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray]:
     """The first n of a fixed shuffle: deterministic and roughly class-balanced."""
+    if n > len(x):
+        raise ValueError(f"{field}={n} exceeds the {len(x)} images available")
     keep = rng.permutation(len(x))[:n]
     return x[keep], y[keep]
 
@@ -130,8 +132,8 @@ def _load(task: TaskSpec, n_train: int, n_val: int, data_dir: str | None, device
     else:
         x_tr, y_tr, x_va, y_va = read_cifar10(data_dir)
         rng = np.random.default_rng(data_seed)
-        x_tr, y_tr = _subset(x_tr, y_tr, n_train, rng)
-        x_va, y_va = _subset(x_va, y_va, n_val, rng)
+        x_tr, y_tr = _subset(x_tr, y_tr, n_train, "n_train", rng)
+        x_va, y_va = _subset(x_va, y_va, n_val, "n_val", rng)
         mean, std = np.array(CIFAR10_MEAN), np.array(CIFAR10_STD)
     return TaskData(
         x_train=_normalise(x_tr, mean, std, device),
