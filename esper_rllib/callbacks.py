@@ -111,22 +111,29 @@ def _learner_metrics(learners: Mapping[str, Any]) -> dict[str, float]:
 
 
 def env_metrics(counters: Mapping[str, Any]) -> dict[str, float]:
-    """ENV_METRICS of one iteration from the env runners' summed counters."""
-    steps = float(counters.get(_STEPS, 0))
+    """ENV_METRICS of one iteration from the env runners' reduced counters."""
 
-    def frac(count: Any) -> float:
-        return float(count) / steps if steps else math.nan
+    def count(name: str) -> float:
+        # A counter that no env runner bumped this iteration reduces to NaN (or is absent):
+        # it counted nothing.
+        value = float(counters.get(name, 0))
+        return 0.0 if math.isnan(value) else value
+
+    steps = count(_STEPS)
+
+    def frac(n: float) -> float:
+        return n / steps if steps else math.nan
 
     out = {}
     for op in Op:
-        count = float(counters.get(f"op_count_{op.name}", 0))
-        out[f"op_count_{op.name}"] = count
-        out[f"op_frac_{op.name}"] = frac(count)
-    out["invalid_action_frac"] = frac(counters.get(_INVALID, 0))
-    out["reward_mean"] = frac(counters.get(_REWARD_SUM, 0.0))
+        out[f"op_count_{op.name}"] = count(f"op_count_{op.name}")
+        out[f"op_frac_{op.name}"] = frac(out[f"op_count_{op.name}"])
+    out["invalid_action_frac"] = frac(count(_INVALID))
+    out["reward_mean"] = frac(count(_REWARD_SUM))
     for sign, key in _REWARD_SIGN.items():
-        out[f"reward_{sign}_frac"] = frac(counters.get(key, 0))
-    out["rollbacks"] = float(counters.get("rollbacks", 0))
+        out[f"reward_{sign}_frac"] = frac(count(key))
+    out["rollbacks"] = count("rollbacks")
+    # Extremes and per-episode means have no value without data: NaN stays NaN.
     for name in ("reward_min", "reward_max", "episode_val_acc", "episode_fossils",
                  "episode_seed_params"):
         out[name] = float(counters.get(name, math.nan))

@@ -60,6 +60,16 @@ def test_no_steps_gives_nan_fractions_not_zero():
     assert m["op_count_WAIT"] == 0
 
 
+def test_counter_not_bumped_this_iteration_counts_zero():
+    # With remote env runners, a sum counter seen in an earlier iteration but not in this one
+    # reduces to NaN on the driver: it means 0 ops, not an unknown fraction.
+    m = env_metrics({"steps": 4.0, "op_count_WAIT": 4.0, "op_count_PRUNE": math.nan,
+                     "reward_sum": 1.0, "reward_max": math.nan})
+    assert m["op_count_PRUNE"] == 0 and m["op_frac_PRUNE"] == 0
+    assert m["op_frac_WAIT"] == 1 and m["reward_mean"] == 0.25
+    assert math.isnan(m["reward_max"])
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
