@@ -52,24 +52,31 @@ class SweepPlan:
         return int(self.base["iterations"])
 
     def cell_knobs(self, cell: Cell) -> dict[str, Any]:
-        """The knobs of one grid point: its axis values plus the derived knobs."""
+        """The builder's knobs of one trial config: the sweep's labels dropped, the derived
+        knobs set from the cell (the ONE place they are computed, inside each trial)."""
         rules = get_sweep(self.sweep).derived
         knobs = {k: v for k, v in cell.items() if k not in self.labels}
         for name in self.derived:
             value = rules[name](cell)
-            if value is not None:
-                knobs[name] = value
+            knobs[name] = self.base[name] if value is None else value
         return knobs
 
+    def columns(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What tells trials apart in tables: the axes (seed last), then the derived knobs."""
+        knobs = self.cell_knobs(params) if self.derived else {}
+        return {**{a: params.get(a) for a in self.axes}, **{d: knobs[d] for d in self.derived}}
+
     def param_space(self) -> dict[str, Any]:
-        """Tune's param space: the flat knobs, axes as grid searches, derived knobs following."""
+        """Tune's param space: the flat knobs with the axes as grid searches.
+
+        Derived knobs are left out (each trial derives them; Tune's ``sample_from`` would come
+        back unresolved for trials restored before they started).
+        """
         from ray import tune
 
-        space: dict[str, Any] = dict(self.base)
+        space = {k: v for k, v in self.base.items() if k not in self.derived}
         for axis, values in self.axes.items():
             space[axis] = tune.grid_search(list(values))
-        for name in self.derived:
-            space[name] = tune.sample_from(_Derived(self.sweep, name, self.base[name]))
         return space
 
     def save(self, experiment_dir: str | Path) -> None:
@@ -83,17 +90,6 @@ class SweepPlan:
         if not path.is_file():
             raise ValueError(f"{experiment_dir} has no {PLAN_FILE}: not a sweep folder")
         return cls(**json.loads(path.read_text()))
-
-
-class _Derived:
-    """A derived knob inside Tune's param space (a picklable ``sample_from`` function)."""
-
-    def __init__(self, sweep: str, name: str, default: Any) -> None:
-        self.sweep, self.name, self.default = sweep, name, default
-
-    def __call__(self, spec: Any) -> Any:
-        value = get_sweep(self.sweep).derived[self.name](spec.config)
-        return self.default if value is None else value
 
 
 def gpu_knobs(knobs: Mapping[str, Any], gpus_per_trial: float) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,14 +156,17 @@ def summarize(trial: TrialRecord) -> dict[str, Any]:
     }
 
 
-def ablation_rows(trials: Sequence[TrialRecord], axes: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per trial: trial name, the axes (seed included), iterations, summary, verdict."""
+def ablation_rows(trials: Sequence[TrialRecord],
+                  columns: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """One row per trial: its name, ``columns(params)`` (the axes, seed included, and any
+    derived knobs), iterations, env steps, the summary metrics and the verdict."""
     rows = []
     for trial in trials:
         summary = summarize(trial)
         rows.append({
             "trial": trial.name,
-            **{axis: trial.params.get(axis) for axis in axes},
+            **columns(trial.params),
             "iterations": trial.iterations[-1] if trial.iterations else 0,
             "env_steps": trial.env_steps[-1] if trial.env_steps else 0,
             **{name: summary[name] for name in SUMMARY_METRICS},
@@ -172,14 +175,16 @@ def ablation_rows(trials: Sequence[TrialRecord], axes: Sequence[str]) -> list[di
     return rows
 
 
-def write_ablation_csv(experiment_dir: str | Path, axes: Sequence[str]) -> Path:
+def write_ablation_csv(experiment_dir: str | Path,
+                       columns: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> Path:
     """Write ``ablation.csv`` (one row per trial folder) into the experiment folder."""
     root = Path(experiment_dir)
-    rows = ablation_rows(load_experiment(root), axes)
+    rows = ablation_rows(load_experiment(root), columns)
     path = root / CSV_FILE
-    columns = ["trial", *axes, "iterations", "env_steps", *SUMMARY_METRICS, VERDICT]
+    header = list(rows[0]) if rows else ["trial", "iterations", "env_steps",
+                                         *SUMMARY_METRICS, VERDICT]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
     return path

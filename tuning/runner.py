@@ -31,6 +31,11 @@ class SweepOutcome:
     local_dir: Path  # a local folder with the same params/result files and the outputs
     n_trials: int
     errored: list[str]  # trial folders that ended in an error
+    unfinished: list[str]  # trials an interrupt (Ctrl-C) left short of the budget
+
+    @property
+    def complete(self) -> bool:
+        return not self.unfinished
 
 
 def default_name(plan: SweepPlan) -> str:
@@ -75,7 +80,7 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
            resources: ResourceRequest | None, verbose: int) -> Any:
     from ray import tune
 
-    trainable = make_trainable(build_config, plan.base, plan.labels)
+    trainable = make_trainable(build_config, plan.base, plan.cell_knobs)
     if resources is not None:
         trainable = tune.with_resources(trainable, resources)
     every = int(plan.base["checkpoint_every"])
@@ -150,7 +155,8 @@ def resume_sweep(
         raise StorageError(f"--resume: no interrupted sweep at {experiment}")
     plan = _load_plan(experiment)
     init_ray(address)
-    tuner = tune.Tuner.restore(experiment, make_trainable(build_config, plan.base, plan.labels),
+    tuner = tune.Tuner.restore(experiment,
+                               make_trainable(build_config, plan.base, plan.cell_knobs),
                                resume_unfinished=True, resume_errored=True)
     grid = tuner.fit()
     return _finish(experiment, plan, grid, report)
@@ -174,19 +180,23 @@ def _load_plan(path: str) -> SweepPlan:
 
 
 def _finish(path: str, plan: SweepPlan, grid: Any, report: ReportWriter | None) -> SweepOutcome:
+    """Collect the results; an interrupted sweep gets no table or report until it is resumed."""
     errored = [str(r.path) for r in grid if r.error is not None]
+    # Tune marks a trial's last result "done" when its stopper ended it.
+    unfinished = [str(r.path) for r in grid if r.error is None and not r.metrics.get("done")]
     local = Path(path) if "://" not in path else Path(tempfile.mkdtemp(prefix="esper-sweep-"))
+    if unfinished:
+        return SweepOutcome(path, local, plan.n_trials, errored, unfinished)
     if "://" in path:
         _download(path, local, {PLAN_FILE, PARAMS_FILE, RESULT_FILE})
-    write_ablation_csv(local, list(plan.axes))
+    write_ablation_csv(local, plan.columns)
     outputs = [CSV_FILE]
     if report is not None:
         written = report(local)
         outputs += [str(Path(p).relative_to(local)) for p in written or ()]
     if "://" in path:
         _upload(local, path, outputs)
-    return SweepOutcome(experiment=path, local_dir=local, n_trials=plan.n_trials,
-                        errored=errored)
+    return SweepOutcome(path, local, plan.n_trials, errored, unfinished)
 
 
 def _download(uri: str, local: Path, names: set[str]) -> None:

@@ -7,7 +7,8 @@ turns them into the algorithm config inside the trial and when Tune asks for res
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -25,23 +26,24 @@ def _is_tune_key(key: str) -> bool:
     return key.startswith("__")
 
 
-def knobs_of(config: Mapping[str, Any], labels: Collection[str] = ()) -> dict[str, Any]:
-    """The builder's knobs in a trial config: without Tune's own keys and the sweep's labels."""
-    return {k: v for k, v in config.items() if not _is_tune_key(k) and k not in labels}
+def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial config without Tune's own entries."""
+    return {k: v for k, v in config.items() if not _is_tune_key(k)}
 
 
 def make_trainable(build_config: ConfigBuilder, knobs: Mapping[str, Any],
-                   labels: Collection[str] = ()) -> type[Algorithm]:
+                   to_knobs: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
+                   ) -> type[Algorithm]:
     """A subclass of the algorithm that ``build_config`` builds, constructed from flat knobs.
 
     ``knobs`` is any valid knob dict (the sweep's base): building it tells which algorithm to
-    extend. ``labels`` are sweep axes that are not knobs; they are dropped before building.
+    extend. ``to_knobs`` turns a trial's params into the builder's knobs (the sweep plan's
+    ``cell_knobs``: labels dropped, derived knobs set).
     """
-    labels = frozenset(labels)
     base_cls = build_config(knobs).algo_class
 
     def algo_config(config: Mapping[str, Any]) -> AlgorithmConfig:
-        return build_config(knobs_of(config, labels))
+        return build_config(to_knobs(trial_params(config)))
 
     class EsperTrial(base_cls):
         @classmethod
@@ -64,8 +66,17 @@ def make_trainable(build_config: ConfigBuilder, knobs: Mapping[str, Any],
             result[PLACEMENT_KEY] = {
                 "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                # Wall-clock span of the trial so far: shows which trials ran at once.
+                "started_at": self._start_time,
+                "reported_at": time.time(),
             }
             return result
 
     EsperTrial.__name__ = EsperTrial.__qualname__ = f"Esper{base_cls.__name__}"
     return EsperTrial
+
+
+def placement(build_config: ConfigBuilder, knobs: Mapping[str, Any]) -> Any:
+    """The placement group the algorithm asks for with these knobs (default_resource_request)."""
+    config = build_config(knobs)
+    return config.algo_class.default_resource_request(config)

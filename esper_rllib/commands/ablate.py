@@ -111,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"esper-rllib ablate: error: {err}", file=sys.stderr)
         return 2
     where = outcome.experiment
+    if not outcome.complete:
+        storage, _, name = where.rstrip("/").rpartition("/")
+        print(f"\ninterrupted: {len(outcome.unfinished)} of {outcome.n_trials} trials unfinished "
+              f"(state saved in {where}). Finish them with:\n"
+              f"  esper-rllib ablate --resume --storage {storage} --name {name}",
+              file=sys.stderr)
+        return 130
     print(f"\nexperiment folder (Tune trial folders, checkpoints): {where}")
     print(f"ablation table: {where}/ablation.csv")
     print(f"report:         {where}/report.md (plots in {where}/plots)")
