@@ -36,6 +36,27 @@ def _col(v: np.ndarray) -> np.ndarray:
     return v[:, None, None]
 
 
+def _bar_distance(along: np.ndarray, across: np.ndarray, radius: np.ndarray, t: np.ndarray
+                  ) -> np.ndarray:
+    """Box signed distance; aspect q = 3.5 + 1.5 t, area pi R^2."""
+    q = 3.5 + 1.5 * t
+    width = np.sqrt(np.pi * radius**2 / q)
+    ox = np.abs(along) - _col(q * width / 2)
+    oy = np.abs(across) - _col(width / 2)
+    return np.hypot(np.maximum(ox, 0), np.maximum(oy, 0)) + np.minimum(np.maximum(ox, oy), 0)
+
+
+def _ellipse_distance(along: np.ndarray, across: np.ndarray, radius: np.ndarray, t: np.ndarray
+                      ) -> np.ndarray:
+    """First-order distance g / |grad g| of the implicit ellipse (exact at the edge, which is
+    all the anti-aliasing needs); q = 2 + t, semi-axes R sqrt(q) and R / sqrt(q)."""
+    q = 2.0 + t
+    a1, a2 = _col(radius * np.sqrt(q)), _col(radius / np.sqrt(q))
+    g = (along / a1) ** 2 + (across / a2) ** 2 - 1
+    grad = 2 * np.hypot(along / a1**2, across / a2**2)
+    return g / np.maximum(grad, 1e-6)
+
+
 def _shape_distance(rng: np.random.Generator, orientation: np.ndarray) -> np.ndarray:
     """Signed distance (B, 32, 32) to a bar or ellipse of area pi R^2, long axis by class."""
     b = len(orientation)
@@ -47,22 +68,10 @@ def _shape_distance(rng: np.random.Generator, orientation: np.ndarray) -> np.nda
     dx, dy = _X - _col(cx), _Y - _col(cy)
     cos, sin = _col(np.cos(theta)), _col(np.sin(theta))
     along, across = dx * cos + dy * sin, dy * cos - dx * sin
-
-    # Bar: box signed distance with half-extents (length/2, width/2).
-    q_bar = 3.5 + 1.5 * t
-    width = np.sqrt(np.pi * radius**2 / q_bar)
-    ox = np.abs(along) - _col(q_bar * width / 2)
-    oy = np.abs(across) - _col(width / 2)
-    d_bar = np.hypot(np.maximum(ox, 0), np.maximum(oy, 0)) + np.minimum(np.maximum(ox, oy), 0)
-
-    # Ellipse: first-order distance g / |grad g| of the implicit function (exact at the edge,
-    # which is all the anti-aliasing needs).
-    q_ell = 2.0 + t
-    a1, a2 = _col(radius * np.sqrt(q_ell)), _col(radius / np.sqrt(q_ell))
-    g = (along / a1) ** 2 + (across / a2) ** 2 - 1
-    grad = 2 * np.hypot(along / a1**2, across / a2**2)
-    d_ell = g / np.maximum(grad, 1e-6)
-    return np.where(_col(is_bar), d_bar, d_ell)
+    distance = np.empty_like(along)
+    for family, rows in ((_bar_distance, is_bar), (_ellipse_distance, ~is_bar)):
+        distance[rows] = family(along[rows], across[rows], radius[rows], t[rows])
+    return distance
 
 
 def _checker(rng: np.random.Generator, level: np.ndarray, cell_jitter: float) -> np.ndarray:
@@ -103,12 +112,13 @@ def _render_chunk(
         colour = rng.random((b, 3), dtype=np.float32)
         edge = np.hypot(_X - _col(cx), _Y - _col(cy)) - _col(radius)
         alpha = np.clip(0.5 - edge, 0, 1)[:, None]
-        img = img * (1 - alpha) + alpha * colour[:, :, None, None]
+        img += alpha * (colour[:, :, None, None] - img)
 
     # Uniform noise on [-h, h] has std h / sqrt(3).
     half_width = np.float32(noise * np.sqrt(3.0))
-    img += rng.uniform(-1, 1, img.shape).astype(np.float32) * half_width
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    img += (rng.random(img.shape, dtype=np.float32) - np.float32(0.5)) * (2 * half_width)
+    img *= 255
+    return np.clip(np.rint(img, out=img), 0, 255, out=img).astype(np.uint8)
 
 
 def _render_split(
