@@ -90,10 +90,12 @@ class FactoredGAE(GeneralAdvantageEstimation):
         iteration's pre-update statistics."""
         episode_lens = [len(e) for e in episodes]
         with torch.no_grad():
-            baseline = module.compute_values(batch)
             embeddings = module.forward_train(batch)[Columns.EMBEDDINGS]
             predicted = module.compute_values(batch, embeddings=embeddings)
-            q_all = module.q_all_ops(embeddings) if has_q_critic(module) else None
+            q_critic = has_q_critic(module)
+            # The state-value critic's baseline is its prediction: no second forward pass.
+            baseline = module.compute_values(batch) if q_critic else predicted
+            q_all = module.q_all_ops(embeddings) if q_critic else None
 
         def flat(x: Any) -> np.ndarray:
             return unpad_data_if_necessary(episode_lens, convert_to_numpy(x))
