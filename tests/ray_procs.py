@@ -80,7 +80,7 @@ def kill_trees(procs: list, also: set = frozenset()) -> set:
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)  # lets `ray start --block` stop its own children
-        proc.wait(timeout=15)
+        proc.wait(timeout=5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
     try:

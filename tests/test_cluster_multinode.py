@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine: a job submitted through the Jobs API runs a sweep
 whose trials land on both nodes, with token authentication on, as on the real cluster."""
 
+import csv
 import json
 import os
 import secrets
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +121,11 @@ def two_node_cluster():
             "--dashboard-port", str(dash), "--temp-dir", str(temp_dir),
             "--ray-client-server-port", str(_free_port())], {"esper_head": 1})
         cluster.wait_for("the head", lambda: cluster.alive_nodes())
-        cluster.start_node("worker", ["--address", cluster.gcs_address], {"esper_worker": 1})
+        # Its own temp dir, like a separate machine's disk: nodes sharing one would share the
+        # runtime-env cache, and one node's cleanup would delete the job's working_dir under
+        # the other.
+        cluster.start_node("worker", ["--address", cluster.gcs_address,
+                                      "--temp-dir", str(temp_dir / "w")], {"esper_worker": 1})
         cluster.wait_for("two alive nodes", lambda: len(cluster.alive_nodes()) == 2)
         yield cluster
     finally:
@@ -127,18 +133,66 @@ def two_node_cluster():
     assert not left, f"processes of the test cluster survived teardown: {sorted(left)}"
 
 
-def test_two_node_cluster_runs_a_job(two_node_cluster):
+# Two cells x one seed of the seed sweep on a probe env: two tiny trials, each needing one CPU,
+# so with one CPU per node they run at the same time, one on each node.
+SWEEP = ["esper-rllib", "ablate", "--sweep", "seed", "--profile", "quick", "--seeds", "1",
+         "--grid", "value_head_gain=1.0", "--grid", "value_head_depth=2",
+         "--grid", "value_coef=0.5,1.0", "--set", "env=esper/Probe5-v0",
+         "--set", "episodes_per_batch=16", "--set", "iterations=3", "--reference-episodes", "0",
+         "--address", "auto", "--name", "multinode"]
+
+
+def _trial_node_ids(cluster: LocalCluster, trial_dirs: list) -> dict:
+    """Trial folder -> id of the node its trainable actor ran on: the pid each trial reported in
+    result.json, looked up in the cluster's actor table (both nodes share one IP, so node_ip and
+    hostname in the results cannot tell them apart)."""
+    actors = cluster.get_json("/api/v0/actors?limit=1000&detail=1")["data"]["result"]["result"]
+    node_of_pid = {a["pid"]: a["node_id"] for a in actors if a.get("pid")}
+    placed = {}
+    for trial in trial_dirs:
+        rows = (trial / "result.json").read_text().splitlines()
+        pids = {json.loads(row)["pid"] for row in rows}
+        assert len(pids) == 1, f"{trial.name} moved between processes: {pids}"
+        placed[trial.name] = node_of_pid[pids.pop()]
+    return placed
+
+
+def test_sweep_submitted_as_a_job_runs_on_both_nodes(two_node_cluster):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     cluster = two_node_cluster
+    # Token auth is really on: the job server refuses a request without the token.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.get_json("/api/jobs/", auth=False)
+    assert refused.value.code in (401, 403)
+
+    storage = cluster.temp_dir / "results"
     client = JobSubmissionClient(cluster.dashboard_url, headers=cluster.auth_header)
     job = client.submit_job(
-        entrypoint="python -c \"import ray; ray.init(); print(sorted(ray.cluster_resources()))\"",
+        entrypoint=" ".join([*SWEEP, "--storage", str(storage)]),
         # Ray skips .git/.venv and honours .gitignore; runs/ is excluded explicitly because
         # shipping old results would be slow and could exceed the upload limit.
         runtime_env={"working_dir": str(REPO), "excludes": ["runs/"]})
     status = cluster.wait_for("the job", lambda: (s := client.get_job_status(job)).is_terminal()
-                              and s)
+                              and s, timeout=420)
     logs = client.get_job_logs(job)
-    assert status == JobStatus.SUCCEEDED, logs
-    assert "esper_head" in logs and "esper_worker" in logs
+    assert status == JobStatus.SUCCEEDED, logs[-6000:]
+
+    # The results are where the job said they are.
+    experiment = storage / "multinode"
+    assert f"experiment folder (Tune trial folders, checkpoints): {experiment}" in logs
+    assert f"ablation table: {experiment}/ablation.csv" in logs
+    trial_dirs = sorted(p for p in experiment.iterdir() if (p / "result.json").is_file())
+    assert len(trial_dirs) == 2, sorted(experiment.iterdir())
+    for trial in trial_dirs:
+        rows = (trial / "result.json").read_text().splitlines()
+        assert json.loads(rows[-1])["training_iteration"] == 3
+    with open(experiment / "ablation.csv") as f:
+        table = list(csv.DictReader(f))
+    assert sorted(float(r["value_coef"]) for r in table) == [0.5, 1.0]
+
+    # Trials ran on more than one node: one on the head, one on the worker.
+    placed = _trial_node_ids(cluster, trial_dirs)
+    print("trial placement:", placed)
+    nodes = {n["node_id"] for n in cluster.alive_nodes()}
+    assert set(placed.values()) == nodes, (placed, nodes)
