@@ -1,0 +1,166 @@
+"""Learner overhead: one PPO update of ``FactoredPPOLearner`` (RLlib's learner pipeline, our
+GAE connector, loss and telemetry) on a fixed batch of episodes, versus a plain-PyTorch
+implementation of the same update written here (episodes -> tensors, GAE with the sampled-op
+baseline, per-head clipped ratios over relevant steps, value loss, normalised weighted entropy,
+global-norm clip, Adam step) on an identical copy of the full-size module. Calls alternate in
+one process so a noisy machine affects both alike.
+
+Prints one summary line (ratio = RLlib seconds / plain seconds per update).
+
+    .venv/bin/python benchmarks/bench_learner.py [--profile standard] [--episodes 4] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import time
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from envs.contract import N_OPS, RELEVANCE, head_sizes  # noqa: E402
+from esper_rllib.config import build_ppo_config, resolve_knobs  # noqa: E402
+
+# The reference loss's per-head entropy weights (policy-and-ppo.md section 3).
+ENTROPY_COEFS = torch.tensor([1.0, 1.0, 1.3, 1.2, 1.3, 1.2, 1.2, 1.2])
+
+
+def _stack(episodes: list, get: str) -> np.ndarray:
+    return np.stack([getattr(e, get)() for e in episodes])
+
+
+def _obs_batch(episodes: list) -> dict[str, torch.Tensor]:
+    obs = [e.get_observations() for e in episodes]  # each a dict of (T + 1, ...) arrays
+    return {k: torch.as_tensor(np.stack([o[k] for o in obs])) for k in obs[0]}
+
+
+class PlainPPO:
+    """The same update in plain PyTorch (no connectors, no metrics logger)."""
+
+    def __init__(self, module: torch.nn.Module, knobs: dict) -> None:
+        self.module, self.k = module, knobs
+        self.opt = torch.optim.Adam(module.parameters(), lr=knobs["lr"], eps=1e-5)
+        self.sizes = head_sizes(3)
+        self.relevance = torch.as_tensor(RELEVANCE)
+
+    def _forward(self, obs: dict[str, torch.Tensor]) -> dict:
+        b = obs["features"].shape[0]
+        h = self.module.model_config["lstm_hidden"]
+        state = {"h": torch.zeros(b, h), "c": torch.zeros(b, h)}
+        return self.module.forward_train({"obs": obs, "state_in": state})
+
+    def update(self, episodes: list) -> None:
+        k = self.k
+        obs = _obs_batch(episodes)  # (B, T + 1, ...): the final obs bootstraps
+        actions = torch.as_tensor(_stack(episodes, "get_actions")).long()  # (B, T, heads)
+        rewards = torch.as_tensor(_stack(episodes, "get_rewards")).float()
+        old_logits = torch.as_tensor(np.stack(
+            [e.get_extra_model_outputs("action_dist_inputs") for e in episodes])).float()
+        t = actions.shape[1]
+
+        # GAE baseline: Q(s_t, op taken), and Q(s_T, argmax op) at the bootstrap step.
+        with torch.no_grad():
+            out = self._forward(obs)
+            emb, logits = out["embeddings"], out["action_dist_inputs"]
+            ops = torch.cat([actions[..., 0], logits[:, t:, :N_OPS].argmax(-1)], dim=1)
+            values = self.module.value_of_ops(emb, ops)
+        adv = torch.zeros_like(rewards)
+        last = torch.zeros(rewards.shape[0])
+        for i in reversed(range(t)):  # truncated at max_epochs: bootstrap from V(s_T)
+            delta = rewards[:, i] + k["gamma"] * values[:, i + 1] - values[:, i]
+            last = delta + k["gamma"] * k["lambda_"] * last
+            adv[:, i] = last
+        targets = adv + values[:, :t]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        out = self._forward({key: v[:, :t] for key, v in obs.items()})
+        logits = out["action_dist_inputs"]
+        rel = self.relevance[actions[..., 0]]  # (B, T, heads)
+        logp, logp_old, ent, legal = [], [], [], []
+        masks = torch.split(obs["action_mask"][:, :t], self.sizes, dim=-1)
+        parts = zip(torch.split(logits, self.sizes, -1), torch.split(old_logits, self.sizes, -1),
+                    masks, strict=True)
+        for i, (new_h, old_h, mask_h) in enumerate(parts):
+            lp = torch.log_softmax(new_h, -1)
+            logp.append(lp.gather(-1, actions[..., i:i + 1]).squeeze(-1))
+            logp_old.append(torch.log_softmax(old_h, -1).gather(
+                -1, actions[..., i:i + 1]).squeeze(-1))
+            ent.append(-(lp.exp() * lp).sum(-1))
+            legal.append(mask_h.sum(-1))
+        logp, logp_old = torch.stack(logp, -1), torch.stack(logp_old, -1)
+        ent, legal = torch.stack(ent, -1), torch.stack(legal, -1)
+
+        def per_head_mean(x: torch.Tensor) -> torch.Tensor:
+            return (x * rel).sum((0, 1)) / rel.sum((0, 1)).clamp(min=1.0)
+
+        ratio = torch.exp(logp - logp_old)
+        a = adv.unsqueeze(-1)
+        clip = k["clip_param"]
+        policy = per_head_mean(-torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)).sum()
+        value = 0.5 * ((self.module.value_of_ops(out["embeddings"], actions[..., 0])
+                        - targets) ** 2).mean()
+        norm_ent = torch.where(legal > 1, ent / torch.log(legal.clamp(min=2)), 0.0)
+        entropy = (ENTROPY_COEFS * per_head_mean(norm_ent)).sum()
+        total = policy + k["value_coef"] * value - k["entropy_coef"] * entropy
+        self.opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), k["max_grad_norm"])
+        self.opt.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="standard")
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    knobs = resolve_knobs(args.profile, overrides={
+        "n_train": 256, "n_val": 128, "max_epochs": args.max_epochs,
+        "episodes_per_batch": args.episodes})
+    config = build_ppo_config(knobs)
+    runner = SingleAgentEnvRunner(config=config)
+    episodes = runner.sample(num_episodes=args.episodes, explore=True)
+    learner = config.build_learner(env=runner.env.unwrapped)
+    learner.module["default_policy"].load_state_dict(runner.module.state_dict())
+    plain = PlainPPO(copy.deepcopy(learner.module["default_policy"].unwrapped()), knobs)
+    steps = sum(len(e) for e in episodes)
+
+    def rllib_update() -> float:
+        batch = copy.deepcopy(episodes)  # the learner connector extends episodes in place
+        start = time.perf_counter()
+        learner.update(episodes=batch, timesteps={"num_env_steps_sampled_lifetime": steps},
+                       num_epochs=1, minibatch_size=steps)
+        return time.perf_counter() - start
+
+    def plain_update() -> float:
+        batch = copy.deepcopy(episodes)
+        start = time.perf_counter()
+        plain.update(batch)
+        return time.perf_counter() - start
+
+    rllib_update(), plain_update()  # warm-up
+    rllib_s, plain_s = [], []
+    for _ in range(args.reps):
+        rllib_s.append(rllib_update())
+        plain_s.append(plain_update())
+    r, p = float(np.median(rllib_s)), float(np.median(plain_s))
+    params = sum(x.numel() for x in plain.module.parameters())
+    assert math.isfinite(r) and math.isfinite(p)
+    print(f"learner ({args.profile}, module {params:,} params, batch {args.episodes} episodes x "
+          f"{args.max_epochs} steps): FactoredPPOLearner {r:.3f}s/update, plain PyTorch "
+          f"{p:.3f}s/update, ratio {r / p:.2f} (median of {args.reps}; one gradient step)")
+    runner.stop()
+
+
+if __name__ == "__main__":
+    main()
