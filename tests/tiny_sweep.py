@@ -10,7 +10,7 @@ from pathlib import Path
 # A real env and module, shrunk so a trial takes seconds: 128 images, 3-epoch episodes.
 TINY = {
     "n_train": 128, "n_val": 64, "max_epochs": 3, "episodes_per_batch": 2,
-    "lstm_hidden": 8, "feature_dim": 8, "head_hidden": 8, "blueprint_head_hidden": 8,
+    "lstm_hidden": 8, "feature_dim": 8, "head_hidden": 8, "blueprint_head_hidden": (8,),
     "iterations": 2, "checkpoint_every": 1,
 }
 
@@ -18,7 +18,8 @@ TINY = {
 def tiny_args(**changes: object) -> list[str]:
     args = []
     for key, value in {**TINY, **changes}.items():
-        args += ["--set", f"{key}={value}"]
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        args += ["--set", f"{key}={text}"]
     return args
 
 

@@ -1,0 +1,129 @@
+"""A real sweep of tiny trials through `esper-rllib ablate`: one ablation.csv row per trial with
+the right axes, the report with every cell, and TensorBoard's HParams data in the event files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tiny_sweep import run_cli, tiny_args
+
+from esper_rllib.cli import main
+from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
+from tuning.tensorboard import SUMMARY_TAG
+
+AXES = ("value_head_gain", "value_head_depth", "value_coef")
+GRID = set(itertools.product((1.0, 0.01), (2, 4), (0.5, 1.0)))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, str]:
+    storage = tmp_path_factory.mktemp("sweeps")
+    done = run_cli("ablate", "--sweep", "seed", "--seeds", "1", "--storage", str(storage),
+                   "--name", "tiny", "--reference-episodes", "1", *tiny_args())
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return storage / "tiny", done.stdout
+
+
+def _events(trial: Path) -> EventAccumulator:
+    (path,) = trial.glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_ablation_csv_has_one_row_per_trial_with_the_axes(sweep):
+    experiment, stdout = sweep
+    rows = read_ablation_csv(experiment / "ablation.csv")
+    assert len(rows) == 8 == len(trial_dirs(experiment))
+    cells = {(float(r["value_head_gain"]), int(r["value_head_depth"]), float(r["value_coef"]))
+             for r in rows}
+    assert cells == GRID
+    for row in rows:
+        assert row["seed"] == "0" and row["iterations"] == "2"
+        # LayerNorm follows the depth, as in the seed document's presets.
+        assert row["value_head_layernorm"] == str(row["value_head_depth"] == "4")
+        assert row["verdict"] in ("failure", "weak", "strong", "undetermined")
+        assert not math.isnan(float(row["initial_value_loss"]))
+        assert not math.isnan(float(row["best_ev"]))
+    assert f"tensorboard --logdir {experiment}" in stdout
+
+
+def test_trials_see_our_knob_names_and_the_derived_layernorm_in_the_module(sweep):
+    experiment, _ = sweep
+    for trial in trial_dirs(experiment):
+        params = json.loads((trial / "params.json").read_text())
+        assert {*AXES, "seed", "n_train", "max_epochs"} <= set(params)
+        last = json.loads((trial / "result.json").read_text().splitlines()[-1])
+        model = last["config"]["_model_config"]
+        assert model["value_head_layernorm"] == (params["value_head_depth"] == 4)
+        assert model["value_head_gain"] == params["value_head_gain"]
+
+
+def test_report_renders_every_cell_with_plots_and_references(sweep):
+    experiment, _ = sweep
+    report = (experiment / "report.md").read_text()
+    cell_rows = [line for line in report.splitlines()
+                 if line.startswith("| ") and line.count("|") > 10 and "seeds" not in line]
+    assert len(cell_rows) == 8
+    for gain, depth, coef in GRID:
+        assert any(line.startswith(f"| {gain} | {depth} | {coef} | 1 |") for line in cell_rows)
+    assert "the broken run" in report and "the seed document's fix" in report
+    assert "| heuristic |" in report and "| WAIT-only |" in report
+    for axis in AXES:
+        assert f"| {axis} |" in report  # a main-effect row per axis
+    for name in ("explained_variance", "value_loss", "clip_ratio"):
+        png = experiment / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](plots/{name}.png)" in report
+
+
+def test_event_files_hold_hparams_of_the_axes_against_summary_metrics(sweep):
+    experiment, _ = sweep
+    rows = {r["trial"]: r for r in read_ablation_csv(experiment / "ablation.csv")}
+    for trial in trial_dirs(experiment):
+        acc = _events(trial)
+        content = acc.PluginTagToContent("hparams")
+        assert set(content) == {"_hparams_/experiment", "_hparams_/session_start_info",
+                                "_hparams_/session_end_info"}
+        experiment_info = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/experiment"]).experiment
+        assert {h.name for h in experiment_info.hparam_infos} == {*AXES, "seed"}
+        assert [m.name.tag for m in experiment_info.metric_infos] == [
+            SUMMARY_TAG.format(m) for m in HPARAMS_METRICS]
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]).session_start_info
+        row = rows[trial.name]
+        for axis in AXES:
+            assert start.hparams[axis].number_value == pytest.approx(float(row[axis]))
+        # The metric columns are read from scalars of the same tags; their values are the
+        # trial's summary (the same numbers as ablation.csv), at the last env step.
+        for metric in HPARAMS_METRICS:
+            (event,) = acc.Scalars(SUMMARY_TAG.format(metric))
+            expected = float(row[metric])
+            assert event.step == int(row["env_steps"])
+            assert (math.isnan(expected) and math.isnan(event.value)) or \
+                event.value == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        # Every iteration's metrics against env steps (Tune's TBX logger).
+        steps = [e.step for e in acc.Scalars("ray/tune/esper/explained_variance")]
+        assert len(steps) == 2 and steps[-1] == int(row["env_steps"]) and steps[0] < steps[1]
+
+
+def test_report_command_rewrites_the_report_and_postmortem_prints_the_tables(sweep, capsys):
+    experiment, _ = sweep
+    (experiment / "report.md").unlink()
+    assert main(["report", str(experiment)]) == 0
+    assert (experiment / "report.md").is_file()
+    trial = trial_dirs(experiment)[0]
+    trial_id = "_".join(trial.name.split("_")[3:5])  # e.g. "a5192_00000": unique in the sweep
+    assert main(["report", str(experiment), "--postmortem", trial_id]) == 0
+    out = capsys.readouterr().out
+    for heading in ("PPO update progression", "Operation distribution", "Advantage statistics",
+                    "KL divergence", "Reward distribution", "Collapse flags and verdict"):
+        assert heading in out
+    assert "| 1 |" in out and "| 2 |" in out  # iterations 1 and 2 (nearest to 1, 5, 10, ...)
