@@ -213,7 +213,8 @@ KNOBS: dict[str, Knob] = {
                                        "env runner", minimum=0.0,
                                        key="delay_between_env_runner_restarts_s"),
     # --- the run ---
-    "seed": Knob(0, int, RUN, "seed of torch, numpy and the env resets", minimum=0),
+    "seed": Knob(0, int, RUN, "seed of torch and numpy; env i of runner w starts from seed x "
+                 "10000 + w x envs per runner + i", minimum=0),
     "iterations": Knob(10, int, RUN, "training iterations (batches)", minimum=1,
                        searchable=False),
     "checkpoint_every": Knob(5, int, RUN, "checkpoint every N iterations (0 = only at the "
@@ -347,6 +348,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from esper_rllib.callbacks import EsperCallbacks
+    from esper_rllib.env_runner import SeedOnceEnvRunner
     from esper_rllib.learner import FactoredPPOLearner
     from esper_rllib.module import FactoredLSTM
 
@@ -362,6 +364,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
         # remote env runner too.
         .environment(f"envs:{knobs['env']}", env_config=env_config(knobs))
         .env_runners(
+            env_runner_cls=SeedOnceEnvRunner,
             num_env_runners=knobs["num_env_runners"],
             num_envs_per_env_runner=knobs["num_envs_per_env_runner"],
             num_cpus_per_env_runner=1,
