@@ -1,0 +1,122 @@
+"""Sweep planning and bad input: named sweeps, free axes, derived knobs, and one clear error
+(exit code 2) for a bad sweep name, axis, value or storage location. No Ray needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from esper_rllib.cli import main
+from esper_rllib.config import ConfigError, resolve_knobs
+from tuning.plan import plan_sweep
+from tuning.storage import StorageError, check_storage
+
+
+def _error(capsys, *argv: str) -> str:
+    assert main(["ablate", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_seed_sweep_is_the_eight_cell_grid_times_seeds_with_layernorm_following_depth():
+    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=3)
+    assert plan.axes == {"value_head_gain": [1.0, 0.01], "value_head_depth": [2, 4],
+                         "value_coef": [0.5, 1.0], "seed": [0, 1, 2]}
+    assert plan.n_trials == 24
+    space = plan.param_space()
+    assert space["value_coef"] == {"grid_search": [0.5, 1.0]}
+    assert "value_head_layernorm" not in space  # derived inside each trial
+    assert plan.cell_knobs({**space, "value_head_depth": 4})["value_head_layernorm"] is True
+    assert plan.cell_knobs({**space, "value_head_depth": 2})["value_head_layernorm"] is False
+
+
+def test_extended_sweep_has_three_critics_and_gradient_steps():
+    plan = plan_sweep("extended", "quick", resolve_knobs, seeds=1)
+    assert plan.n_trials == 3 * 3 * 2
+    assert plan.axes["num_epochs"] == [1, 4]
+    base = plan.param_space()
+    assert base["value_head_depth"] == 4 and base["value_coef"] == 1.0
+    knobs = {v: plan.cell_knobs({**base, "critic_variant": v})
+             for v in plan.axes["critic_variant"]}
+    assert (knobs["q_op/sampled_op"]["critic"], knobs["q_op/sampled_op"]["q_baseline"]) == (
+        "q_op", "sampled_op")
+    assert (knobs["q_op/expected"]["critic"], knobs["q_op/expected"]["q_baseline"]) == (
+        "q_op", "expected")
+    assert knobs["v"]["critic"] == "v"
+    assert all("critic_variant" not in k for k in knobs.values())  # a label, not a knob
+
+
+def test_free_axes_seeds_and_set_combine():
+    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=2,
+                      grid={"lr": [1e-4, 3e-4], "value_head_depth": [2, 3, 4]},
+                      overrides={"seed": 10, "n_train": 256})
+    assert plan.axes["lr"] == [1e-4, 3e-4] and plan.axes["value_head_depth"] == [2, 3, 4]
+    assert plan.axes["seed"] == [10, 11]
+    assert plan.base["n_train"] == 256
+    assert plan.n_trials == 2 * 3 * 2 * 2 * 2
+    assert plan.cell_knobs({**plan.base, "value_head_depth": 3})["value_head_layernorm"] is False
+
+
+def test_bad_sweep_name(capsys):
+    line = _error(capsys, "--sweep", "nope", "--storage", "/tmp")
+    assert "unknown sweep 'nope'" in line and "seed, extended" in line
+
+
+def test_bad_axis_and_bad_values(capsys):
+    line = _error(capsys, "--grid", "bogus=1,2")
+    assert "unknown key 'bogus'" in line and "value_head_gain" in line
+    line = _error(capsys, "--grid", "value_coef=0.5,lots")
+    assert "value_coef='lots'" in line and "float >= 0" in line
+    line = _error(capsys, "--grid", "critic=q_op,x")
+    assert "critic" in line and "q_op | v" in line
+    line = _error(capsys, "--grid", "value_coef")
+    assert "expected key=v1,v2" in line
+    line = _error(capsys, "--set", "value_coef=0.3")
+    assert "axis of this sweep" in line and "--grid value_coef" in line
+    line = _error(capsys, "--grid", "iterations=2,3")
+    assert "same budget" in line
+    line = _error(capsys, "--sweep", "extended", "--grid", "critic_variant=v,q_op/greedy")
+    assert "critic_variant: 'q_op/greedy'" in line and "q_op/expected" in line
+    line = _error(capsys, "--seeds", "0")
+    assert "--seeds must be >= 1" in line
+
+
+def test_cell_combinations_are_validated_before_anything_runs():
+    # Each value is fine alone; the combination breaks the batch rule.
+    with pytest.raises(ConfigError, match="episodes_per_batch"):
+        plan_sweep("seed", "quick", resolve_knobs, seeds=1,
+                   grid={"num_envs_per_env_runner": [1, 3]})
+
+
+def test_unwritable_storage(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _error(capsys, "--storage", str(blocker / "runs"))
+    assert f"{blocker} is a file, not a folder" in line
+    line = _error(capsys, "--storage", "nosuchscheme://bucket/runs")
+    assert "cannot open this URI" in line
+    assert not (blocker.parent / "runs").exists()  # nothing half-written
+
+
+def test_storage_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert check_storage("runs/x") == str(tmp_path / "runs" / "x")
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(StorageError):
+        check_storage("/proc/version/runs")
+
+
+def test_resume_needs_an_interrupted_sweep_and_a_new_run_a_new_name(capsys, tmp_path):
+    line = _error(capsys, "--resume", "--storage", str(tmp_path))
+    assert "no seed-quick-* sweep under" in line
+    line = _error(capsys, "--resume", "--storage", str(tmp_path), "--name", "ghost")
+    assert "no interrupted sweep at" in line
+    plan_sweep("seed", "quick", resolve_knobs, seeds=1).save(tmp_path / "taken")
+    line = _error(capsys, "--storage", str(tmp_path), "--name", "taken", "--seeds", "1")
+    assert "already holds a sweep" in line and "--resume" in line
+
+
+def test_count_flags(capsys):
+    assert "--max-concurrent 0" in _error(capsys, "--max-concurrent", "0")
+    assert "--stop-on-collapse -1" in _error(capsys, "--stop-on-collapse", "-1")
