@@ -107,11 +107,11 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int, field: str, rng: np.random.Gen
     return x[keep], y[keep]
 
 
-def _check_size(field: str, value: object, low: int, high: int) -> int:
+def _check_size(field: str, value: object, low: int, high: int, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
         low <= value <= high
     ):
-        raise ValueError(f"{field} must be an int in [{low}, {high}], got {value!r}")
+        raise ValueError(f"{field} must be an int in [{low}, {high}]{why}, got {value!r}")
     return int(value)
 
 
@@ -160,7 +160,8 @@ def load_task_data(
     """
     max_train, max_val = _MAX_SIZES[task.dataset]
     n_train = _check_size("n_train", task.n_train if n_train is None else n_train,
-                          task.batch_size, max_train)
+                          task.batch_size, max_train,
+                          " (at least the batch size: the last partial batch is dropped)")
     n_val = _check_size("n_val", task.n_val if n_val is None else n_val, 1, max_val)
     data_seed = _check_size("data_seed", data_seed, 0, 2**63 - 1)
     data_dir = None if data_dir is None else str(data_dir)

@@ -305,7 +305,8 @@ def _bench():
 @pytest.mark.slow
 def test_synthetic_task_separates_host_seed_and_baseline():
     """The property the environment relies on: the 1x1 host is weak, a 3x3 seed at r0c1 helps,
-    a 3x3 host is strong (spec setup: 5,000 train images, epoch 30; pooled over 2 runs)."""
+    a 3x3 host is strong (spec setup: 5,000 train images, epoch 30; pooled over 3 runs, since
+    about one impaired-host init in five stays at chance for 30+ epochs)."""
     bench = _bench()
     torch.set_num_threads(1)
     data = bench.make_data(5000)
@@ -313,11 +314,11 @@ def test_synthetic_task_separates_host_seed_and_baseline():
     def mean_acc(label):
         kind, blueprint, slot = bench.MODELS[label]
         return np.mean([bench.train(kind, blueprint, slot, 30, s, data).accuracy[-1]
-                        for s in range(2)])
+                        for s in range(3)])
 
     host = mean_acc("host")
     seeded = mean_acc("host+conv_light@r0c1")
     baseline = mean_acc("baseline")
-    assert 0.12 < host < 0.26
-    assert seeded > host + 0.03
+    assert 0.11 < host < 0.26
+    assert seeded > host + 0.05
     assert baseline > 0.65
