@@ -11,7 +11,7 @@ from tiny_sweep import TINY
 
 from esper_rllib.config import build_ppo_config, resolve_knobs
 from tuning.plan import gpu_knobs, plan_sweep
-from tuning.results import read_results, trial_dirs
+from tuning.results import read_ablation_csv, read_results, trial_dirs
 from tuning.runner import run_sweep
 from tuning.trainable import PLACEMENT_KEY, placement, trial_params
 
@@ -54,9 +54,12 @@ def test_trials_asking_one_gpu_each_run_two_at_a_time_on_distinct_gpus(tmp_path,
         knobs = plan.cell_knobs(trial_params(config))
         return placement(build_ppo_config, {**knobs, **gpu_knobs(knobs, 1.0)})
 
-    outcome = run_sweep(plan, build_ppo_config, str(tmp_path), name="gpus", resources=one_gpu,
-                        report=None, verbose=0)
+    # Storage given as a URI (any pyarrow filesystem works the same way; file:// is local).
+    outcome = run_sweep(plan, build_ppo_config, f"file://{tmp_path}", name="gpus",
+                        resources=one_gpu, report=None, verbose=0)
     assert outcome.complete and not outcome.errored
+    assert outcome.experiment == f"file://{tmp_path}/gpus"
+    assert len(read_ablation_csv(tmp_path / "gpus" / "ablation.csv")) == 4  # uploaded
 
     spans, gpu_ids = [], []
     for trial in trial_dirs(tmp_path / "gpus"):

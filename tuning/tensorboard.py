@@ -4,6 +4,8 @@ with an HParams table of the swept axes against each trial's summary metrics.
 
 from __future__ import annotations
 
+import logging
+
 from ray.tune.logger import TBXLoggerCallback
 
 from tuning.results import hparams_metrics, load_trial, summarize
@@ -21,7 +23,11 @@ class HParamsLogger(TBXLoggerCallback):
     def _try_log_hparams(self, trial: object, result: dict) -> None:
         # The trial's result.json (flushed after every result) holds the whole history, also
         # the iterations from before a resume, which this process never saw.
-        record = load_trial(trial.local_path)
+        try:
+            record = load_trial(trial.local_path)
+        except (OSError, ValueError) as err:  # a trial that died before writing its files
+            logging.getLogger(__name__).warning("no HParams for %s: %s", trial, err)
+            return
         metrics = {SUMMARY_TAG.format(k): v for k, v in hparams_metrics(summarize(record)).items()}
         step = record.env_steps[-1] if record.env_steps else 0
         writer = self._trial_writer[trial]

@@ -15,8 +15,11 @@ import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from esper_rllib.metric_names import RESULT_KEY, VERDICT
+
 ConfigBuilder = Callable[[Mapping[str, Any]], AlgorithmConfig]
 
+PROGRESS_METRICS = ("explained_variance", "value_loss", "clip_ratio", VERDICT)
 # Where each trial records the devices Ray gave it (the placement test and cluster users read it).
 PLACEMENT_KEY = "placement"
 
@@ -46,6 +49,9 @@ def make_trainable(build_config: ConfigBuilder, knobs: Mapping[str, Any],
         return build_config(to_knobs(trial_params(config)))
 
     class EsperTrial(base_cls):
+        # Columns of Tune's progress table: the numbers the collapse shows up in.
+        _progress_metrics = (*(f"{RESULT_KEY}/{m}" for m in PROGRESS_METRICS), "timesteps_total")
+
         @classmethod
         def default_resource_request(cls, config: Any) -> Any:
             if isinstance(config, Mapping) and "class" not in config:
