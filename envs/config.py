@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,10 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
         raise ValueError(f"reward_normalization must be one of {REWARD_NORMALIZATIONS}, "
                          f"got {norm!r}")
     data_dir = kwargs.get("data_dir")
-    if data_dir is not None and not isinstance(data_dir, str):
-        data_dir = str(data_dir)
+    if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise ValueError(f"data_dir must be a path (str) or None, got {data_dir!r}")
+        data_dir = os.fspath(data_dir)
     return EnvConfig(
         task=get_task(task_name),
         max_epochs=_int(kwargs, "max_epochs", 150, 1),

@@ -38,6 +38,8 @@ from envs.rewards import (
 )
 from envs.seeded_model import SeededModel
 from envs.training import (
+    EXPLODING_NORM,
+    VANISHING_NORM,
     EpochResult,
     Validation,
     host_optimizer,
@@ -288,8 +290,8 @@ class SeedMorphogenesisEnv(gym.Env):
             s.prev_grad_health = s.grad_health
             s.grad_norm = stats.mean_norm
             s.grad_health = stats.health
-            s.vanishing = stats.mean_norm < 1e-6
-            s.exploding = not math.isfinite(stats.mean_norm) or stats.mean_norm > 10.0
+            s.vanishing = stats.mean_norm < VANISHING_NORM
+            s.exploding = not math.isfinite(stats.mean_norm) or stats.mean_norm > EXPLODING_NORM
 
     def _fossil_slots(self) -> list[int]:
         return [i for i, s in enumerate(self.lifecycle.slots) if s.stage == Stage.FOSSILIZED]

@@ -41,9 +41,10 @@ class EpochResult:
 
 
 def _clip(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip in place; returns the pre-clip norm (0 when nothing received a gradient)."""
     grads = [p for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return torch.zeros((), device=params[0].device if params else None)
     return nn.utils.clip_grad_norm_(grads, max_norm)
 
 
@@ -66,13 +67,14 @@ def train_epoch(
     """
     model.train()
     n_batches = x.shape[0] // task.batch_size
-    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
     host_params = model.host_parameters()
     seed_params = {i: [p for g in o.param_groups for p in g["params"]]
                    for i, o in seed_opts.items()}
     total = torch.zeros((), device=x.device)
-    norm_sum = {i: torch.zeros(()) for i in seed_opts}
-    healthy = {i: torch.zeros(()) for i in seed_opts}
+    # Accumulated on the device: no host sync per batch.
+    norm_sum = {i: torch.zeros((), device=x.device) for i in seed_opts}
+    healthy = {i: torch.zeros((), device=x.device) for i in seed_opts}
     for b in range(n_batches):
         idx = perm[b * task.batch_size:(b + 1) * task.batch_size]
         xb = x[idx]
@@ -88,7 +90,7 @@ def train_epoch(
         _clip(host_params, task.grad_clip)
         host_opt.step()
         for i, opt in seed_opts.items():
-            norm = _clip(seed_params[i], task.grad_clip).detach().cpu()
+            norm = _clip(seed_params[i], task.grad_clip).detach()
             norm_sum[i] += norm
             healthy[i] += (torch.isfinite(norm) & (norm >= VANISHING_NORM)
                            & (norm <= EXPLODING_NORM)).float()

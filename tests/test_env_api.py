@@ -189,6 +189,8 @@ def test_mask_in_observation_matches_legal_ops():
     ({"n_train": 0}, "n_train"),
     ({"inject_nan_at_epoch": 0}, "inject_nan_at_epoch"),
     ({"render_mode": "human"}, "render_mode"),
+    ({"data_dir": 5}, "data_dir"),
+    ({"seed": -1}, "seed"),
 ])
 def test_bad_kwargs_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
