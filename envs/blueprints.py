@@ -80,11 +80,12 @@ class Attention(nn.Module):
         self.up = nn.Linear(width, channels)
         nn.init.zeros_(self.up.weight)
         nn.init.constant_(self.up.bias, ATTENTION_GATE_BIAS)
-        self.scale = 1.0
+        # A buffer, so a checkpoint restores which gate form the seed was created with.
+        self.register_buffer("scale", torch.tensor(1.0))
 
     def zero_last(self) -> None:
         nn.init.zeros_(self.up.bias)
-        self.scale = 2.0
+        self.scale.fill_(2.0)
 
     def forward(self, x: Tensor) -> Tensor:
         gate = torch.sigmoid(self.up(torch.relu(self.down(x.mean(dim=(2, 3))))))
