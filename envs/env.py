@@ -208,6 +208,8 @@ class SeedMorphogenesisEnv(gym.Env):
         elif op == Op.ADVANCE:
             lc.advance(slot)
         elif op == Op.SET_ALPHA_TARGET:
+            # The contract marks `style` relevant here (as in the reference), but a seed's blend
+            # style is fixed at germination: its seed/gate were built for that style.
             lc.set_alpha_target(slot, ALPHA_TARGETS[act[5]], ALPHA_SPEEDS[act[6]],
                                 ALPHA_CURVES[act[7]])
         elif op == Op.PRUNE:
