@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from esper_rllib.commands import ablate, check_env, heuristic, knobs, report, train
 from esper_rllib.config import ConfigError
+from esper_rllib.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
 COMMANDS = (train, heuristic, check_env, knobs, ablate, report)
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"esper-rllib {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -138,3 +138,13 @@ def test_knobs_lists_every_knob(capsys):
     assert main(["knobs"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in KNOBS)
+
+
+def test_a_failing_run_is_one_line_and_exit_code_1(tmp_path):
+    # The env itself rejects the data directory inside the trial.
+    proc = _cli("train", *TINY, "--set", "task=cifar_impaired", "--set",
+                f"data_dir={tmp_path / 'no-cifar'}", "--iterations", "1",
+                "--storage", str(tmp_path), "--name", "bad")
+    assert proc.returncode == 1
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("esper-rllib train:")]
+    assert "training failed:" in line and "full log:" in line
