@@ -27,6 +27,7 @@ from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
 from esper_rllib.model_config import CRITICS, Q_BASELINES, resolve_model_config
 from esper_rllib.model_config import DEFAULTS as MODEL_DEFAULTS
+from esper_rllib.model_config import PRESETS as MODEL_PRESETS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -241,12 +242,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The seed document's value head before and after the fix (policy-and-ppo.md section 1).
+# The seed document's value head before and after the fix (the module's presets) with the
+# value_coef each run used (policy-and-ppo.md section 3).
 PRESETS: dict[str, dict[str, Any]] = {
-    "seed_before": {"value_head_depth": 2, "value_head_layernorm": False,
-                    "value_head_gain": 1.0, "value_coef": 0.5},
-    "seed_after": {"value_head_depth": 4, "value_head_layernorm": True,
-                   "value_head_gain": 0.01, "value_coef": 1.0},
+    name: {**MODEL_PRESETS[name], "value_coef": value_coef}
+    for name, value_coef in (("seed_before", 0.5), ("seed_after", 1.0))
 }
 
 

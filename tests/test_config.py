@@ -170,3 +170,17 @@ def test_presets_give_the_reference_parameter_counts(preset, total):
                                                                 action_space(3))})
     module = spec.build()
     assert sum(p.numel() for p in module.parameters()) == total
+
+
+def test_knob_defaults_are_the_module_and_learner_defaults():
+    from esper_rllib.learner import LEARNER_DEFAULTS
+    from esper_rllib.loss import RATIO_MODES
+    from esper_rllib.model_config import DEFAULTS
+
+    for where, defaults in (("model_config", DEFAULTS), ("learner_config_dict", LEARNER_DEFAULTS)):
+        knobs = {n: k for n, k in KNOBS.items() if k.where == where}
+        assert set(knobs) == set(defaults)
+        # max_seq_len is derived from the episode length unless set.
+        assert {n: k.default for n, k in knobs.items() if n != "max_seq_len"} == {
+            n: v for n, v in defaults.items() if n != "max_seq_len"}
+    assert KNOBS["ratio_mode"].choices == RATIO_MODES
