@@ -103,12 +103,21 @@ def _restoring_trainable(checkpoint: Path) -> type:
     return type("RestoredPPO", (PPO,), {"setup": setup})
 
 
-def _init_ray() -> None:
+def _init_ray(knobs: Mapping[str, Any]) -> None:
     import ray
 
-    if not ray.is_initialized():
-        # RAY_ADDRESS, when set, joins a running cluster; otherwise a local one starts.
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ray.init(ignore_reinit_error=True, logging_level=logging.WARNING)
+        return  # a cluster may autoscale to the GPUs the trial asks for
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    # On a machine of its own the trial would wait forever for GPUs that never come.
+    wanted = knobs["gpus"] + knobs["num_env_runners"] * knobs["gpus_per_env_runner"]
+    have = ray.cluster_resources().get("GPU", 0)
+    if wanted > have:
+        ray.shutdown()
+        raise ConfigError(f"gpus={knobs['gpus']}, gpus_per_env_runner="
+                          f"{knobs['gpus_per_env_runner']}: the run needs {wanted:g} GPUs, "
+                          f"this machine has {have:g}")
 
 
 def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None = None,
@@ -128,7 +137,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     checkpoint = check_checkpoint(restore) if restore is not None else None
     name = name or time.strftime("train-%Y%m%d-%H%M%S")
     config = build_ppo_config(knobs)
-    _init_ray()
+    _init_ray(knobs)
     tuner = tune.Tuner(
         PPO if checkpoint is None else _restoring_trainable(checkpoint),
         param_space=config,

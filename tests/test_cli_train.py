@@ -148,3 +148,10 @@ def test_a_failing_run_is_one_line_and_exit_code_1(tmp_path):
     assert proc.returncode == 1
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("esper-rllib train:")]
     assert "training failed:" in line and "full log:" in line
+
+
+def test_asking_for_gpus_a_local_machine_lacks_is_one_clear_error(tmp_path, capsys):
+    # Otherwise the trial would wait forever for a GPU bundle (this machine has none).
+    assert main(["train", "--gpus", "1", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the run needs 1 GPUs, this machine has 0" in err
