@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from envs.contract import Op
 from envs.env import SeedMorphogenesisEnv
 from envs.heuristic import make_action
-from envs.training import validate
+from envs.training import EVAL_CHUNK, validate
 
 
 def timed(fn):
@@ -69,10 +69,13 @@ def plain_epoch(env):
 
 
 def separate_passes(model, x, y, configs):
+    """One full forward pass per configuration, in the same chunks as `validate`."""
     with torch.no_grad():
         model.eval()
-        for cfg in [frozenset(), *configs]:
-            (model(x, ablate=cfg).argmax(1) == y).float().mean()
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+            for cfg in [frozenset(), *configs]:
+                (model(xb, ablate=cfg).argmax(1) == yb).sum()
 
 
 def main() -> None:
