@@ -1,6 +1,7 @@
 """Fault tolerance through the real command line: an env runner killed mid-run, a sweep driver
 killed mid-sweep and resumed, and broken checkpoints given to --restore / --resume."""
 
+import csv
 import json
 import os
 import shutil
@@ -114,47 +115,116 @@ def test_killed_env_runner_is_restarted_and_training_reaches_its_target(env_runn
     assert all(b > a for a, b in zip(steps[back - 1:], steps[back:], strict=False)), steps
 
 
-def _checkpoint(env_runner_killed) -> Path:
-    checkpoints = sorted(env_runner_killed["trial_dir"].glob("checkpoint_*"))
-    assert checkpoints, "the run wrote no checkpoint at its end"
-    return checkpoints[-1]
+SWEEP_ITERATIONS = 4
+# Four one-cell-at-a-time trials, a checkpoint every iteration: when the driver dies, some trials
+# have finished, one is usually half-way, the rest have not started.
+SWEEP = ["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0", "--grid",
+         "value_head_depth=2", "--grid", "value_coef=0.5,1.0", "--seeds", "2",
+         "--max-concurrent", "1", *PROBE, "--set", f"iterations={SWEEP_ITERATIONS}",
+         "--set", "checkpoint_every=1", "--reference-episodes", "0"]
 
 
-def _restore(checkpoint: Path, storage: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    return subprocess.run([ESPER, "train", *PROBE, "--iterations", "1", "--restore",
-                           str(checkpoint), "--storage", str(storage), "--name", "restored"],
-                          env=env, capture_output=True, text=True, timeout=120)
+def iterations_done(experiment: Path) -> dict:
+    """Trial folder name -> training iterations in its result.json (as reported so far)."""
+    done = {}
+    for result in experiment.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        # A line being written at this very moment is not a result yet.
+        rows = [json.loads(line) for line in lines if line.endswith("}")]
+        done[result.parent.name] = [r["training_iteration"] for r in rows]
+    return done
+
+
+def checkpoints_done(experiment: Path) -> dict:
+    """Trial folder name -> checkpoints written so far (one per iteration). Unlike result.json,
+    which Tune buffers until a trial ends, checkpoints appear as the trial goes."""
+    return {t.name: len(list(t.glob("checkpoint_*"))) for t in experiment.glob("EsperPPO_*")}
+
+
+@pytest.fixture(scope="module")
+def driver_killed(tmp_path_factory):
+    """An ablate sweep whose driver is SIGKILLed after >= 1 trial finished, ideally while
+    another is half-way; returns what was on disk at that moment."""
+    storage = tmp_path_factory.mktemp("sweep_kill")
+    experiment = storage / "killed"
+    run = Run([*SWEEP, "--storage", str(storage), "--name", "killed"], cwd=storage)
+    try:
+        deadline = time.monotonic() + 400
+        while True:
+            done = checkpoints_done(experiment)
+            finished = [t for t, n in done.items() if n == SWEEP_ITERATIONS]
+            halfway = [t for t, n in done.items() if 0 < n < SWEEP_ITERATIONS]
+            if finished and (halfway or len(finished) >= 2):
+                break
+            assert run.proc.poll() is None, "the sweep ended before it could be killed:\n" + \
+                run.output[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.02)
+        run.proc.send_signal(signal.SIGKILL)  # the driver only: no chance to save anything
+        run.proc.wait(timeout=30)
+    finally:
+        run.stop()  # then whatever it left behind (its local Ray)
+    before = {t: (experiment / t / "result.json").read_text()
+              for t in iterations_done(experiment)}
+    pristine = storage / "pristine"
+    shutil.copytree(experiment, pristine)
+    return {"storage": storage, "experiment": experiment, "pristine": pristine,
+            "checkpoints": done, "results": iterations_done(experiment), "before": before}
+
+
+def _ablate_resume(storage: Path, name: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([ESPER, "ablate", "--resume", "--storage", str(storage),
+                           "--name", name], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=storage)
+
+
+def test_sweep_driver_killed_then_resumed_finishes_every_trial_exactly_once(driver_killed):
+    killed = driver_killed
+    print("checkpoints at the kill:", killed["checkpoints"])
+    print("result.json at the kill:", killed["results"])
+    resumed = _ablate_resume(killed["storage"], "killed")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    final = iterations_done(killed["experiment"])
+    print("after --resume:", final)
+    assert len(final) == 4, sorted(final)  # no trial lost, none started twice in a new folder
+    for trial, its in final.items():
+        # Every iteration exactly once: nothing repeated from an older checkpoint, none skipped.
+        assert its == list(range(1, SWEEP_ITERATIONS + 1)), (trial, its)
+    for trial, text in killed["before"].items():
+        now = (killed["experiment"] / trial / "result.json").read_text()
+        if killed["checkpoints"][trial] == SWEEP_ITERATIONS:
+            assert now == text, f"{trial} had finished but was run again"
+        else:
+            assert now.startswith(text), f"{trial} lost results it had before the kill"
+    with open(killed["experiment"] / "ablation.csv") as f:
+        table = list(csv.DictReader(f))
+    assert sorted(r["trial"] for r in table) == sorted(final)
+    assert all(int(r["iterations"]) == SWEEP_ITERATIONS for r in table)
 
 
 def _assert_one_clear_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr  # one line, no traceback
+    assert len(lines) == 1, proc.stderr[-3000:]  # one line, no traceback
     assert all(w in lines[0] for w in words), lines[0]
 
 
-def test_missing_checkpoint_gives_one_clear_error(tmp_path):
-    proc = _restore(tmp_path / "checkpoint_000009", tmp_path / "runs")
-    _assert_one_clear_error(proc, "--restore", "checkpoint_000009")
-    assert not (tmp_path / "runs" / "restored").exists()
+def test_resume_of_a_missing_sweep_is_one_clear_error(tmp_path):
+    proc = _ablate_resume(tmp_path, "never-ran")
+    _assert_one_clear_error(proc, "--resume", "never-ran")
 
 
-def test_truncated_checkpoint_gives_one_clear_error(env_runner_killed, tmp_path):
-    broken = tmp_path / "checkpoint_000000"
-    shutil.copytree(_checkpoint(env_runner_killed), broken)
-    state = broken / "learner_group" / "learner" / "rl_module" / "default_policy"
-    module_state = state / "module_state.pkl"
-    # A copy cut short, as after a full disk or an interrupted upload.
-    module_state.write_bytes(module_state.read_bytes()[: module_state.stat().st_size // 2])
-    proc = _restore(broken, tmp_path / "runs")
-    _assert_one_clear_error(proc, "--restore", "module_state.pkl")
-    assert not (tmp_path / "runs" / "restored").exists()
-
-
-def test_checkpoint_missing_a_file_gives_one_clear_error(env_runner_killed, tmp_path):
-    broken = tmp_path / "checkpoint_000000"
-    shutil.copytree(_checkpoint(env_runner_killed), broken)
-    (broken / "algorithm_state.pkl").unlink()
-    proc = _restore(broken, tmp_path / "runs")
-    _assert_one_clear_error(proc, "--restore", "algorithm_state.pkl")
+@pytest.mark.parametrize("saved", ["experiment_state-*.json", "tuner.pkl"])
+def test_resume_with_truncated_sweep_state_is_one_clear_error(driver_killed, tmp_path, saved):
+    broken = tmp_path / "broken"
+    shutil.copytree(driver_killed["pristine"], broken)
+    (state,) = broken.glob(saved)
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # cut short
+    proc = _ablate_resume(tmp_path, "broken")
+    _assert_one_clear_error(proc, "--resume", state.name, "truncated or corrupt")
+    # Nothing was run or written into the broken sweep.
+    assert sorted(p.name for p in broken.iterdir()) == sorted(
+        p.name for p in driver_killed["pristine"].iterdir())

@@ -14,6 +14,7 @@ from typing import Any
 
 from tuning.plan import PLAN_FILE, SweepPlan
 from tuning.results import CSV_FILE, PARAMS_FILE, RESULT_FILE, write_ablation_csv
+from tuning.saved_state import check_saved_state
 from tuning.stopper import SweepStopper
 from tuning.storage import StorageError, check_storage
 from tuning.tensorboard import HParamsLogger
@@ -153,6 +154,7 @@ def resume_sweep(
 
     if not tune.Tuner.can_restore(experiment):
         raise StorageError(f"--resume: no interrupted sweep at {experiment}")
+    check_saved_state(experiment)
     plan = _load_plan(experiment)
     init_ray(address)
     tuner = tune.Tuner.restore(experiment,
