@@ -234,10 +234,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
     },
     "seed": {
-        # The seed document's run: minutes per episode on a GPU, so a long sample timeout.
+        # The seed document's run: minutes per episode on a GPU, and one sample() call steps
+        # its runner's 4 envs through whole episodes one after another: allow 4 hours.
         "task": "cifar_impaired", "n_train": 50_000, "max_epochs": 150,
         "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 16,
-        "num_envs_per_env_runner": 4, "gpus": 1.0, "sample_timeout_s": 7200.0,
+        "num_envs_per_env_runner": 4, "gpus": 1.0, "sample_timeout_s": 14_400.0,
         "checkpoint_every": 4,
     },
 }
