@@ -81,16 +81,15 @@ class HeuristicPolicy:
         return all(b - a < PLATEAU_GAIN_PP for a, b in zip(recent, recent[1:], strict=False))
 
     def _choose_blueprint(self) -> int:
+        """Round-robin over ROUND_ROBIN, skipping recently pruned blueprints."""
         candidates = [b for b in ROUND_ROBIN if b not in self._recently_pruned]
         if not candidates:  # every blueprint was pruned recently: start over
             self._recently_pruned.clear()
             candidates = list(ROUND_ROBIN)
-        for k in range(len(ROUND_ROBIN)):
-            b = ROUND_ROBIN[(self._next_blueprint + k) % len(ROUND_ROBIN)]
-            if b in candidates:
-                self._next_blueprint = (ROUND_ROBIN.index(b) + 1) % len(ROUND_ROBIN)
-                return b
-        raise AssertionError("unreachable")
+        order = ROUND_ROBIN[self._next_blueprint:] + ROUND_ROBIN[:self._next_blueprint]
+        choice = next(b for b in order if b in candidates)
+        self._next_blueprint = (ROUND_ROBIN.index(choice) + 1) % len(ROUND_ROBIN)
+        return choice
 
     # ---- decisions -----------------------------------------------------------------------
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.contract import Op, Stage
+from envs.contract import HEADS, Op, Stage
 from envs.env import SeedMorphogenesisEnv
 from envs.heuristic import ROUND_ROBIN, HeuristicPolicy, WaitPolicy, run_episode
 
@@ -69,10 +69,7 @@ def test_tends_one_seed_fossilizes_helpers_prunes_others():
     good = policy.act(obs(legal), info([Stage.HOLDING, 0, 0], 12.0, [0.8, None, None]))
     assert good[0] == Op.FOSSILIZE
     bad = policy.act(obs(legal), info([Stage.HOLDING, 0, 0], 12.0, [0.3, None, None]))
-    assert bad[0] == Op.PRUNE and bad[HEADS_SPEED] == 0
-
-
-HEADS_SPEED = 6
+    assert bad[0] == Op.PRUNE and bad[HEADS.index("alpha_speed")] == 0, "immediate prune"
 
 
 def test_prunes_when_accuracy_fell_after_five_epochs():
