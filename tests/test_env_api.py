@@ -8,6 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from envs.contract import (
@@ -198,7 +199,6 @@ def test_bad_kwargs_name_the_problem(kwargs, match):
 
 
 def test_cuda_request_without_cuda_is_clear(monkeypatch):
-    import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         SeedMorphogenesisEnv(**SMALL, device="cuda")
@@ -232,7 +232,6 @@ def test_step_before_reset_and_after_end():
 
 
 def test_episode_does_not_touch_global_torch_rng():
-    import torch
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -243,3 +242,25 @@ def test_episode_does_not_touch_global_torch_rng():
 def test_make_passes_kwargs():
     env = gym.make("envs:esper/SeedMorphogenesis-v0", **SMALL, max_epochs=3, max_seeds=1)
     assert env.unwrapped.cfg.max_epochs == 3 and env.unwrapped.cfg.max_seeds == 1
+
+
+def test_ramped_prune_freezes_the_seed_and_removes_it_at_zero():
+    env = small_env(max_epochs=20)
+    env.reset(seed=0)
+    for action in [make_action(Op.GERMINATE, 2, blueprint=1, style=3, tempo=0, alpha_target=2),
+                   make_action(Op.ADVANCE, 2), make_action(Op.ADVANCE, 2)]:
+        env.step(action)
+    gate_params = env.model.slots[2].param_count() - 9 * 16 - 8  # GATED_GATE adds a gate
+    assert gate_params == 4 * 1 + 1 + 1 * 1 + 1
+    seed = env.model.slots[2].seed
+    for _ in range(2):
+        env.step(make_action(Op.WAIT))
+    frozen = [p.detach().clone() for p in seed.parameters()]
+    *_, info = env.step(make_action(Op.PRUNE, 2, alpha_speed=1, alpha_curve=1))  # 3, COSINE
+    assert info["effective_op"] == Op.PRUNE and info["slot_stages"][2] == Stage.BLENDING
+    assert info["alphas"][2] == pytest.approx(0.75)  # cosine, 1/3 of the way down
+    *_, info = env.step(make_action(Op.WAIT))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, seed.parameters(), strict=True))
+    *_, info = env.step(make_action(Op.WAIT))
+    assert info["slot_stages"][2] == Stage.EMBARGOED and info["alphas"][2] == 0.0
+    assert env.model.slots[2].seed is None and info["seed_params"] == 0
