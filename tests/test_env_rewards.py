@@ -214,3 +214,24 @@ def test_injected_nan_rolls_back_and_episode_continues():
     assert math.isfinite(infos[-1]["train_loss"])
     # The restored host is the epoch-5 snapshot: the run continues from there.
     assert infos[6]["val_acc"] == pytest.approx(infos[4]["val_acc"])
+
+
+def test_rollback_keeps_fossils_of_the_snapshot_and_restores_their_weights():
+    env = small_env(inject_nan_at_epoch=12, max_epochs=13)
+    env.reset(seed=0)
+    script = [make_action(Op.GERMINATE, 2, blueprint=1, tempo=0, alpha_target=2),
+              make_action(Op.ADVANCE, 2), make_action(Op.ADVANCE, 2), make_action(Op.WAIT),
+              make_action(Op.WAIT), make_action(Op.ADVANCE, 2), make_action(Op.FOSSILIZE, 2)]
+    script += [make_action(Op.WAIT)] * (11 - len(script))
+    for action in script:
+        *_, info = env.step(action)
+        assert info["action_valid"]
+        if info["epoch"] == 10:
+            snapshot = [p.detach().clone() for p in env.model.slots[2].parameters()]
+    assert info["slot_stages"][2] == Stage.FOSSILIZED
+    *_, info = env.step(make_action(Op.WAIT))
+    assert info["rollback"] and info["slot_stages"][2] == Stage.FOSSILIZED
+    restored = list(env.model.slots[2].parameters())
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, restored, strict=True))
+    *_, info = env.step(make_action(Op.WAIT))
+    assert not info["rollback"] and math.isfinite(info["train_loss"])
