@@ -155,3 +155,23 @@ def test_asking_for_gpus_a_local_machine_lacks_is_one_clear_error(tmp_path, caps
     assert main(["train", "--gpus", "1", "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the run needs 1 GPUs, this machine has 0" in err
+
+
+ENV_TINY = ["--set", "max_epochs=2", "--set", "n_train=128", "--set", "n_val=64"]
+
+
+def test_check_env_passes_gymnasiums_checker_and_times_steps(capsys):
+    assert main(["check-env", *ENV_TINY, "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "gymnasium check_env: passed" in out
+    assert "action space: MultiDiscrete([ 6  3 13  4  3  3  4  5])" in out
+    assert "step time: mean" in out and out.count("-> reward") == 2
+
+
+def test_heuristic_prints_each_seed_and_the_mean_per_policy(capsys):
+    assert main(["heuristic", *ENV_TINY, "--seeds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for policy in ("heuristic", "wait"):
+        assert sum(line.startswith(f"{policy:<9} seed ") for line in lines) == 2
+        (mean,) = [line for line in lines if line.startswith(f"{policy:<9} mean over 2 seeds")]
+        assert "%" in mean
