@@ -47,7 +47,6 @@ RESOURCES = "resources"
 FAULT = "PPOConfig.fault_tolerance"
 RUN = "run"
 
-_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 _NONE_WORDS = ("none", "null")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -65,10 +64,13 @@ class Knob:
     key: str | None = None  # name at the destination when it differs from the knob's
     # False where the builder derives other settings from the value (no Tune search space).
     searchable: bool = True
+    pattern: str | None = None  # a str knob's allowed form, as a regex (its own text in help)
 
     def allowed(self) -> str:
         if self.choices:
             text = " | ".join(map(str, self.choices))
+        elif self.pattern:
+            text = self.pattern
         elif self.type is bool:
             text = "true | false"
         elif self.type is tuple:
@@ -126,7 +128,7 @@ class Knob:
             raise bad
         if self.maximum is not None and max(numbers) > self.maximum:
             raise bad
-        if name == "env_device" and not _DEVICE.match(value):
+        if self.pattern and not re.fullmatch(self.pattern, value):
             raise bad
         return value
 
@@ -150,8 +152,8 @@ KNOBS: dict[str, Knob] = {
                                  choices=REWARD_NORMALIZATIONS),
     "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
                      optional=True),
-    "env_device": Knob("cpu", str, ENV, "device the host trains on: cpu | auto | cuda[:N] "
-                       "(cuda whenever gpus_per_env_runner > 0)", key="device"),
+    "env_device": Knob("cpu", str, ENV, "device the host trains on (cuda whenever "
+                       "gpus_per_env_runner > 0)", key="device", pattern=r"cpu|auto|cuda|cuda:\d+"),
     "data_seed": Knob(0, int, ENV, "which fixed data set of the task", minimum=0),
     "inject_nan_at_epoch": Knob(None, int, ENV, "force a governor rollback at this epoch "
                                 "(fault tests)", minimum=0, optional=True),

@@ -75,7 +75,7 @@ def test_unknown_keys_list_the_known_ones():
     ("n_train=0", "allowed: int >= 1 | none"),
     ("episodes_per_batch=2.5", "allowed: int >= 1"),
     ("blueprint_head_hidden=64,x", "allowed: comma-separated ints >= 1"),
-    ("env_device=tpu", "allowed: str"),
+    ("env_device=tpu", "allowed: cpu|auto|cuda|cuda:\\d+"),
     ("lr", "expected key=value"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(item, allowed):
