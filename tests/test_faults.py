@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from ray_procs import command_line, descendants, kill_trees
 
+from tuning.results import load_trial, read_results
+
 ESPER = str(Path(sys.executable).parent / "esper-rllib")
 # Probe5 is a tiny env with a real RLlib pipeline behind it: iterations take a fraction of a
 # second, so a run long enough to kill something in its middle stays cheap.
@@ -118,9 +120,8 @@ SWEEP = ["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0", "--grid",
 
 
 def iterations_done(experiment: Path) -> dict:
-    """Trial folder name -> training iterations in its result.json."""
-    return {r.parent.name: [json.loads(line)["training_iteration"]
-                            for line in r.read_text().splitlines()]
+    """Trial folder name -> training iterations in its result.json, as written."""
+    return {r.parent.name: [row["training_iteration"] for row in read_results(r.parent)]
             for r in experiment.glob("*/result.json")}
 
 
@@ -179,25 +180,27 @@ def test_sweep_driver_killed_then_resumed_finishes_every_trial_exactly_once(driv
     final = iterations_done(killed["experiment"])
     print("after --resume:", final)
     assert len(final) == 4, sorted(final)  # no trial lost, none started twice in a new folder
+    everything = list(range(1, SWEEP_ITERATIONS + 1))
     for trial, its in final.items():
-        # Every iteration exactly once: nothing repeated from an older checkpoint, none skipped.
-        assert its == list(range(1, SWEEP_ITERATIONS + 1)), (trial, its)
-    for trial, text in killed["before"].items():
-        now = (killed["experiment"] / trial / "result.json").read_text()
-        if killed["checkpoints"][trial] == SWEEP_ITERATIONS:
-            assert now == text, f"{trial} had finished but was run again"
+        n = killed["checkpoints"].get(trial, 0)
+        if n == SWEEP_ITERATIONS:
+            # Finished before the kill: not run again, its results untouched.
+            before = killed["before"][trial]
+            assert (killed["experiment"] / trial / "result.json").read_text() == before, trial
+        elif n == 0:
+            assert its == everything, (trial, its)  # ran once, after the resume
         else:
-            assert now.startswith(text), f"{trial} lost results it had before the kill"
-    for trial, n in killed["checkpoints"].items():
-        if 0 < n < SWEEP_ITERATIONS:
-            rows = [json.loads(line) for line in
-                    (killed["experiment"] / trial / "result.json").read_text().splitlines()]
-            # Tune resumes from the checkpoint its last saved experiment state knows of, which
-            # may predate the newest one on disk (it saves that state every few seconds).
-            restored = [r["training_iteration"] for r in rows
-                        if r["iterations_since_restore"] < r["training_iteration"]]
+            # Half-way: Tune may repeat the iterations after the checkpoint its last saved
+            # state knew of; what the table and report read holds each iteration once, the
+            # latest, and nothing reported before the kill is lost.
+            assert load_trial(killed["experiment"] / trial).iterations == everything, its
+            before = killed["before"].get(trial, "")
+            now = (killed["experiment"] / trial / "result.json").read_text()
+            assert now.startswith(before), f"{trial} lost results it had before the kill"
+            went_on = [r["training_iteration"] for r in read_results(killed["experiment"] / trial)
+                       if r["iterations_since_restore"] < r["training_iteration"]]
             print(f"half-way trial ({n} checkpoints at the kill) went on from iteration",
-                  restored[0] if restored else "1 (restarted from scratch)")
+                  went_on[0] if went_on else "1 (restarted from scratch)")
     with open(killed["experiment"] / "ablation.csv") as f:
         table = list(csv.DictReader(f))
     assert sorted(r["trial"] for r in table) == sorted(final)
