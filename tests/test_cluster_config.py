@@ -62,6 +62,30 @@ def test_every_node_installs_the_project_with_token_auth(cfg):
             assert "RAY_AUTH_MODE=token ray start" in cmd
 
 
+# The seed profile's learner takes a GPU unless told otherwise (--set gpus=0 for CPU nodes).
+@pytest.mark.parametrize(("node_type", "gpus_per_trial", "overrides"), [
+    ("gpu_worker", 1.0, {}), ("cpu_worker", 0.0, {"gpus": 0.0})])
+def test_a_seed_profile_trial_fits_on_one_worker_node(cfg, node_type, gpus_per_trial, overrides):
+    """What `esper-rllib ablate --profile seed --gpus-per-trial G` asks Ray for, against the
+    resources the node type declares: Tune packs a trial's bundles onto one node if it can."""
+    from ray.rllib.algorithms.ppo import PPO
+
+    from esper_rllib.config import build_ppo_config, resolve_knobs
+    from tuning.plan import plan_sweep
+
+    plan = plan_sweep("seed", "seed", resolve_knobs, seeds=1, gpus_per_trial=gpus_per_trial,
+                      overrides=overrides)
+    request = PPO.default_resource_request(build_ppo_config(plan.base))
+    need: dict = {}
+    for bundle in request.bundles:
+        for resource, amount in bundle.items():
+            need[resource] = need.get(resource, 0) + amount
+    node = cfg["available_node_types"][node_type]["resources"]
+    assert need.get("GPU", 0) == pytest.approx(gpus_per_trial)
+    for resource, amount in need.items():
+        assert amount <= node.get(resource, 0) + 1e-9, (resource, amount, node)
+
+
 def test_typo_key_is_rejected(cfg):
     cfg["available_node_types"]["gpu_worker"]["resourcez"] = cfg["available_node_types"][
         "gpu_worker"].pop("resources")
