@@ -26,21 +26,28 @@ from esper_rllib.config import build_ppo_config, env_config, resolve_knobs  # no
 from esper_rllib.random_actions import random_legal_action  # noqa: E402
 
 
-def raw_steps_per_s(env: gym.Env, steps: int, rng: np.random.Generator) -> float:
-    obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
-    n_slots = len(env.observation_space["blueprints"].nvec)
-    start = time.perf_counter()
-    for _ in range(steps):
-        obs, _, terminated, truncated, _ = env.step(
-            random_legal_action(obs["action_mask"], n_slots, rng))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    return steps / (time.perf_counter() - start)
+class RawLoop:
+    """The same env stepped directly with random legal actions; episodes run on across rounds,
+    resets included, as in the runner."""
+
+    def __init__(self, env: gym.Env, rng: np.random.Generator) -> None:
+        self.env, self.rng = env, rng
+        self.n_slots = len(env.observation_space["blueprints"].nvec)
+        self.obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+
+    def steps_per_s(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            action = random_legal_action(self.obs["action_mask"], self.n_slots, self.rng)
+            self.obs, _, terminated, truncated, _ = self.env.step(action)
+            if terminated or truncated:
+                self.obs, _ = self.env.reset()
+        return steps / (time.perf_counter() - start)
 
 
 def runner_steps_per_s(runner: object, steps: int) -> float:
     start = time.perf_counter()
-    episodes = runner.sample(num_timesteps=steps, explore=True, force_reset=True)
+    episodes = runner.sample(num_timesteps=steps, explore=True)
     done = sum(len(e) for e in episodes)
     return done / (time.perf_counter() - start)
 
@@ -61,12 +68,12 @@ def main() -> None:
     config = build_ppo_config(knobs)
     runner = SingleAgentEnvRunner(config=config)
     env = gym.make(f"envs:{knobs['env']}", **env_config(knobs))
-    rng = np.random.default_rng(0)
-    raw_steps_per_s(env, 2, rng)  # warm-up: data set load, first allocations
+    raw_loop = RawLoop(env, np.random.default_rng(0))
+    raw_loop.steps_per_s(2)  # warm-up: first allocations
     runner_steps_per_s(runner, 2)
     raw, rllib = [], []
     for _ in range(args.rounds):
-        raw.append(raw_steps_per_s(env, args.steps, rng))
+        raw.append(raw_loop.steps_per_s(args.steps))
         rllib.append(runner_steps_per_s(runner, args.steps))
     raw_rate, rllib_rate = float(np.median(raw)), float(np.median(rllib))
     params = sum(p.numel() for p in runner.module.parameters())
