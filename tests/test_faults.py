@@ -125,25 +125,32 @@ def iterations_done(experiment: Path) -> dict:
             for r in experiment.glob("*/result.json")}
 
 
-def checkpoints_done(experiment: Path) -> dict:
-    """Trial folder name -> checkpoints written so far (one per iteration). Unlike result.json,
-    which Tune buffers until a trial ends, checkpoints appear as the trial goes."""
-    return {t.name: len(list(t.glob("checkpoint_*"))) for t in trial_folders(experiment)}
+def sweep_on_disk(experiment: Path) -> dict:
+    """Trial folder name -> (checkpoints written, result.json lines). Tune writes a trial's
+    result lines as its driver processes them (here: around the trial's end), while
+    checkpoints appear as the trial goes, so the checkpoints show a trial half-way."""
+    state = {}
+    for trial in trial_folders(experiment):
+        result = trial / "result.json"
+        lines = len(result.read_text().splitlines()) if result.is_file() else 0
+        state[trial.name] = (len(list(trial.glob("checkpoint_*"))), lines)
+    return state
 
 
 @pytest.fixture(scope="module")
 def driver_killed(tmp_path_factory):
-    """An ablate sweep whose driver is SIGKILLed after >= 1 trial finished, ideally while
-    another is half-way; returns what was on disk at that moment."""
+    """An ablate sweep whose driver is SIGKILLed once >= 1 trial has finished (all its results
+    written), ideally while another is half-way; returns what was on disk at that moment."""
     storage = tmp_path_factory.mktemp("sweep_kill")
     experiment = storage / "killed"
     run = Run([*SWEEP, "--storage", str(storage), "--name", "killed"], cwd=storage)
     try:
         deadline = time.monotonic() + 400
         while True:
-            done = checkpoints_done(experiment)
-            finished = [t for t, n in done.items() if n == SWEEP_ITERATIONS]
-            halfway = [t for t, n in done.items() if 0 < n < SWEEP_ITERATIONS]
+            state = sweep_on_disk(experiment)
+            finished = [t for t, (_, lines) in state.items() if lines == SWEEP_ITERATIONS]
+            halfway = [t for t, (ckpts, lines) in state.items()
+                       if ckpts and lines < SWEEP_ITERATIONS]
             if finished and (halfway or len(finished) >= 2):
                 break
             assert run.proc.poll() is None, "the sweep ended before it could be killed:\n" + \
@@ -154,11 +161,12 @@ def driver_killed(tmp_path_factory):
         run.proc.wait(timeout=30)
     finally:
         run.stop()  # then whatever it left behind (its local Ray)
-    before = {r.parent.name: r.read_text() for r in experiment.glob("*/result.json")}
+    before = {t.name: (t / "result.json").read_text() if (t / "result.json").is_file() else ""
+              for t in trial_folders(experiment)}
     pristine = storage / "pristine"
     shutil.copytree(experiment, pristine)
     return {"storage": storage, "experiment": experiment, "pristine": pristine,
-            "checkpoints": done, "before": before}
+            "state": sweep_on_disk(experiment), "before": before}
 
 
 def _ablate_resume(storage: Path, name: str) -> subprocess.CompletedProcess:
@@ -171,37 +179,33 @@ def _ablate_resume(storage: Path, name: str) -> subprocess.CompletedProcess:
 
 def test_sweep_driver_killed_then_resumed_finishes_every_trial_exactly_once(driver_killed):
     killed = driver_killed
-    print("checkpoints at the kill:", killed["checkpoints"])
-    print("result.json lines at the kill:",
-          {t: len(text.splitlines()) for t, text in killed["before"].items()})
+    experiment = killed["experiment"]
+    print("(checkpoints, result lines) per trial at the kill:", killed["state"])
     resumed = _ablate_resume(killed["storage"], "killed")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
-    final = iterations_done(killed["experiment"])
-    print("after --resume:", final)
+    final = iterations_done(experiment)
+    print("iterations in result.json after --resume:", final)
     assert len(final) == 4, sorted(final)  # no trial lost, none started twice in a new folder
     everything = list(range(1, SWEEP_ITERATIONS + 1))
     for trial, its in final.items():
-        n = killed["checkpoints"].get(trial, 0)
-        if n == SWEEP_ITERATIONS:
-            # Finished before the kill: not run again, its results untouched.
-            before = killed["before"][trial]
-            assert (killed["experiment"] / trial / "result.json").read_text() == before, trial
-        elif n == 0:
-            assert its == everything, (trial, its)  # ran once, after the resume
+        before = killed["before"].get(trial)
+        now = (experiment / trial / "result.json").read_text()
+        if before is None:  # not started at the kill: ran once, after the resume
+            assert its == everything, (trial, its)
+        elif len(before.splitlines()) == SWEEP_ITERATIONS:
+            assert now == before, f"{trial} had finished but was run again"
         else:
-            # Half-way: Tune may repeat the iterations after the checkpoint its last saved
-            # state knew of; what the table and report read holds each iteration once, the
-            # latest, and nothing reported before the kill is lost.
-            assert load_trial(killed["experiment"] / trial).iterations == everything, its
-            before = killed["before"].get(trial, "")
-            now = (killed["experiment"] / trial / "result.json").read_text()
+            # In flight at the kill: Tune may repeat the iterations after the checkpoint its
+            # last saved state knew of; what ablation.csv and the report read holds each
+            # iteration once (the latest), and nothing reported before the kill is lost.
+            assert load_trial(experiment / trial).iterations == everything, its
             assert now.startswith(before), f"{trial} lost results it had before the kill"
-            went_on = [r["training_iteration"] for r in read_results(killed["experiment"] / trial)
+            went_on = [r["training_iteration"] for r in read_results(experiment / trial)
                        if r["iterations_since_restore"] < r["training_iteration"]]
-            print(f"half-way trial ({n} checkpoints at the kill) went on from iteration",
+            print(f"in-flight trial {killed['state'][trial]} went on from iteration",
                   went_on[0] if went_on else "1 (restarted from scratch)")
-    with open(killed["experiment"] / "ablation.csv") as f:
+    with open(experiment / "ablation.csv") as f:
         table = list(csv.DictReader(f))
     assert sorted(r["trial"] for r in table) == sorted(final)
     assert all(int(r["iterations"]) == SWEEP_ITERATIONS for r in table)
