@@ -306,6 +306,12 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"episodes_per_batch={knobs['episodes_per_batch']}: must be a multiple of "
             f"max(num_env_runners, 1) x num_envs_per_env_runner = {envs_per_round}")
+    if knobs["gpus_per_env_runner"] > 0 and knobs["num_env_runners"] == 0:
+        # Without remote env runners the env steps in the trainer process, which has only
+        # the learner's `gpus`.
+        raise ConfigError(f"gpus_per_env_runner={knobs['gpus_per_env_runner']}: needs "
+                          "num_env_runners >= 1 (with 0 the env runs in the trainer; set "
+                          "env_device=cuda and gpus instead)")
     seq_len = knobs["max_seq_len"]
     if seq_len is not None and seq_len < episode_steps(knobs) + 1:
         raise ConfigError(

@@ -91,6 +91,8 @@ def test_settings_that_only_conflict_together_are_rejected():
         resolve_knobs("quick", overrides={"num_env_runners": 3})
     with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 26"):
         resolve_knobs("quick", overrides={"max_seq_len": 10})
+    with pytest.raises(ConfigError, match="gpus_per_env_runner=0.5: needs num_env_runners >= 1"):
+        resolve_knobs("quick", overrides={"gpus_per_env_runner": 0.5})
     # The module's own limits, checked before Ray starts.
     with pytest.raises(ConfigError, match="value_head_depth"):
         resolve_knobs("quick", overrides={"value_head_depth": 9})
