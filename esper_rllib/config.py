@@ -401,8 +401,10 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             lambda_=knobs["lambda_"],
             num_epochs=knobs["num_epochs"],
             train_batch_size_per_learner=batch,
-            # The whole batch in one minibatch: num_epochs gradient steps per batch.
-            minibatch_size=batch,
+            # No minibatches: num_epochs passes over the whole batch, one gradient step each.
+            # (A size in env steps would split it: the learner batch also holds one bootstrap
+            # step per episode.)
+            minibatch_size=None,
             shuffle_batch_per_epoch=False,
             # Our learner does its own value clipping; RLlib's clamps the squared error.
             vf_clip_param=float("inf"),

@@ -166,6 +166,8 @@ class FactoredPPOLearner(PPOTorchLearner):
             # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
             norms["clip_ratio"] = pre_clip / config.grad_clip
         log_learner_metrics(self.metrics, module_id, norms)
+        # The reference takes one gradient step per batch: count them rather than trust settings.
+        log_learner_metrics(self.metrics, module_id, {"gradient_steps": 1}, reduce="sum")
         return super().postprocess_gradients_for_module(
             module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
         )

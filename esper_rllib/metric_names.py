@@ -33,6 +33,7 @@ LEARNER_METRICS = (
     *(f"entropy_{h}" for h in HEADS),
     "grad_norm_pre_clip",
     "clip_ratio",
+    "gradient_steps",
     *(f"grad_norm_{h}" for h in HEADS),
     "grad_norm_value",
     "kl",

@@ -66,6 +66,14 @@ def test_final_result_carries_the_verdict_and_checkpoints_exist(trained):
     assert (trial / "checkpoint_000001" / "rllib_checkpoint.json").is_file()
 
 
+def test_one_gradient_step_per_batch_as_the_reference(trained):
+    # The learner batch also holds one bootstrap step per episode; a minibatch size counted in
+    # env steps would silently split the batch into two gradient steps.
+    _, _, trial = trained
+    results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    assert [r[mn.RESULT_KEY]["gradient_steps"] for r in results] == [1, 1]
+
+
 def test_restore_continues_from_a_checkpoint(trained, tmp_path):
     _, _, trial = trained
     checkpoint = trial / "checkpoint_000001"

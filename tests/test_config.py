@@ -117,9 +117,9 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.env == f"envs:{ENV_ID}"
     assert config.env_config["task"] == "synth_impaired" and config.env_config["n_train"] == 256
     assert config.env_config["max_epochs"] == 25 and config.env_config["device"] == "cpu"
-    # One gradient step over whole episodes: batch = minibatch = 4 episodes x 25 epochs.
+    # One gradient step over whole episodes: a batch of 4 episodes x 25 epochs, no minibatches.
     assert config.batch_mode == "complete_episodes"
-    assert config.train_batch_size_per_learner == config.minibatch_size == 100
+    assert config.train_batch_size_per_learner == 100 and config.minibatch_size is None
     assert config.num_epochs == 1
     assert config.model_config["max_seq_len"] == 26
     assert config.model_config["value_head_depth"] == 4
