@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args, make_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import gymnasium as gym
     import numpy as np
     from gymnasium.utils.env_checker import check_env
 
@@ -31,10 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")
     knobs = knobs_from_args(args)
     env_kwargs = env_config(knobs)
-    try:
-        env = gym.make(f"envs:{knobs['env']}", **env_kwargs)
-    except ValueError as err:  # the env's own validation (e.g. a missing data_dir)
-        raise ConfigError(f"env: {err}") from None
+    env = make_env(knobs)
     print(f"env: {knobs['env']} {env_kwargs}")
     print(f"observation space: {env.observation_space}")
     print(f"action space: {env.action_space}")

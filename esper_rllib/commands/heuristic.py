@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args, make_env
 
 POLICIES = ("heuristic", "wait")
 
@@ -22,21 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import gymnasium as gym
     import numpy as np
 
     from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
-    from esper_rllib.config import ConfigError, env_config
+    from esper_rllib.config import ConfigError
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: allowed: an int >= 1")
     knobs = knobs_from_args(args)
     if knobs["env"] != "esper/SeedMorphogenesis-v0":
         raise ConfigError(f"env={knobs['env']}: the baselines run on the real env only")
-    try:
-        env = gym.make(f"envs:{knobs['env']}", **env_config(knobs))
-    except ValueError as err:
-        raise ConfigError(f"env: {err}") from None
+    env = make_env(knobs)
     policies = {"heuristic": HeuristicPolicy, "wait": WaitPolicy}
     names = POLICIES if args.policy == "both" else (args.policy,)
     seeds = [knobs["seed"] + i for i in range(args.seeds)]

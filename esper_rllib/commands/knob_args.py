@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esper_rllib.config import PRESETS, PROFILES, parse_set, resolve_knobs
+from esper_rllib.config import (
+    PRESETS,
+    PROFILES,
+    ConfigError,
+    env_config,
+    parse_set,
+    resolve_knobs,
+)
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
@@ -24,3 +31,13 @@ def knobs_from_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     overrides = parse_set(args.overrides)
     overrides.update({k: v for k, v in extra.items() if v is not None})
     return resolve_knobs(args.profile, getattr(args, "preset", None), overrides)
+
+
+def make_env(knobs: dict[str, Any]) -> Any:
+    """The env the knobs describe; the env's own validation errors become one CLI line."""
+    import gymnasium as gym
+
+    try:
+        return gym.make(f"envs:{knobs['env']}", **env_config(knobs))
+    except ValueError as err:  # e.g. a missing data_dir
+        raise ConfigError(f"env: {err}") from None
