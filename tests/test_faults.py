@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ray_procs import command_line, descendants, kill_trees
 
-from tuning.results import load_trial, read_results
+from tuning.results import load_trial, read_results, trial_dirs
 from tuning.saved_state import check_saved_state
 from tuning.storage import StorageError
 
@@ -55,13 +55,12 @@ class Run:
                 raise AssertionError(f"no line starting {prefix!r}:\n{self.output[-4000:]}")
             time.sleep(0.05)
 
-    def env_runner_pids(self) -> list:
-        """Pids of this run's env runner actors. Ray titles an actor's process ray::<Class>
-        (ray::<Class>.<method> while it runs one); RLlib's runner classes, and subclasses of
-        them, are named *EnvRunner."""
+    def actor_pids(self, class_suffix: str) -> list:
+        """Pids of this run's Ray actors whose class name ends with ``class_suffix``. Ray titles
+        an actor's process ray::<Class> (ray::<Class>.<method> while it runs one)."""
         titles = {pid: command_line(pid).split(" ")[0] for pid in descendants([self.proc.pid])}
         return [pid for pid, title in titles.items()
-                if title.startswith("ray::") and title.split(".")[0].endswith("EnvRunner")]
+                if title.startswith("ray::") and title.split(".")[0].endswith(class_suffix)]
 
     def finish(self, timeout: float = 300.0) -> int:
         try:
@@ -88,7 +87,8 @@ def test_killed_env_runner_is_restarted_and_training_reaches_its_target(tmp_path
               cwd=tmp_path)
     try:
         run.wait_for_line("iter   1 ")
-        victims = run.env_runner_pids()
+        # RLlib's runner classes, and subclasses of them, are named *EnvRunner.
+        victims = run.actor_pids("EnvRunner")
         assert len(victims) == 1, f"expected one env runner, found {victims}"
         os.kill(victims[0], signal.SIGKILL)  # as a crash or the OOM killer would
         rc = run.finish()
@@ -110,6 +110,42 @@ def test_killed_env_runner_is_restarted_and_training_reaches_its_target(tmp_path
     steps = [r["num_env_steps_sampled_lifetime"] for r in rows]
     # Sampling (and so training) really resumed after the restart, on the restarted runner.
     assert all(b > a for a, b in zip(steps[back - 1:], steps[back:], strict=False)), steps
+
+
+def test_killed_trial_is_retried_from_its_last_checkpoint(tmp_path):
+    """FailureConfig: a trial whose process dies (a node lost, an OOM kill) is restarted by Tune
+    from its last checkpoint, and the sweep still ends with every iteration once."""
+    iterations = 8
+    run = Run(["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0", "--grid",
+               "value_head_depth=2", "--grid", "value_coef=1.0", "--seeds", "1", *PROBE,
+               "--set", f"iterations={iterations}", "--set", "checkpoint_every=1",
+               "--reference-episodes", "0", "--storage", str(tmp_path), "--name", "retry"],
+              cwd=tmp_path)
+    experiment = tmp_path / "retry"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(len(list(t.glob("checkpoint_*"))) >= 2 for t in trial_folders(experiment)):
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.output[-3000:]
+            time.sleep(0.02)
+        # The trainable (the sweep's PPO subclass) runs the learner in its own actor process.
+        victims = run.actor_pids("PPO")
+        assert len(victims) == 1, f"expected one trial process, found {victims}"
+        os.kill(victims[0], signal.SIGKILL)
+        rc = run.finish()
+    finally:
+        run.stop()
+    assert rc == 0, run.output[-4000:]
+    (trial,) = trial_dirs(experiment)
+    rows = read_results(trial)
+    assert load_trial(trial).iterations == list(range(1, iterations + 1))
+    restored = [r["training_iteration"] for r in rows
+                if r["iterations_since_restore"] < r["training_iteration"]]
+    print("after the kill the trial went on from iteration", restored[:1], "pids:",
+          sorted({r["pid"] for r in rows}))
+    # Retried in a new process, from a checkpoint (not from scratch).
+    assert victims[0] not in {r["pid"] for r in rows[-1:]}
+    assert restored and restored[0] > 1, [(r["training_iteration"],
+                                           r["iterations_since_restore"]) for r in rows]
 
 
 SWEEP_ITERATIONS = 8
