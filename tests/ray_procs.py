@@ -4,7 +4,6 @@ so a process group alone misses them: note the whole process tree before killing
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -64,8 +63,15 @@ def kill_trees(procs: list, also: set = frozenset()) -> set:
     """SIGTERM then SIGKILL each Popen's process group (each started with start_new_session),
     then SIGKILL every descendant noted beforehand and ``also``. Returns pids still alive."""
     strays = descendants([p.pid for p in procs]) | set(also)
+    # SIGTERM first lets `ray start --block` stop its own children; all groups at once, so the
+    # grace periods overlap.
+    _signal_groups(procs, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    _signal_groups(procs, signal.SIGKILL)  # whatever of the groups is left
     for proc in procs:
-        _kill_group(proc)
+        proc.wait(timeout=15)
     for pid in strays:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -77,14 +83,9 @@ def kill_trees(procs: list, also: set = frozenset()) -> set:
     return {pid for pid in strays if alive(pid)}
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # lets `ray start --block` stop its own children
-        proc.wait(timeout=5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=15)
+def _signal_groups(procs: list, sig: int) -> None:
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
