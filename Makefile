@@ -35,7 +35,7 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir $(RUN_DIR) --bind_all
+	$(BIN)/tensorboard --logdir $(RUN_DIR)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
