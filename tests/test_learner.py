@@ -200,7 +200,8 @@ def test_one_gradient_step_kl_after_step_while_approx_kl_pre_is_zero(probe3):
     assert set(LEARNER_METRICS) <= set(m)
     reduces = {k: type(s).__name__ for k, s in results[DEFAULT_MODULE_ID]["esper"].items()}
     assert reduces["ratio_max"] == "MaxStats"
-    assert set(reduces.values()) == {"MeanStats", "MaxStats"}
+    assert reduces["gradient_steps"] == "SumStats"
+    assert set(reduces.values()) == {"MeanStats", "MaxStats", "SumStats"}
 
 
 def test_metrics_are_per_iteration_means_not_sticky(probe3):

@@ -186,6 +186,8 @@ def _finish(path: str, plan: SweepPlan, grid: Any, report: ReportWriter | None) 
     errored = [str(r.path) for r in grid if r.error is not None]
     # Tune marks a trial's last result "done" when its stopper ended it.
     unfinished = [str(r.path) for r in grid if r.error is None and not r.metrics.get("done")]
+    # Tune creates trials lazily: an interrupt can come before the last ones exist at all.
+    unfinished += [f"(not started {i + 1})" for i in range(plan.n_trials - len(grid))]
     local = Path(path) if "://" not in path else Path(tempfile.mkdtemp(prefix="esper-sweep-"))
     if unfinished:
         return SweepOutcome(path, local, plan.n_trials, errored, unfinished)
