@@ -25,9 +25,9 @@ import torch  # noqa: E402
 
 from envs.contract import N_OPS, RELEVANCE, head_sizes  # noqa: E402
 from esper_rllib.config import build_ppo_config, resolve_knobs  # noqa: E402
+from esper_rllib.learner import HEAD_ENTROPY_COEFS  # noqa: E402
 
-# The reference loss's per-head entropy weights (policy-and-ppo.md section 3).
-ENTROPY_COEFS = torch.tensor([1.0, 1.0, 1.3, 1.2, 1.3, 1.2, 1.2, 1.2])
+ENTROPY_COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
 
 
 def _stack(episodes: list, get: str) -> np.ndarray:
