@@ -86,7 +86,7 @@ class _ProbeEnv(gym.Env):
         reward = float(self._reward(effective_op))
         self._t += 1
         terminated = self._t >= self.n_steps
-        info = {"action_valid": effective_op == op, "effective_op": effective_op.name}
+        info = {"action_valid": effective_op == op, "effective_op": int(effective_op)}
         return self._obs(), reward, terminated, False, info
 
     def _obs(self) -> dict[str, np.ndarray]:

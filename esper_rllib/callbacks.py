@@ -42,11 +42,6 @@ _REWARD_SIGN = {"zero": "reward_zero_count", "pos": "reward_pos_count",
 MONITOR_STATE_KEY = "esper_collapse_monitor_state"
 
 
-def _effective_op(value: Any) -> Op:
-    """The env reports the op as an int; the probe envs report its name."""
-    return Op[value] if isinstance(value, str) else Op(int(value))
-
-
 class EsperCallbacks(RLlibCallback):
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +55,7 @@ class EsperCallbacks(RLlibCallback):
         counts = {_STEPS: 1, _REWARD_SUM: reward,
                   _REWARD_SIGN["zero" if reward == 0 else "pos" if reward > 0 else "neg"]: 1}
         if "effective_op" in info:
-            counts[f"op_count_{_effective_op(info['effective_op']).name}"] = 1
+            counts[f"op_count_{Op(info['effective_op']).name}"] = 1
         if "action_valid" in info:
             counts[_INVALID] = int(not info["action_valid"])
         if "rollback" in info:

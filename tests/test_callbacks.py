@@ -31,7 +31,7 @@ def test_env_runner_counters_give_exact_fractions():
     callbacks, logger = EsperCallbacks(), MetricsLogger()
     steps = [  # (effective op as the env reports it, valid, raw reward, rollback)
         (int(Op.WAIT), True, 0.0, False), (int(Op.WAIT), True, 0.5, False),
-        (int(Op.GERMINATE), False, -0.25, True), ("PRUNE", True, 1.0, False),  # probe style
+        (int(Op.GERMINATE), False, -0.25, True), (int(Op.PRUNE), True, 1.0, False),
     ]
     for op, valid, raw, rollback in steps:
         info = {"effective_op": op, "action_valid": valid, "raw_reward": raw,

@@ -91,7 +91,7 @@ def test_probe4_pays_only_the_rewarded_op():
     env.reset(seed=0)
     # An illegal op runs as WAIT, as in the real env; the other heads do not matter.
     info = env.step(_action(Op.FOSSILIZE))[-1]
-    assert info == {"action_valid": False, "effective_op": "WAIT"}
+    assert info == {"action_valid": False, "effective_op": Op.WAIT}
     env.reset(seed=0)
     other_heads = action_space(3).sample()
     other_heads[0] = REWARDED_OP
