@@ -22,16 +22,18 @@ from tuning.plan import SEED, SweepPlan
 
 ITERATION = "training_iteration"
 TERMINATED, ERROR = "TERMINATED", "ERROR"
+FAILED = "FAILED"
+ERROR_FILE = "error.txt"  # Tune's name for it (ray/tune/experiment/trial.py EXPR_ERROR_FILE)
 
 
-def error_line(trial: Any) -> str:
-    """The last line of the trial's error.txt (the exception itself), or a pointer to it."""
-    path = trial.error_file
+def error_line(trial: Any, width: int = 160) -> str:
+    """The last line of the trial's error file (the exception itself), cut to ``width``."""
     try:
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    except (OSError, TypeError):
-        return "see the trial folder"
-    return lines[-1].strip() if lines else "see the trial folder"
+        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):  # no error file (yet)
+        lines = []
+    text = lines[-1].strip() if lines else "no error message"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 class SweepConsole(ProgressReporter):
@@ -75,20 +77,21 @@ class SweepConsole(ProgressReporter):
                 self._baseline[trial.trial_id] = state[1]
                 before = (None, state[1], 0)
             if state[2] > before[2]:
-                self._write(self._line(trial, trials, f"failed: {error_line(trial)} "
-                                    f"(full error: {trial.error_file})"))
+                # Tune retries it from its last checkpoint while --max-failures allows.
+                self._write(f"{self._line(trial, trials, FAILED)} | {error_line(trial)} (full "
+                            f"error: {trial.path}/{ERROR_FILE})")
             elif state[1] > before[1]:
                 self._write(self._line(trial, trials))
         if done:
             self._write(self._summary(trials))
 
-    def _line(self, trial: Any, trials: list, failure: str | None = None) -> str:
+    def _line(self, trial: Any, trials: list, verdict: str | None = None) -> str:
         result = trial.last_result
         esper: Mapping[str, Any] = result.get(RESULT_KEY, {})
         ev = esper.get(EV, math.nan)
         ev_text = "n/a" if ev is None or math.isnan(ev) else f"{ev:+.3f}"
         iteration = f"{result.get(ITERATION, 0)}/{self.plan.iterations}"
-        verdict = failure or str(esper.get(VERDICT, "n/a"))
+        verdict = verdict or str(esper.get(VERDICT, "n/a"))
         return (f"{self.plan.cell_label(trial.config):<{self._cell_width}}  "
                 f"{trial.config.get(SEED)!s:>{self._seed_width}}  "
                 f"{iteration:>{self._iter_width}}  {ev_text:>7}  {verdict:<12}  "
