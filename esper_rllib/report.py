@@ -16,6 +16,7 @@ from typing import Any
 
 from esper_rllib.metric_names import VERDICT, VERDICTS
 from esper_rllib.stats import Estimate, bootstrap_iqm, main_effects
+from tuning.naming import label
 from tuning.plan import SEED, SweepPlan
 from tuning.results import TrialRecord, load_experiment, summarize
 
@@ -50,7 +51,8 @@ class Cell:
     summaries: list[dict[str, Any]]
 
     def label(self, axes: Sequence[str]) -> str:
-        return ", ".join(f"{a}={v}" for a, v in zip(axes, self.values, strict=True)) or "all"
+        # The cell part of its trials' names (folders, console, TensorBoard runs).
+        return label(dict(zip(axes, self.values, strict=True))) or "all"
 
     def estimate(self, metric: str) -> Estimate:
         return bootstrap_iqm([s[metric] for s in self.summaries])

@@ -9,6 +9,7 @@ import pytest
 
 from esper_rllib.cli import main
 from esper_rllib.config import ConfigError, resolve_knobs
+from esper_rllib.report import Cell
 from tuning.plan import plan_sweep
 from tuning.storage import StorageError, check_storage
 
@@ -128,6 +129,9 @@ def test_trial_names_are_the_axes_with_short_labels():
         "gain=0.01,critic=v,epochs=1")
     seed = plan_sweep("seed", "quick", resolve_knobs, seeds=2, grid={"lr": [1e-4, 3e-4]})
     assert seed.trial_label(next(seed.trials())) == "gain=1.0,depth=2,coef=0.5,lr=0.0001,seed=0"
+    # The report's plot legends name cells the same way.
+    cell = Cell((1.0, 2, 0.5, 1e-4), trials=[], summaries=[])
+    assert cell.label(seed.cell_axes) == seed.cell_label(next(seed.trials()))
 
 
 def test_label_values_that_would_share_a_folder_name_are_refused():
