@@ -1,21 +1,32 @@
 """The ablation report (experiments.md section 4): ``report.md`` plus PNG plots, from a sweep's
 experiment folder.
 
-Per cell (the swept axes but the seed), over seeds: IQM and 95% bootstrap interval of each
-summary metric, verdict counts; the main effect of each axis on final EV; heuristic and
-WAIT-only episode accuracy as reference rows; EV, value loss and clip ratio against iteration.
+Per cell (the swept axes but the seed), over seeds: IQM and 95% stratified-bootstrap interval of
+each summary metric (rliable), verdict counts, final EV against the EV ceiling that `esper-rllib
+signal` measured; the probability that the seed document's fix and the best cell beat the broken
+run; the main effect of each axis on final EV and final accuracy; heuristic and WAIT-only episode
+accuracy as reference rows; small multiples of EV, value loss and clip ratio against iteration.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from esper_rllib.metric_names import VERDICT, VERDICTS
-from esper_rllib.stats import Estimate, bootstrap_iqm, main_effects
+from esper_rllib.report_plots import plot_report
+from esper_rllib.stats import (
+    N_BOOTSTRAP,
+    Estimate,
+    bootstrap_iqm,
+    bootstrap_iqms,
+    main_effects,
+    probability_of_improvement,
+)
 from tuning.plan import SEED, SweepPlan
 from tuning.results import TrialRecord, load_experiment, summarize
 
@@ -24,6 +35,8 @@ PLOTS_DIR = "plots"
 REFERENCE_FILE = "reference.json"
 REFERENCE_EPISODES = 2
 UNDETERMINED = "undetermined"
+SIGNAL_FILE = "signal.json"
+CEILING_POLICY = "random"
 
 # (summary metric, column title): the cell table's columns, in experiments.md's order.
 CELL_METRICS = (
@@ -36,11 +49,14 @@ CELL_METRICS = (
     ("median_kl", "median KL"),
     ("final_accuracy", "final accuracy %"),
 )
-PLOT_METRICS = (("explained_variance", "explained variance"), ("value_loss", "value loss"),
-                ("clip_ratio", "clip ratio (pre-clip grad norm / max)"))
-# The seed document's two runs, when a sweep has them: (gain, depth, value_coef).
-NAMED_CELLS = {(1.0, 2, 0.5): "the broken run", (0.01, 4, 1.0): "the seed document's fix"}
+# The outcomes the main effects and the cell comparisons are judged on.
+OUTCOMES = (("final_ev", "final EV"), ("final_accuracy", "final accuracy"))
+# The seed document's two runs: (gain, depth, value_coef) -> name.
 NAMED_AXES = ("value_head_gain", "value_head_depth", "value_coef")
+BROKEN_RUN = (1.0, 2, 0.5)
+SEED_FIX = (0.01, 4, 1.0)
+NAMED_CELLS = {BROKEN_RUN: "the broken run", SEED_FIX: "the seed document's fix"}
+BEST_CELL = "the best final EV"
 
 
 @dataclass
@@ -52,8 +68,12 @@ class Cell:
     def label(self, axes: Sequence[str]) -> str:
         return ", ".join(f"{a}={v}" for a, v in zip(axes, self.values, strict=True)) or "all"
 
-    def estimate(self, metric: str) -> Estimate:
-        return bootstrap_iqm([s[metric] for s in self.summaries])
+    def knob(self, name: str) -> Any:
+        """The cell's value of any knob, swept or fixed (its trials differ only in the seed)."""
+        return self.trials[0].params.get(name)
+
+    def scores(self, metric: str) -> list[float]:
+        return [s[metric] for s in self.summaries]
 
     def verdicts(self) -> dict[str, int]:
         counts = {v: 0 for v in (*VERDICTS, UNDETERMINED)}
@@ -105,49 +125,183 @@ def load_sweep(experiment_dir: str | Path) -> Sweep:
     return Sweep(path, plan, axes, trials, cells)
 
 
-def _cell_note(sweep: Sweep, cell: Cell) -> str:
-    if not set(NAMED_AXES) <= set(sweep.axes):
-        return ""
-    key = tuple(cell.values[sweep.axes.index(a)] for a in NAMED_AXES)
-    return NAMED_CELLS.get(key, "")
+def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
+                    ) -> dict[str, Any] | None:
+    """The EV ceiling under ``policy`` that `esper-rllib signal` wrote to ``signal.json`` in the
+    experiment folder or its parent: {policy, estimate, low, high, states, continuations, reward,
+    profile, path}. None when there is no signal.json; ValueError naming the file and the field
+    when it is malformed."""
+    folder = Path(experiment_dir)
+    path = next((d / SIGNAL_FILE for d in (folder, folder.parent) if (d / SIGNAL_FILE).is_file()),
+                None)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    ceilings = data.get("ev_ceiling") if isinstance(data, dict) else None
+    if not isinstance(ceilings, dict) or not isinstance(ceilings.get(policy), dict):
+        have = ", ".join(ceilings) if isinstance(ceilings, dict) else "none"
+        raise ValueError(f"{path}: ev_ceiling.{policy}: missing; expected an object with "
+                         f"estimate, low, high, states, continuations (policies: {have})")
+    entry = ceilings[policy]
+    fields: dict[str, Any] = {}
+    for key, kind in (("estimate", float), ("low", float), ("high", float),
+                      ("states", int), ("continuations", int)):
+        value = entry.get(key)
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value) and (kind is float or value == int(value) >= 1))
+        if not ok:
+            allowed = "a finite number" if kind is float else "an int >= 1"
+            raise ValueError(f"{path}: ev_ceiling.{policy}.{key}: {value!r}; allowed: {allowed}")
+        fields[key] = kind(value)
+    for key in ("reward", "profile"):
+        if not isinstance(data.get(key), str):
+            raise ValueError(f"{path}: {key}: {data.get(key)!r}; allowed: a string")
+        fields[key] = data[key]
+    return {"policy": policy, **fields, "path": path}
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
+def _signal_hint(sweep: Sweep) -> str:
+    profile = sweep.plan.profile if sweep.plan else "PROFILE"
+    rewards = sorted({str(t.params.get("reward")) for t in sweep.trials})
+    reward = rewards[0] if len(rewards) == 1 else "REWARD"
+    return (f"`esper-rllib signal --profile {profile} --set reward={reward} "
+            f"--out {sweep.path}`")
 
 
-def cell_table(sweep: Sweep) -> list[str]:
-    header = [*sweep.axes, "seeds", *(title for _, title in CELL_METRICS), "verdicts", "note"]
-    rows = []
-    for cell in sweep.cells:
-        counts = cell.verdicts()
-        verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        rows.append([*map(str, cell.values), str(len(cell.trials)),
-                     *(cell.estimate(m).format() for m, _ in CELL_METRICS), verdicts,
-                     _cell_note(sweep, cell)])
-    return _table(header, rows)
+def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
+    """The EV ceiling that applies to this sweep, or None with a one-line reason."""
+    ceiling = load_ev_ceiling(sweep.path)
+    if ceiling is None:
+        return None, (f"No EV ceiling: no {SIGNAL_FILE} in or beside the experiment folder. "
+                      f"Measure one with {_signal_hint(sweep)}.")
+    rewards = {t.params.get("reward") for t in sweep.trials}
+    profile = sweep.plan.profile if sweep.plan else ceiling["profile"]
+    if rewards != {ceiling["reward"]} or profile != ceiling["profile"]:
+        return None, (f"No EV ceiling: `{ceiling['path']}` is for reward {ceiling['reward']} on "
+                      f"profile {ceiling['profile']}, this sweep runs reward "
+                      f"{', '.join(map(str, sorted(rewards, key=str)))} on profile {profile}. "
+                      f"Measure one with {_signal_hint(sweep)}.")
+    return ceiling, ""
 
 
-def main_effect_table(sweep: Sweep) -> list[str]:
-    rows = []
-    final_ev = [summarize(t)["final_ev"] for t in sweep.trials]
+def _named_cell(sweep: Sweep, knobs: tuple) -> Cell | None:
+    """The one cell with these (gain, depth, value_coef); None when none or several have them."""
+    matches = [c for c in sweep.cells if tuple(c.knob(a) for a in NAMED_AXES) == knobs]
+    return matches[0] if len(matches) == 1 else None
+
+
+@dataclass
+class Effect:
+    """One level of one axis against the axis's first level, on each outcome."""
+
+    axis: str
+    level: Any
+    first: Any
+    estimates: dict[str, Estimate]  # outcome metric -> difference of means
+
+
+@dataclass
+class Comparison:
+    name: str
+    cell: Cell
+    estimates: dict[str, Estimate]  # outcome metric -> P(cell beats the baseline)
+
+
+@dataclass
+class Analysis:
+    """Every statistic the report shows, computed once (tables and plots read it)."""
+
+    estimates: list[dict[str, Estimate]]  # per cell, in sweep.cells order: metric -> IQM
+    effects: list[Effect]
+    baseline: Cell | None
+    baseline_note: str  # what the comparisons are against, or why there are none
+    comparisons: list[Comparison]
+    ceiling: dict[str, Any] | None
+    ceiling_note: str  # why no ceiling is shown ("" when one is)
+    reps: int
+
+    def best(self, sweep: Sweep) -> Cell:
+        """The cell with the highest IQM final EV (the first one on a tie)."""
+        def key(i: int) -> float:
+            value = self.estimates[i]["final_ev"].value
+            return -math.inf if math.isnan(value) else value
+        return sweep.cells[max(range(len(sweep.cells)), key=key)]
+
+    def final_ev(self, sweep: Sweep, cell: Cell) -> Estimate:
+        return self.estimates[sweep.cells.index(cell)]["final_ev"]
+
+
+def _levels(sweep: Sweep, axis: str) -> list[Any]:
+    """The axis's levels present in the trials, in the plan's order (else first seen)."""
+    distinct = list(dict.fromkeys(t.params.get(axis) for t in sweep.trials))
+    if sweep.plan:
+        order = sweep.plan.axes[axis]
+        distinct.sort(key=lambda v: order.index(v) if v in order else len(order))
+    return distinct
+
+
+def axis_effects(sweep: Sweep, reps: int = N_BOOTSTRAP) -> list[Effect]:
+    summaries = [summarize(t) for t in sweep.trials]
+    effects = []
     for axis in sweep.axes:
-        levels = [t.params.get(axis) for t in sweep.trials]
-        distinct = list(dict.fromkeys(levels))
-        if sweep.plan:
-            distinct.sort(key=lambda v: sweep.plan.axes[axis].index(v)
-                          if v in sweep.plan.axes[axis] else len(distinct))
+        distinct = _levels(sweep, axis)
         if len(distinct) < 2:
             continue
-        ordered = sorted(range(len(levels)), key=lambda i: distinct.index(levels[i]))
-        effects = main_effects([levels[i] for i in ordered], [final_ev[i] for i in ordered])
-        for level, estimate in effects.items():
-            rows.append([axis, f"{level} vs {distinct[0]}", estimate.format("+.3g")])
-    if not rows:
-        return ["(one cell only: no axis to compare)"]
-    return _table(["axis", "levels", "difference of mean final EV [95% CI]"], rows)
+        ordered = sorted(range(len(sweep.trials)),
+                         key=lambda i: distinct.index(sweep.trials[i].params.get(axis)))
+        levels = [sweep.trials[i].params.get(axis) for i in ordered]
+        by_outcome = {metric: main_effects(levels, [summaries[i][metric] for i in ordered], reps)
+                      for metric, _ in OUTCOMES}
+        effects += [Effect(axis, level, distinct[0], {m: by_outcome[m][level] for m in by_outcome})
+                    for level in distinct[1:]]
+    return effects
+
+
+def _baseline(sweep: Sweep, best: Cell) -> tuple[Cell | None, str, list[tuple[str, Cell]]]:
+    """What the comparisons are against, a line saying so, and the (name, cell) contenders."""
+    if len(sweep.cells) < 2:
+        return None, "One cell only: nothing to compare.", []
+    broken, fix = _named_cell(sweep, BROKEN_RUN), _named_cell(sweep, SEED_FIX)
+    named = ", ".join(f"{a} {v}" for a, v in zip(NAMED_AXES, BROKEN_RUN, strict=True))
+    if broken is not None:
+        baseline = broken
+        note = f"Against the broken run ({named})."
+    else:
+        baseline = sweep.cells[0]
+        has_fix = tuple(baseline.knob(a) for a in NAMED_AXES) == SEED_FIX
+        note = (f"This sweep has no broken run ({named}): the baseline is its first cell, every "
+                f"axis at its first value ({baseline.label(sweep.axes)})"
+                + (", with the seed document's fix's value head." if has_fix else "."))
+    contenders = [] if fix is None or fix is baseline else [(NAMED_CELLS[SEED_FIX], fix)]
+    if best is baseline:
+        note += " The baseline has the best final EV itself."
+    elif best is fix:
+        contenders = [(f"{NAMED_CELLS[SEED_FIX]}, {BEST_CELL}", fix)]
+    else:
+        contenders.append((f"the cell with {BEST_CELL}", best))
+    return baseline, note, contenders
+
+
+def analyse(sweep: Sweep, reps: int = N_BOOTSTRAP) -> Analysis:
+    """All of the report's statistics (seeded: the same folder gives the same numbers)."""
+    estimates = [dict(zip((m for m, _ in CELL_METRICS),
+                          bootstrap_iqms([cell.scores(m) for m, _ in CELL_METRICS], reps),
+                          strict=True))
+                 for cell in sweep.cells]
+    ceiling, ceiling_note = ceiling_for(sweep)
+    analysis = Analysis(estimates, axis_effects(sweep, reps), None, "", [], ceiling,
+                        ceiling_note, reps)
+    baseline, analysis.baseline_note, contenders = _baseline(sweep, analysis.best(sweep))
+    analysis.baseline = baseline
+    if baseline is not None:
+        analysis.comparisons = [
+            Comparison(name, cell, {m: probability_of_improvement(
+                cell.scores(m), baseline.scores(m), reps) for m, _ in OUTCOMES})
+            for name, cell in contenders]
+    return analysis
 
 
 def _reference_knobs(sweep: Sweep) -> dict[str, Any] | None:
@@ -192,58 +346,93 @@ def reference_accuracies(sweep: Sweep, episodes: int = REFERENCE_EPISODES
     return accuracy
 
 
-def plot_cells(sweep: Sweep, out_dir: Path) -> list[Path]:
-    """One PNG per metric: its value against iteration, one line per cell (mean over seeds)
-    with a band from the lowest to the highest seed."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for metric, title in PLOT_METRICS:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for cell in sweep.cells:
-            n = max(len(t.iterations) for t in cell.trials)
-            if not n:
-                continue
-            grid = np.full((len(cell.trials), n), np.nan)
-            for row, trial in enumerate(cell.trials):
-                values = trial.series(metric)
-                grid[row, :len(values)] = values
-            iterations = np.arange(1, n + 1)
-            with warnings.catch_warnings():  # all-NaN columns (a metric not reported yet)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(grid, axis=0)
-                low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
-            (line,) = ax.plot(iterations, mean, marker="o", ms=3, label=cell.label(sweep.axes))
-            ax.fill_between(iterations, low, high, color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(title)
-        ax.set_title(f"{title}: seed mean, band = min..max over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        path = out_dir / f"{metric}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
 
 
-def _reference_lines(accuracy: Mapping[str, list[float]] | None) -> list[str]:
+def cell_note(sweep: Sweep, cell: Cell, analysis: Analysis) -> str:
+    """The seed document's name of the cell, and whether it has the best final EV."""
+    notes = [name for knobs, name in NAMED_CELLS.items() if _named_cell(sweep, knobs) is cell]
+    if len(sweep.cells) > 1 and analysis.best(sweep) is cell:
+        notes.append(BEST_CELL)
+    return "; ".join(notes)
+
+
+def cell_table(sweep: Sweep, analysis: Analysis) -> list[str]:
+    header = [*sweep.axes, "seeds", *(title for _, title in CELL_METRICS), "verdicts", "note"]
+    rows = []
+    for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True):
+        counts = cell.verdicts()
+        verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        rows.append([*map(str, cell.values), str(len(cell.trials)),
+                     *(estimates[m].format() for m, _ in CELL_METRICS), verdicts,
+                     cell_note(sweep, cell, analysis)])
+    return _table(header, rows)
+
+
+def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
+    ceiling = analysis.ceiling
+    if ceiling is None:
+        return [analysis.ceiling_note]
+    possible = f"{ceiling['estimate']:.3g} [{ceiling['low']:.3g}, {ceiling['high']:.3g}]"
+    what = f"EV ceiling under the {ceiling['policy']} policy"
+    best = analysis.best(sweep)
+    best_ev = analysis.final_ev(sweep, best)
+
+    def fraction(value: float) -> str:
+        return f"{value / ceiling['estimate']:.1%}" if ceiling["estimate"] > 0 else "n/a"
+
+    rows = [[*map(str, cell.values), analysis.final_ev(sweep, cell).format(),
+             fraction(analysis.final_ev(sweep, cell).value)] for cell in sweep.cells]
+    return [
+        f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
+        f"continuations (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
+        f"{ceiling['profile']}); a trained policy's returns may be more or less predictable "
+        f"than the {ceiling['policy']} policy's. The cell with {BEST_CELL} "
+        f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "
+        f"{fraction(best_ev.value)} of it.",
+        "",
+        *_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
+                 "fraction of the ceiling"], rows),
+    ]
+
+
+def comparison_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
+    lines = [analysis.baseline_note]
+    if analysis.comparisons:
+        rows = [[f"{c.name} ({c.cell.label(sweep.axes)})",
+                 *(c.estimates[m].format(".2f") for m, _ in OUTCOMES)]
+                for c in analysis.comparisons]
+        lines += ["", *_table(["cell", *(f"P({title} higher) [95% CI]" for _, title in OUTCOMES)],
+                              rows),
+                  "", "P(X higher) is the chance that a seed of the cell ends above a seed of the "
+                  "baseline (ties count half): 0.5 = no difference, 1 = every seed above. The "
+                  "best cell is picked on the same final EVs, so its probability on final EV is "
+                  "optimistic."]
+    return lines
+
+
+def main_effect_table(sweep: Sweep, analysis: Analysis) -> list[str]:
+    if not analysis.effects:
+        return ["(one cell only: no axis to compare)"]
+    rows = [[e.axis, f"{e.level} vs {e.first}", *(e.estimates[m].format("+.3g") for m, _ in
+                                                   OUTCOMES)]
+            for e in analysis.effects]
+    return _table(["axis", "levels",
+                   *(f"difference of mean {title} [95% CI]" for _, title in OUTCOMES)], rows)
+
+
+def _reference_lines(accuracy: Mapping[str, list[float]] | None, reps: int) -> list[str]:
     if accuracy is None:
         return ["(not run: the sweep is not on the real env, or references were turned off)"]
-    rows = [[name, bootstrap_iqm(values).format(".4g"), ", ".join(f"{v:.2f}" for v in values)]
-            for name, values in accuracy.items()]
+    rows = [[name, bootstrap_iqm(values, reps).format(".4g"),
+             ", ".join(f"{v:.2f}" for v in values)] for name, values in accuracy.items()]
     return _table(["policy", "final episode accuracy % (IQM [95% CI])", "per seed"], rows)
 
 
-def render(sweep: Sweep, accuracy: Mapping[str, list[float]] | None,
+def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]] | None,
            plots: Sequence[Path]) -> str:
     plan = sweep.plan
     iterations = max((t.iterations[-1] for t in sweep.trials if t.iterations), default=0)
@@ -254,27 +443,36 @@ def render(sweep: Sweep, accuracy: Mapping[str, list[float]] | None,
         "",
         f"Experiment folder: `{sweep.path}`; {len(sweep.trials)} trials in "
         f"{len(sweep.cells)} cells; seeds {', '.join(map(str, seeds))}; up to {iterations} "
-        "iterations.",
+        "iterations. Statistics from rliable (Agarwal et al., NeurIPS 2021): interquartile mean "
+        f"(IQM) over seeds, 95% stratified-bootstrap intervals ({analysis.reps} replicates, "
+        "seeded), probability of improvement.",
         "",
         "## Cells",
         "",
-        "Interquartile mean over seeds with a 95% bootstrap interval (n=1: a single seed, no "
-        "interval). Final EV is the collapse monitor's trailing-window EV at the last "
-        "iteration; verdicts use the seed document's thresholds (failure EV < 0 after "
-        "iteration 5, weak 0..0.2, strong > 0.2).",
+        "IQM over seeds with a 95% interval (n=1: a single seed, no interval). Final EV is the "
+        "collapse monitor's trailing-window EV at the last iteration; verdicts use the seed "
+        "document's thresholds (failure EV < 0 after iteration 5, weak 0..0.2, strong > 0.2).",
         "",
-        *cell_table(sweep),
+        *cell_table(sweep, analysis),
         "",
-        "## Main effects on final EV",
+        "## Final EV against the EV ceiling",
         "",
-        "Mean final EV at a level minus the mean at the axis's first level, over all trials "
-        "(the other axes averaged over); 95% bootstrap interval.",
+        *ceiling_lines(sweep, analysis),
         "",
-        *main_effect_table(sweep),
+        "## Does a cell beat the baseline?",
+        "",
+        *comparison_lines(sweep, analysis),
+        "",
+        "## Main effects on final EV and final accuracy",
+        "",
+        "Mean at a level minus the mean at the axis's first level, over all trials (the other "
+        "axes averaged over); 95% stratified-bootstrap interval.",
+        "",
+        *main_effect_table(sweep, analysis),
         "",
         "## Reference policies",
         "",
-        *_reference_lines(accuracy),
+        *_reference_lines(accuracy, analysis.reps),
         "",
         "## Plots",
         "",
@@ -284,14 +482,17 @@ def render(sweep: Sweep, accuracy: Mapping[str, list[float]] | None,
     return "\n".join(lines)
 
 
-def write_report(experiment_dir: str | Path,
-                 reference_episodes: int = REFERENCE_EPISODES) -> list[Path]:
+def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE_EPISODES,
+                 reps: int = N_BOOTSTRAP) -> list[Path]:
     """Write report.md and plots/*.png into the experiment folder; returns the written files."""
     sweep = load_sweep(experiment_dir)
+    analysis = analyse(sweep, reps)
     accuracy = reference_accuracies(sweep, reference_episodes)
-    plots = plot_cells(sweep, sweep.path / PLOTS_DIR)
+    labels = [cell.label(sweep.axes) + (f" ({note})" if note else "")
+              for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
+    plots = plot_report(sweep, analysis, labels, OUTCOMES, sweep.path / PLOTS_DIR)
     report = sweep.path / REPORT_FILE
-    report.write_text(render(sweep, accuracy, plots))
+    report.write_text(render(sweep, analysis, accuracy, plots))
     written = [report, *plots]
     if accuracy is not None:
         written.append(sweep.path / REFERENCE_FILE)
