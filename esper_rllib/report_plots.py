@@ -18,6 +18,8 @@ from esper_rllib.collapse import EXTREME_CLIP_RATIO, STRONG_EV
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from matplotlib.figure import Figure
+
     from esper_rllib.report import Analysis, Cell, Sweep
 
 # (per-iteration metric, axis title, reference line and its label or None)
@@ -64,15 +66,16 @@ def _ceiling_band(ax: Any, ceiling: dict[str, Any] | None, vertical: bool) -> No
     line(ceiling["estimate"], color=CEILING_COLOR, lw=1)
 
 
-def plot_panels(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric: str,
-                title: str, reference: tuple[float, str] | None, out_dir: Path) -> Path:
+def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric: str,
+                 title: str, reference: tuple[float, str] | None) -> Figure:
     """One panel per cell, shared axes: each seed a thin line, the seed mean bold."""
     plt = _pyplot()
     n = len(sweep.cells)
     cols = min(PANEL_COLUMNS, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows + 0.9), sharex=True,
-                             sharey=True, squeeze=False)
+    width, height = max(3.4 * cols, 8.0), 2.5 * rows + 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), sharex=True, sharey=True,
+                             squeeze=False)
     positive = True
     for ax, cell, label in zip(axes.flat, sweep.cells, labels, strict=False):
         iterations, grid = _series(cell, metric)
@@ -100,17 +103,16 @@ def plot_panels(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric:
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel(title, fontsize=8)
-    for ax in axes[-1, :]:
-        ax.set_xlabel("iteration", fontsize=8)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=7, ncols=len(labels), frameon=False)
+    for column in range(cols):  # the lowest panel of each column carries the iteration axis
+        bottom = axes[(n - 1 - column) // cols, column]
+        bottom.xaxis.set_tick_params(labelbottom=True)
+        bottom.set_xlabel("iteration", fontsize=8)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", fontsize=7, ncols=len(names), frameon=False)
     fig.suptitle(f"{title}: one panel per cell; thin = a seed, bold = the seed mean",
                  fontsize=10, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = out_dir / f"{metric}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.1 / height))
+    return fig
 
 
 def _log_scale(ax: Any) -> None:
@@ -127,8 +129,8 @@ def _interval(ax: Any, y: float, estimate: Any, **style: Any) -> None:
     ax.errorbar(estimate.value, y, xerr=xerr, fmt="o", capsize=3, **style)
 
 
-def plot_main_effects(analysis: Analysis, outcomes: Sequence[tuple[str, str]],
-                      out_dir: Path) -> Path | None:
+def main_effects_figure(analysis: Analysis, outcomes: Sequence[tuple[str, str]]
+                        ) -> Figure | None:
     """Each axis level against the axis's first level, on each (metric, title) outcome, with its
     interval."""
     effects = analysis.effects
@@ -149,14 +151,10 @@ def plot_main_effects(analysis: Analysis, outcomes: Sequence[tuple[str, str]],
                           [f"{e.axis}: {e.level} vs {e.first}" for e in effects])
     axes[0, 0].invert_yaxis()
     fig.tight_layout()
-    path = out_dir / "main_effects.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_final_ev(sweep: Sweep, analysis: Analysis, labels: Sequence[str], out_dir: Path
-                  ) -> Path:
+def final_ev_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str]) -> Figure:
     """Each cell's final EV (its seeds as dots, the IQM with its interval) against the EV
     ceiling's band."""
     plt = _pyplot()
@@ -180,20 +178,23 @@ def plot_final_ev(sweep: Sweep, analysis: Analysis, labels: Sequence[str], out_d
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False)
     fig.tight_layout()
-    path = out_dir / "final_ev.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
                 outcomes: Sequence[tuple[str, str]], out_dir: Path) -> list[Path]:
     """Every plot of the report into ``out_dir`` (``labels``: one per cell, as the report names
     it); returns their paths."""
+    figures = {"final_ev": final_ev_figure(sweep, analysis, labels),
+               "main_effects": main_effects_figure(analysis, outcomes),
+               **{metric: panel_figure(sweep, analysis, labels, metric, title, reference)
+                  for metric, title, reference in PANEL_METRICS}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [plot_final_ev(sweep, analysis, labels, out_dir)]
-    effects = plot_main_effects(analysis, outcomes, out_dir)
-    written += [effects] if effects else []
-    written += [plot_panels(sweep, analysis, labels, metric, title, reference, out_dir)
-                for metric, title, reference in PANEL_METRICS]
+    plt = _pyplot()
+    written = []
+    for name, fig in figures.items():
+        if fig is not None:
+            written.append(out_dir / f"{name}.png")
+            fig.savefig(written[-1], dpi=100)
+            plt.close(fig)
     return written

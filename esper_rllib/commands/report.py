@@ -13,9 +13,12 @@ from esper_rllib.report import REFERENCE_EPISODES
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report", help="write the ablation report of a sweep folder",
-        description="Write report.md and plots into a sweep's experiment folder (cells with "
-                    "IQM and bootstrap intervals, main effects, reference policies). With "
-                    "--postmortem, print one trial's tables in the seed document's form.")
+        description="Write report.md and plots into a sweep's experiment folder: cells with "
+                    "IQM and stratified-bootstrap intervals (rliable), final EV against the EV "
+                    "ceiling of a signal.json in or beside DIR (`esper-rllib signal`), the "
+                    "probability that the seed document's fix and the best cell beat the broken "
+                    "run, main effects, reference policies. With --postmortem, print one "
+                    "trial's tables in the seed document's form.")
     parser.add_argument("dir", help="a sweep's experiment folder (or a trial folder with "
                         "--postmortem)")
     parser.add_argument("--postmortem", nargs="?", const="", metavar="TRIAL",
