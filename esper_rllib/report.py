@@ -125,12 +125,18 @@ def load_sweep(experiment_dir: str | Path) -> Sweep:
     return Sweep(path, plan, axes, trials, cells)
 
 
+def _check(path: Path, field: str, value: Any, allowed: str, ok: bool) -> None:
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"{path}: {field}: {value!r}; allowed: {allowed}")
+
+
 def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
                     ) -> dict[str, Any] | None:
-    """The EV ceiling under ``policy`` that `esper-rllib signal` wrote to ``signal.json`` in the
-    experiment folder or its parent: {policy, estimate, low, high, states, continuations, reward,
-    profile, path}. None when there is no signal.json; ValueError naming the file and the field
-    when it is malformed."""
+    """The EV ceiling under ``policy`` from the ``signal.json`` that `esper-rllib signal` wrote in
+    the experiment folder or its parent: {policy, estimate, low, high, states, continuations,
+    profile, reward, max_epochs, path}; estimate, low and high are NaN when the audit measured
+    none under ``policy`` (--ev-states 0, or returns without variance). None when there is no
+    signal.json; a ValueError naming the file and the field when it is malformed."""
     folder = Path(experiment_dir)
     path = next((d / SIGNAL_FILE for d in (folder, folder.parent) if (d / SIGNAL_FILE).is_file()),
                 None)
@@ -140,35 +146,44 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not JSON ({err})") from None
-    ceilings = data.get("ev_ceiling") if isinstance(data, dict) else None
-    if not isinstance(ceilings, dict) or not isinstance(ceilings.get(policy), dict):
-        have = ", ".join(ceilings) if isinstance(ceilings, dict) else "none"
-        raise ValueError(f"{path}: ev_ceiling.{policy}: missing; expected an object with "
-                         f"estimate, low, high, states, continuations (policies: {have})")
-    entry = ceilings[policy]
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta: missing; expected the audit's profile, reward and "
+                         "max_epochs")
     fields: dict[str, Any] = {}
-    for key, kind in (("estimate", float), ("low", float), ("high", float),
-                      ("states", int), ("continuations", int)):
+    for key, kind in (("profile", str), ("reward", str), ("max_epochs", int)):
+        _check(path, f"meta.{key}", meta.get(key), "a string" if kind is str else "an int",
+                isinstance(meta.get(key), kind))
+        fields[key] = meta[key]
+    ceilings = data.get("ev_ceiling", {})
+    entry = ceilings.get(policy, {}) if isinstance(ceilings, dict) else None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: ev_ceiling: expected an object of policy -> {{estimate, low, "
+                         "high, states, continuations}")
+    for key in ("estimate", "low", "high"):  # null: the audit's NaN
         value = entry.get(key)
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value) and (kind is float or value == int(value) >= 1))
-        if not ok:
-            allowed = "a finite number" if kind is float else "an int >= 1"
-            raise ValueError(f"{path}: ev_ceiling.{policy}.{key}: {value!r}; allowed: {allowed}")
-        fields[key] = kind(value)
-    for key in ("reward", "profile"):
-        if not isinstance(data.get(key), str):
-            raise ValueError(f"{path}: {key}: {data.get(key)!r}; allowed: a string")
-        fields[key] = data[key]
+        _check(path, f"ev_ceiling.{policy}.{key}", value, "a finite number or null",
+                value is None or (isinstance(value, int | float) and math.isfinite(value)))
+        fields[key] = math.nan if value is None else float(value)
+    for key in ("states", "continuations"):
+        value = entry.get(key, 0)
+        _check(path, f"ev_ceiling.{policy}.{key}", value, "an int >= 0",
+                isinstance(value, int) and value >= 0)
+        fields[key] = value
     return {"policy": policy, **fields, "path": path}
+
+
+# The knobs a sweep's trials and the audit must share for its ceiling to apply (with the profile).
+CEILING_KNOBS = ("reward", "max_epochs")
 
 
 def _signal_hint(sweep: Sweep) -> str:
     profile = sweep.plan.profile if sweep.plan else "PROFILE"
-    rewards = sorted({str(t.params.get("reward")) for t in sweep.trials})
-    reward = rewards[0] if len(rewards) == 1 else "REWARD"
-    return (f"`esper-rllib signal --profile {profile} --set reward={reward} "
-            f"--out {sweep.path}`")
+    knobs = []
+    for knob in CEILING_KNOBS:
+        values = {str(t.params.get(knob)) for t in sweep.trials}
+        knobs.append(f"--set {knob}={values.pop() if len(values) == 1 else knob.upper()}")
+    return f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`"
 
 
 def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
@@ -177,13 +192,17 @@ def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
     if ceiling is None:
         return None, (f"No EV ceiling: no {SIGNAL_FILE} in or beside the experiment folder. "
                       f"Measure one with {_signal_hint(sweep)}.")
-    rewards = {t.params.get("reward") for t in sweep.trials}
-    profile = sweep.plan.profile if sweep.plan else ceiling["profile"]
-    if rewards != {ceiling["reward"]} or profile != ceiling["profile"]:
-        return None, (f"No EV ceiling: `{ceiling['path']}` is for reward {ceiling['reward']} on "
-                      f"profile {ceiling['profile']}, this sweep runs reward "
-                      f"{', '.join(map(str, sorted(rewards, key=str)))} on profile {profile}. "
-                      f"Measure one with {_signal_hint(sweep)}.")
+    ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
+            **{k: {t.params.get(k) for t in sweep.trials} for k in CEILING_KNOBS}}
+    if any(values != {ceiling[k]} for k, values in ours.items()):
+        theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)
+        mine = ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in ours.items())
+        return None, (f"No EV ceiling: `{ceiling['path']}` was measured with {theirs}; this "
+                      f"sweep runs {mine}. Measure one with {_signal_hint(sweep)}.")
+    if math.isnan(ceiling["estimate"]):
+        return None, (f"No EV ceiling: `{ceiling['path']}` has none under the "
+                      f"{ceiling['policy']} policy (measured with --ev-states 0, or its returns "
+                      "did not vary).")
     return ceiling, ""
 
 

@@ -32,6 +32,7 @@ from tuning.plan import plan_sweep
 from tuning.results import TrialRecord, read_ablation_csv, summarize, write_ablation_csv
 
 REPS = 300  # bootstrap replicates in these tests: enough for the intervals they check
+QUICK_EPOCHS = resolve_knobs("quick")["max_epochs"]
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -162,11 +163,13 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None) -> Path:
 CEILING = {"estimate": 0.4, "low": 0.33, "high": 0.47, "states": 32, "continuations": 8}
 
 
-def write_signal(folder: Path, reward: str = "shaped", **random: object) -> Path:
+def write_signal(folder: Path, reward: str = "shaped", max_epochs: int = QUICK_EPOCHS,
+                 **random: object) -> Path:
+    """signal.json as `esper-rllib signal` writes it (the parts the report reads)."""
     path = folder / "signal.json"
-    path.write_text(json.dumps({"ev_ceiling": {"random": {**CEILING, **random},
-                                               "heuristic": CEILING},
-                                "reward": reward, "profile": "quick"}))
+    path.write_text(json.dumps({"ev_ceiling": {"random": {**CEILING, **random}},
+                                "policies": {}, "meta": {"profile": "quick", "reward": reward,
+                                                         "max_epochs": max_epochs}}))
     return path
 
 
@@ -258,7 +261,8 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     assert "| the cell with the best final EV (value_head_gain=0.01, value_head_depth=2," \
         in compared
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
-        f"`esper-rllib signal --profile quick --set reward=shaped --out {root}`." in report
+        f"`esper-rllib signal --profile quick --set reward=shaped --set " \
+        f"max_epochs={QUICK_EPOCHS} --out {root}`." in report
     assert "](plots/final_ev.png)" in report
 
 
@@ -267,45 +271,52 @@ def test_ev_ceiling_loader(tmp_path):
     sweep_dir.mkdir()
     assert load_ev_ceiling(sweep_dir) is None
     beside = write_signal(tmp_path)
-    assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "reward": "shaped",
-                                          "profile": "quick", "path": beside}
+    assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "profile": "quick",
+                                          "reward": "shaped", "max_epochs": QUICK_EPOCHS,
+                                          "path": beside}
     inside = write_signal(sweep_dir, estimate=0.1)
     assert load_ev_ceiling(sweep_dir)["path"] == inside  # the folder's own comes first
-    assert load_ev_ceiling(sweep_dir, policy="heuristic")["estimate"] == 0.4
+    none = load_ev_ceiling(sweep_dir, policy="heuristic")  # the audit measured none for it
+    assert math.isnan(none["estimate"]) and none["states"] == 0
+    meta = '"meta": {"profile": "quick", "reward": "shaped", "max_epochs": 9}'
     for text, error in (
             ("{not json", "not JSON"),
-            ('{"ev_ceiling": {"oracle": {}}, "reward": "shaped", "profile": "quick"}',
-             "ev_ceiling.random: missing; expected an object with estimate, low, high, states, "
-             "continuations (policies: oracle)"),
-            ('{"reward": "shaped", "profile": "quick"}', "ev_ceiling.random: missing"),
-            ('{"ev_ceiling": {"random": {}}}', "ev_ceiling.random.estimate: None; allowed: a "
-             "finite number")):
+            ('{"ev_ceiling": {}}', "meta: missing; expected the audit's profile, reward and "
+             "max_epochs"),
+            ('{"meta": {"profile": "quick", "reward": "shaped", "max_epochs": "40"}}',
+             "meta.max_epochs: '40'; allowed: an int"),
+            ('{"ev_ceiling": [], ' + meta + "}", "ev_ceiling: expected an object of policy"),
+            ('{"ev_ceiling": {"random": {"estimate": "high"}}, ' + meta + "}",
+             "ev_ceiling.random.estimate: 'high'; allowed: a finite number or null"),
+            ('{"ev_ceiling": {"random": {"estimate": 0.4, "states": 2.5}}, ' + meta + "}",
+             "ev_ceiling.random.states: 2.5; allowed: an int >= 0")):
         inside.write_text(text)
         with pytest.raises(ValueError, match="^" + re.escape(f"{inside}: {error}")):
             load_ev_ceiling(sweep_dir)
-    write_signal(sweep_dir, states=2.5)
-    with pytest.raises(ValueError, match=r"ev_ceiling\.random\.states: 2\.5; allowed: an int"):
-        load_ev_ceiling(sweep_dir)
-    write_signal(sweep_dir, high=math.inf)
-    with pytest.raises(ValueError, match=r"ev_ceiling\.random\.high: inf"):
-        load_ev_ceiling(sweep_dir)
 
 
-def test_report_names_a_ceiling_of_another_reward_and_a_malformed_one(tmp_path, capsys):
+def test_report_says_when_the_ceiling_does_not_apply_and_stops_on_a_malformed_one(tmp_path,
+                                                                                  capsys):
     root = fake_sweep(tmp_path / "sweep", seeds=1)
-    signal = write_signal(tmp_path, reward="accuracy_delta")
+    signal = write_signal(tmp_path, reward="aligned", max_epochs=3)
+    hint = (f"Measure one with `esper-rllib signal --profile quick --set reward=shaped --set "
+            f"max_epochs={QUICK_EPOCHS} --out {root}`.")
     assert main(["report", str(root), "--reference-episodes", "0"]) == 0
     ceiling = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
     assert ceiling.strip() == (
-        f"No EV ceiling: `{signal}` is for reward accuracy_delta on profile quick, this sweep "
-        "runs reward shaped on profile quick. Measure one with `esper-rllib signal --profile "
-        f"quick --set reward=shaped --out {root}`.")
-    signal.write_text('{"ev_ceiling": []}')
+        f"No EV ceiling: `{signal}` was measured with profile quick, reward aligned, max_epochs "
+        f"3; this sweep runs profile quick, reward shaped, max_epochs {QUICK_EPOCHS}. {hint}")
+    write_signal(tmp_path, estimate=None, low=None, high=None)
+    assert main(["report", str(root), "--reference-episodes", "0"]) == 0
+    ceiling = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
+    assert ceiling.strip() == (f"No EV ceiling: `{signal}` has none under the random policy "
+                               "(measured with --ev-states 0, or its returns did not vary).")
+    signal.write_text('{"meta": []}')
     capsys.readouterr()
     assert main(["report", str(root), "--reference-episodes", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"esper-rllib report: error: {signal}: ev_ceiling.random: missing")
-    assert len(err.splitlines()) == 1
+    assert err == f"esper-rllib report: error: {signal}: meta: missing; expected the audit's " \
+        "profile, reward and max_epochs"
 
 
 def test_postmortem_tables(tmp_path):
