@@ -146,9 +146,10 @@ KNOBS: dict[str, Knob] = {
     "max_epochs": Knob(150, int, ENV, "episode length in host epochs", minimum=1,
                        searchable=False),
     "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
-    "reward": Knob("shaped", str, ENV, "reward mode",
-                   choices=REWARD_MODES),
-    "reward_normalization": Knob("running_std", str, ENV, "reward scaling",
+    "reward": Knob("aligned", str, ENV, "reward mode (shaped = the reference's, for "
+                   "reproducing the seed document)", choices=REWARD_MODES),
+    "reward_normalization": Knob("auto", str, ENV, "reward scaling (auto: running_std for "
+                                 "the reference's modes, none for aligned)",
                                  choices=REWARD_NORMALIZATIONS),
     "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
                      optional=True),
@@ -227,7 +228,7 @@ KNOBS: dict[str, Knob] = {
 # Sizes per profile (experiments.md section 2); each must keep its time budget.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 25, "episodes_per_batch": 4,
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
         "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
     },

@@ -1,0 +1,168 @@
+"""``esper-rllib signal``: the learnability audit of a profile and reward (signal.md and
+signal.json), to read before judging any critic on it."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args, make_env
+from esper_rllib.config import ConfigError, env_config
+
+SIGNAL_JSON = "signal.json"
+SIGNAL_MD = "signal.md"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "signal", help="learnability audit: does the return track accuracy, how much of it "
+                       "can a critic explain (EV ceiling)?",
+        description="Play WAIT-only, random, heuristic, oracle and oracle-hold episodes on the "
+                    "env of a profile and reward; report accuracy, return, their correlation, "
+                    "ridge R^2 and the EV ceiling. Writes signal.md and signal.json in --out.")
+    add_knob_arguments(parser, presets=False)
+    parser.add_argument("--seeds", type=int, default=6, help="episodes per policy (default 6)")
+    parser.add_argument("--out", help="output folder (default runs/signal/<profile>-<reward>)")
+    parser.add_argument("--oracle", metavar="BLUEPRINT@SLOT",
+                        help="skip the oracle search, e.g. bottleneck@r0c1")
+    parser.add_argument("--search-seeds", type=int, default=2,
+                        help="episodes per candidate in the oracle search (default 2)")
+    parser.add_argument("--ev-states", type=int, default=30,
+                        help="states the EV ceiling branches at (default 30)")
+    parser.add_argument("--ev-continuations", type=int, default=4,
+                        help="returns per state, the sampled one included (default 4)")
+    parser.set_defaults(func=run)
+
+
+class Progress:
+    """One status line on stderr with the fraction of env steps done and an ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = max(total, 1), 0, time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, steps: int, label: str) -> None:
+        self.done += steps
+        now = time.monotonic()
+        if not self.tty and now - self._last < 10 and self.done < self.total:
+            return  # a log file gets a line every 10 s, a terminal every update
+        self._last = now
+        frac = min(self.done / self.total, 1.0)
+        elapsed = now - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        line = (f"[{'#' * int(frac * 20):<20}] {frac:4.0%}  {label:<40.40}  "
+                f"elapsed {elapsed:4.0f}s  ETA {eta:4.0f}s")
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _cache_path(env_kwargs: dict[str, Any], search_seeds: int) -> Path:
+    """The oracle depends on final accuracy only: the reward is not part of the key."""
+    key = {k: v for k, v in env_kwargs.items() if k not in ("reward", "reward_normalization")}
+    digest = hashlib.sha256(json.dumps([key, search_seeds], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("ESPER_CACHE_DIR", Path.home() / ".cache" / "esper-rllib"))
+    return root / "oracle" / f"{digest}.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _check_args(args: argparse.Namespace, n_slots: int) -> tuple[int, int] | None:
+    for flag, value, minimum in (("--seeds", args.seeds, 2), ("--search-seeds",
+                                 args.search_seeds, 1), ("--ev-states", args.ev_states, 2),
+                                 ("--ev-continuations", args.ev_continuations, 2)):
+        if value < minimum:
+            raise ConfigError(f"{flag} {value}: allowed: an int >= {minimum}")
+    if args.oracle is None:
+        return None
+    from envs.scripted import parse_oracle
+
+    try:
+        blueprint, slot = parse_oracle(args.oracle)
+    except ValueError as err:
+        raise ConfigError(f"--oracle: {err}") from None
+    if slot >= n_slots:
+        raise ConfigError(f"--oracle {args.oracle}: slot must be r0c0..r0c{n_slots - 1}")
+    return blueprint, slot
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import envs
+    from esper_rllib.audit import POLICIES, oracle_name, render_markdown, run_audit
+    from esper_rllib.audit import search_oracle as search
+
+    knobs = knobs_from_args(args)
+    if knobs["env"] != envs.ENV_ID:
+        raise ConfigError(f"env={knobs['env']}: the audit runs on the real env only")
+    # One thread, as in an env runner: the host's small convolutions gain nothing from more,
+    # and on a busy machine extra threads stall each other.
+    torch.set_num_threads(1)
+    probe_env = make_env(knobs).unwrapped
+    oracle = _check_args(args, probe_env.n_slots)
+    out = Path(args.out or Path("runs", "signal", f"{args.profile}-{knobs['reward']}"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create it ({err.strerror})") from None
+
+    def new_env() -> Any:
+        return make_env(knobs).unwrapped
+
+    max_epochs, kwargs = knobs["max_epochs"], env_config(knobs)
+    n_candidates = probe_env.n_slots * len(envs.contract.CNN_BLUEPRINTS)
+    cache = _cache_path(kwargs, args.search_seeds)
+    search_result, source = None, "given with --oracle"
+    if oracle is None and cache.is_file():
+        search_result, source = json.loads(cache.read_text()), f"cached in {cache}"
+    steps = max_epochs * (len(POLICIES) * args.seeds
+                          + (args.ev_states * (args.ev_continuations - 1)) // 2)
+    if oracle is None and search_result is None:
+        steps += n_candidates * args.search_seeds * max_epochs
+    progress, start = Progress(steps), time.monotonic()
+    if oracle is None:
+        if search_result is None:
+            search_result = search(new_env, max_epochs, args.search_seeds, progress)
+            source = f"searched: best of {n_candidates} over {args.search_seeds} seeds"
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(cache, json.dumps(search_result, indent=1))
+        from envs.scripted import parse_oracle
+
+        oracle = parse_oracle(search_result["choice"])
+    result = run_audit(new_env, seeds=[knobs["seed"] + i for i in range(args.seeds)],
+                       max_epochs=max_epochs, gamma=knobs["gamma"], oracle=oracle,
+                       ev_states=args.ev_states, ev_continuations=args.ev_continuations,
+                       tick=progress)
+    progress.close()
+    result["oracle_search"] = search_result
+    result["meta"] = {
+        "profile": args.profile, "reward": knobs["reward"],
+        "reward_normalization": probe_env.cfg.reward_normalization, "max_epochs": max_epochs,
+        "seeds": [knobs["seed"] + i for i in range(args.seeds)], "gamma": knobs["gamma"],
+        "oracle": oracle_name(*oracle), "oracle_source": source, "env_config": kwargs,
+        "command": shlex.join(["esper-rllib", *sys.argv[1:]]) if sys.argv[1:2] == ["signal"]
+        else "esper-rllib signal",
+        "wall_s": round(time.monotonic() - start, 1),
+    }
+    _write_atomic(out / SIGNAL_JSON, json.dumps(result, indent=1, default=float))
+    _write_atomic(out / SIGNAL_MD, render_markdown(result))
+    print(render_markdown(result))
+    print(f"wrote {out / SIGNAL_MD} and {out / SIGNAL_JSON} ({result['meta']['wall_s']:.0f} s)")
+    return 0
