@@ -16,7 +16,7 @@ from envs.heuristic import HeuristicPolicy, WaitPolicy
 from envs.scripted import OraclePolicy, RandomPolicy
 from esper_rllib import learnability as lb
 
-POLICIES = ("wait", "random", "heuristic", "oracle", "oracle_hold")
+POLICIES = ("wait", "random", "heuristic", "oracle", "oracle_hold")  # scripted_policies()
 REFERENCE = "wait"
 # Stochastic policies whose EV ceiling is measured (a deterministic policy's is 1 by definition).
 CEILING_POLICIES = ("random",)
@@ -51,14 +51,18 @@ def search_oracle(make_env: Callable[[], Any], max_epochs: int, n_seeds: int,
     return {"choice": best, "mean_final_acc": means, "seeds": seeds}
 
 
-def _policy(name: str, seed: int, oracle: tuple[int, int], max_epochs: int) -> Any:
-    if name == "wait":
-        return WaitPolicy()
-    if name == "random":
-        return RandomPolicy(RANDOM_SEED_BASE + seed)
-    if name == "heuristic":
-        return HeuristicPolicy()
-    return OraclePolicy(*oracle, max_epochs, hold=name == "oracle_hold")
+PolicyFactory = Callable[[int], Any]  # env seed -> a policy ready for that episode
+
+
+def scripted_policies(oracle: tuple[int, int], max_epochs: int) -> dict[str, PolicyFactory]:
+    """The audit's reference policies, each built for one episode's env seed."""
+    return {
+        "wait": lambda seed: WaitPolicy(),
+        "random": lambda seed: RandomPolicy(RANDOM_SEED_BASE + seed),
+        "heuristic": lambda seed: HeuristicPolicy(),
+        "oracle": lambda seed: OraclePolicy(*oracle, max_epochs),
+        "oracle_hold": lambda seed: OraclePolicy(*oracle, max_epochs, hold=True),
+    }
 
 
 def _branch_steps(rng: np.random.Generator, n_states: int, n_episodes: int, episode: int,
@@ -68,22 +72,22 @@ def _branch_steps(rng: np.random.Generator, n_states: int, n_episodes: int, epis
     return sorted(rng.choice(max_epochs, size=min(share, max_epochs), replace=False).tolist())
 
 
-def run_audit(make_env: Callable[[], Any], *, seeds: Sequence[int], max_epochs: int,
-              gamma: float, oracle: tuple[int, int], ev_states: int, ev_continuations: int,
-              tick: Tick) -> dict[str, Any]:
+def run_audit(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
+              seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
+              ev_continuations: int, tick: Tick) -> dict[str, Any]:
     """Episodes of every policy on the same env seeds (one env object per policy, episodes one
     after another, so a reward normaliser carries over as in an env runner) and their
-    statistics. ``ev_continuations`` counts the sampled episode's own continuation."""
+    statistics; the EV ceiling of CEILING_POLICIES when ``ev_states`` > 0.
+    ``ev_continuations`` counts the sampled episode's own continuation."""
     episodes: dict[str, list[lb.Episode]] = {}
     ceiling_groups: dict[str, list[list[float]]] = {}
-    for name in POLICIES:
+    for name, factory in policies.items():
         env, rng = make_env(), np.random.default_rng(0)
         episodes[name], ceiling_groups[name] = [], []
         for i, seed in enumerate(seeds):
             branch_at = (_branch_steps(rng, ev_states, len(seeds), i, max_epochs)
-                         if name in CEILING_POLICIES else [])
-            episode = lb.play(env, _policy(name, seed, oracle, max_epochs), seed, name,
-                              branch_at)
+                         if name in CEILING_POLICIES and ev_states else [])
+            episode = lb.play(env, factory(seed), seed, name, branch_at)
             episodes[name].append(episode)
             tick(max_epochs, f"{name} episode {i + 1}/{len(seeds)}")
             own = lb.returns_to_go(episode.rewards, gamma)
@@ -135,11 +139,17 @@ def _f(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _diff(p: dict[str, float], digits: int) -> str:
+    return (f"{p['diff']:+.{digits}f} [{_f(p['low'], digits)}, {_f(p['high'], digits)}] "
+            f"({_f(p['t'])}, {p['wins']}/{p['n']})")
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """signal.md: the tables a reader needs before judging any critic on this env and reward."""
     meta = result["meta"]
     lines = [
-        f"# Learnability audit: profile `{meta['profile']}`, reward `{meta['reward']}`",
+        "# " + meta.get("title", f"Learnability audit: profile `{meta['profile']}`, "
+                                 f"reward `{meta['reward']}`"),
         "",
         f"{len(meta['seeds'])} env seeds ({meta['seeds'][0]}..{meta['seeds'][-1]}), "
         f"{meta['max_epochs']} epochs per episode, reward normalisation "
@@ -148,8 +158,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Policies",
         "",
-        "| policy | final acc % | return | raw return | acc - WAIT (t, wins) "
-        "| return - WAIT (t, wins) |",
+        "| policy | final acc % | return | raw return | acc - WAIT [95% CI] (t, wins) "
+        "| return - WAIT [95% CI] (t, wins) |",
         "|---|---|---|---|---|---|",
     ]
     for name, p in result["policies"].items():
@@ -158,8 +168,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {name} | {_f(p['final_acc']['mean'])} +- {_f(p['final_acc']['std'])} "
             f"| {_f(p['return']['mean'], 3)} +- {_f(p['return']['std'], 3)} "
             f"| {_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)} "
-            f"| {acc['diff']:+.2f} ({_f(acc['t'])}, {acc['wins']}/{acc['n']}) "
-            f"| {ret['diff']:+.3f} ({_f(ret['t'])}, {ret['wins']}/{ret['n']}) |")
+            f"| {_diff(acc, 2)} | {_diff(ret, 3)} |")
     corr = result["correlation"]
     lines += [
         "",

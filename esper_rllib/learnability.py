@@ -186,14 +186,20 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """a - b over paired episodes (same env seed): mean, paired t, wins of a."""
+    """a - b over paired episodes (same env seed): mean with its 95% t interval, paired t,
+    wins of a."""
+    from scipy.stats import t as student_t
+
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     sd = d.std(ddof=1) if len(d) > 1 else math.nan
+    half = float(student_t.ppf(0.975, len(d) - 1) * sd / math.sqrt(len(d))) \
+        if len(d) > 1 else math.nan
     if sd > 1e-9 * max(1.0, abs(d.mean())):  # below that, float noise of equal differences
         t = float(d.mean() / (sd / math.sqrt(len(d))))
     else:  # every difference equal: no spread to scale by
-        t = 0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean())
-    return {"diff": float(d.mean()), "t": t, "wins": int((d > 0).sum()), "n": len(d)}
+        t, half = (0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean())), 0.0
+    return {"diff": float(d.mean()), "low": float(d.mean()) - half,
+            "high": float(d.mean()) + half, "t": t, "wins": int((d > 0).sum()), "n": len(d)}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -66,6 +66,8 @@ def test_paired_t_wins_and_correlations_on_known_numbers():
     stats = lb.paired([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])  # differences 2, 3, 4
     assert stats["diff"] == pytest.approx(3.0) and stats["wins"] == 3
     assert stats["t"] == pytest.approx(3.0 / (1.0 / math.sqrt(3)))
+    half = 4.302653 / math.sqrt(3)  # t(0.975, 2 dof) x sd / sqrt(n)
+    assert (stats["low"], stats["high"]) == pytest.approx((3.0 - half, 3.0 + half))
     assert lb.paired([1.0, 2.0], [1.0, 2.0])["t"] == 0.0
     corr = lb.correlations([1, 2, 3, 4], [1, 4, 9, 100])
     assert corr["spearman"] == pytest.approx(1.0) and corr["pearson"] < 0.9

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -77,7 +78,7 @@ def _cache_path(env_kwargs: dict[str, Any], search_seeds: int) -> Path:
     return root / "oracle" / f"{digest}.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -102,12 +103,82 @@ def _check_args(args: argparse.Namespace, n_slots: int) -> tuple[int, int] | Non
     return blueprint, slot
 
 
+def _jsonable(x: Any) -> Any:
+    """NaN and infinities as null, so signal.json is strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(_jsonable(result), indent=1))
+
+
+def make_out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create it ({err.strerror})") from None
+    return out
+
+
+class OracleFinder:
+    """The oracle: given (--oracle), cached for this env config, or searched (then cached)."""
+
+    def __init__(self, given: tuple[int, int] | None, env_kwargs: dict[str, Any],
+                 search_seeds: int) -> None:
+        self.oracle, self.search_seeds = given, search_seeds
+        self.cache = _cache_path(env_kwargs, search_seeds)
+        self.search: dict[str, Any] | None = None
+        self.source = "given with --oracle"
+        if given is None and self.cache.is_file():
+            self.search, self.source = json.loads(self.cache.read_text()), \
+                f"cached in {self.cache}"
+
+    def search_steps(self, n_slots: int, max_epochs: int) -> int:
+        """Env steps the search will take (0 when given or cached)."""
+        from envs.contract import CNN_BLUEPRINTS
+
+        if self.oracle is not None or self.search is not None:
+            return 0
+        return n_slots * len(CNN_BLUEPRINTS) * self.search_seeds * max_epochs
+
+    def find(self, make_env: Any, max_epochs: int, tick: Any) -> tuple[int, int]:
+        from envs.scripted import parse_oracle
+        from esper_rllib.audit import search_oracle
+
+        if self.oracle is None:
+            if self.search is None:
+                self.search = search_oracle(make_env, max_epochs, self.search_seeds, tick)
+                self.source = (f"searched: best of {len(self.search['mean_final_acc'])} "
+                               f"over {self.search_seeds} seeds")
+                self.cache.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.cache, json.dumps(self.search, indent=1))
+            self.oracle = parse_oracle(self.search["choice"])
+        return self.oracle
+
+
+def command_line(name: str) -> str:
+    if sys.argv[1:2] == [name]:
+        return shlex.join(["esper-rllib", *sys.argv[1:]])
+    return f"esper-rllib {name}"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import envs
-    from esper_rllib.audit import POLICIES, oracle_name, render_markdown, run_audit
-    from esper_rllib.audit import search_oracle as search
+    from esper_rllib.audit import (
+        POLICIES,
+        oracle_name,
+        render_markdown,
+        run_audit,
+        scripted_policies,
+    )
 
     knobs = knobs_from_args(args)
     if knobs["env"] != envs.ENV_ID:
@@ -116,53 +187,34 @@ def run(args: argparse.Namespace) -> int:
     # and on a busy machine extra threads stall each other.
     torch.set_num_threads(1)
     probe_env = make_env(knobs).unwrapped
-    oracle = _check_args(args, probe_env.n_slots)
-    out = Path(args.out or Path("runs", "signal", f"{args.profile}-{knobs['reward']}"))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot create it ({err.strerror})") from None
+    given = _check_args(args, probe_env.n_slots)
+    out = make_out_dir(Path(args.out or Path("runs", "signal",
+                                             f"{args.profile}-{knobs['reward']}")))
 
     def new_env() -> Any:
         return make_env(knobs).unwrapped
 
     max_epochs, kwargs = knobs["max_epochs"], env_config(knobs)
-    n_candidates = probe_env.n_slots * len(envs.contract.CNN_BLUEPRINTS)
-    cache = _cache_path(kwargs, args.search_seeds)
-    search_result, source = None, "given with --oracle"
-    if oracle is None and cache.is_file():
-        search_result, source = json.loads(cache.read_text()), f"cached in {cache}"
-    steps = max_epochs * (len(POLICIES) * args.seeds
-                          + (args.ev_states * (args.ev_continuations - 1)) // 2)
-    if oracle is None and search_result is None:
-        steps += n_candidates * args.search_seeds * max_epochs
+    finder = OracleFinder(given, kwargs, args.search_seeds)
+    steps = finder.search_steps(probe_env.n_slots, max_epochs) + max_epochs * (
+        len(POLICIES) * args.seeds + (args.ev_states * (args.ev_continuations - 1)) // 2)
     progress, start = Progress(steps), time.monotonic()
-    if oracle is None:
-        if search_result is None:
-            search_result = search(new_env, max_epochs, args.search_seeds, progress)
-            source = f"searched: best of {n_candidates} over {args.search_seeds} seeds"
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(cache, json.dumps(search_result, indent=1))
-        from envs.scripted import parse_oracle
-
-        oracle = parse_oracle(search_result["choice"])
-    result = run_audit(new_env, seeds=[knobs["seed"] + i for i in range(args.seeds)],
-                       max_epochs=max_epochs, gamma=knobs["gamma"], oracle=oracle,
-                       ev_states=args.ev_states, ev_continuations=args.ev_continuations,
-                       tick=progress)
+    oracle = finder.find(new_env, max_epochs, progress)
+    seeds = [knobs["seed"] + i for i in range(args.seeds)]
+    result = run_audit(new_env, scripted_policies(oracle, max_epochs), seeds=seeds,
+                       max_epochs=max_epochs, gamma=knobs["gamma"], ev_states=args.ev_states,
+                       ev_continuations=args.ev_continuations, tick=progress)
     progress.close()
-    result["oracle_search"] = search_result
+    result["oracle_search"] = finder.search
     result["meta"] = {
         "profile": args.profile, "reward": knobs["reward"],
         "reward_normalization": probe_env.cfg.reward_normalization, "max_epochs": max_epochs,
-        "seeds": [knobs["seed"] + i for i in range(args.seeds)], "gamma": knobs["gamma"],
-        "oracle": oracle_name(*oracle), "oracle_source": source, "env_config": kwargs,
-        "command": shlex.join(["esper-rllib", *sys.argv[1:]]) if sys.argv[1:2] == ["signal"]
-        else "esper-rllib signal",
-        "wall_s": round(time.monotonic() - start, 1),
+        "seeds": seeds, "gamma": knobs["gamma"], "oracle": oracle_name(*oracle),
+        "oracle_source": finder.source, "env_config": kwargs,
+        "command": command_line("signal"), "wall_s": round(time.monotonic() - start, 1),
     }
-    _write_atomic(out / SIGNAL_JSON, json.dumps(result, indent=1, default=float))
-    _write_atomic(out / SIGNAL_MD, render_markdown(result))
+    write_json(out / SIGNAL_JSON, result)
+    write_atomic(out / SIGNAL_MD, render_markdown(result))
     print(render_markdown(result))
     print(f"wrote {out / SIGNAL_MD} and {out / SIGNAL_JSON} ({result['meta']['wall_s']:.0f} s)")
     return 0
