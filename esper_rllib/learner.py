@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
@@ -48,6 +49,11 @@ assert tuple(HEAD_ENTROPY_COEFS) == HEADS
 
 ADAM_EPS = 1e-5
 
+# RLlib's own loss coefficients, which our loss never reads, and the learner_config_dict key
+# that takes their place.
+IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
+                                          "vf_loss_coeff": "value_coef"}
+
 
 def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
@@ -71,6 +77,18 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+def check_rllib_loss_settings(config: Any) -> None:
+    """ValueError when the PPOConfig sets one of RLlib's loss coefficients away from its
+    default: our loss would silently ignore it."""
+    defaults = PPOConfig()
+    for name, ours in IGNORED_RLLIB_SETTINGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            raise ValueError(
+                f"training({name}={value!r}) is ignored by FactoredPPOLearner; set "
+                f"learners(learner_config_dict={{{ours!r}: ...}}) (the {ours!r} knob) instead")
+
+
 class FactoredPPOLearner(PPOTorchLearner):
     """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
     weighted entropy bonus, and the seed document's telemetry."""
@@ -80,6 +98,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         if self.config.use_kl_loss:
             raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
                              "which has no KL penalty; set training(use_kl_loss=False)")
+        check_rllib_loss_settings(self.config)
         super().build()
         # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
         if self._learner_connector is not None:

@@ -306,6 +306,17 @@ def test_bad_settings_fail_at_build():
         make_config(value_coeff=1.0).build_learner()
 
 
+@pytest.mark.parametrize(("setting", "ours"), [({"entropy_coeff": 0.01}, "entropy_coef"),
+                                               ({"entropy_coeff": [[0, 0.1], [100, 0.0]]},
+                                                "entropy_coef"),
+                                               ({"vf_loss_coeff": 0.5}, "value_coef")])
+def test_rllib_loss_coefficients_are_refused_naming_ours(setting, ours):
+    # Our loss never reads RLlib's coefficients: a run setting them would silently differ from
+    # what its config says.
+    with pytest.raises(ValueError, match=f"{next(iter(setting))}.*ignored.*'{ours}'"):
+        make_config().training(**setting).build_learner()
+
+
 def test_learner_metric_key_is_namespaced():
     # Apart from RLlib's own learners/<module>/total_loss etc.
     assert learner_metric_key("default_policy", "total_loss") == (
