@@ -213,14 +213,18 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     @staticmethod
     def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
-        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms:
-        on the whole batch, after the iteration's last gradient step."""
+        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
+        (at each chunk's last real step): on the whole batch, after the iteration's last
+        gradient step."""
         with torch.no_grad():
-            fwd = module.forward_train(batch)
+            mask = batch[Columns.LOSS_MASK].bool()
+            # Sequences cut at their last real step, so the returned state is not advanced by
+            # RLlib's artificial bootstrap step; the masked metrics below never read past it.
+            real_steps = mask.sum(-1)
+            fwd = module.forward_train({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
             dist_cls = module.get_train_action_dist_cls()
             old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
             new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
-            mask = batch[Columns.LOSS_MASK].bool()
             values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
@@ -230,6 +234,8 @@ class FactoredPPOLearner(PPOTorchLearner):
             }
             state = fwd.get(Columns.STATE_OUT)
             if state:
-                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"])
-                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"])
+                # A chunk holding only a bootstrap step has no real state to report.
+                has_real = real_steps > 0
+                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
+                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics
