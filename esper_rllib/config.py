@@ -60,6 +60,7 @@ class Knob:
     choices: tuple = ()
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None  # an exclusive lower bound (e.g. 0 for "strictly positive")
     optional: bool = False  # None allowed ("none" on the command line)
     key: str | None = None  # name at the destination when it differs from the knob's
     # False where the builder derives other settings from the value (no Tune search space).
@@ -79,6 +80,8 @@ class Knob:
             text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
         elif self.minimum is not None:
             text = f"{self.type.__name__} >= {self.minimum:g}"
+        elif self.above is not None:
+            text = f"{self.type.__name__} > {self.above:g}"
         else:
             text = self.type.__name__
         return f"{text} | none" if self.optional else text
@@ -128,6 +131,8 @@ class Knob:
             raise bad
         if self.maximum is not None and max(numbers) > self.maximum:
             raise bad
+        if self.above is not None and min(numbers) <= self.above:
+            raise bad
         if self.pattern and not re.fullmatch(self.pattern, value):
             raise bad
         return value
@@ -175,7 +180,7 @@ KNOBS: dict[str, Knob] = {
     "value_head_layernorm": Knob(MODEL_DEFAULTS["value_head_layernorm"], bool, MODEL,
                                  "LayerNorm after hidden value layers"),
     "value_head_gain": Knob(MODEL_DEFAULTS["value_head_gain"], float, MODEL,
-                            "orthogonal gain of the value output layer", minimum=1e-12),
+                            "orthogonal gain of the value output layer", above=0.0),
     "critic": Knob(MODEL_DEFAULTS["critic"], str, MODEL, "Q(s, op) or state value V(s)",
                    choices=CRITICS),
     "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
@@ -192,7 +197,8 @@ KNOBS: dict[str, Knob] = {
                        "off)", minimum=0.0, optional=True),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
-    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", minimum=0.0,
+    # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
+    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", above=0.0,
                           key="grad_clip"),
     "clip_param": Knob(0.2, float, TRAINING, "PPO ratio clip", minimum=0.0),
     "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),

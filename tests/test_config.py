@@ -73,6 +73,9 @@ def test_unknown_keys_list_the_known_ones():
     ("task=mnist", "allowed: synth_impaired | synth_baseline | cifar_impaired | cifar_baseline"),
     ("value_head_layernorm=maybe", "allowed: true | false"),
     ("lr=fast", "allowed: float >= 0"),
+    # 0 would turn RLlib's clipping off (it clips only when grad_clip is truthy).
+    ("max_grad_norm=0", "allowed: float > 0"),
+    ("value_head_gain=0", "allowed: float > 0"),
     ("gamma=1.5", "allowed: 0 <= float <= 1"),
     ("n_train=0", "allowed: int >= 1 | none"),
     ("episodes_per_batch=2.5", "allowed: int >= 1"),
