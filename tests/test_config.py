@@ -94,7 +94,7 @@ def test_bad_values_name_the_key_and_the_allowed_values(item, allowed):
 def test_settings_that_only_conflict_together_are_rejected():
     with pytest.raises(ConfigError, match="episodes_per_batch=4: must be a multiple of .* = 3"):
         resolve_knobs("quick", overrides={"num_env_runners": 3})
-    with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 26"):
+    with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 41"):
         resolve_knobs("quick", overrides={"max_seq_len": 10})
     with pytest.raises(ConfigError, match="gpus_per_env_runner=0.5: needs num_env_runners >= 1"):
         resolve_knobs("quick", overrides={"gpus_per_env_runner": 0.5})
@@ -126,7 +126,7 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.batch_mode == "complete_episodes"
     assert config.train_batch_size_per_learner == 160 and config.minibatch_size is None
     assert config.num_epochs == 1
-    assert config.model_config["max_seq_len"] == 26
+    assert config.model_config["max_seq_len"] == 41
     assert config.model_config["value_head_depth"] == 4
     assert config.model_config["value_head_gain"] == 0.01
     assert (config.lr, config.gamma, config.lambda_, config.clip_param) == (1e-4, 0.995, 0.98, 0.2)
