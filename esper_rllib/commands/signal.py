@@ -84,22 +84,24 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _check_args(args: argparse.Namespace, n_slots: int) -> tuple[int, int] | None:
-    for flag, value, minimum in (("--seeds", args.seeds, 2), ("--search-seeds",
-                                 args.search_seeds, 1), ("--ev-states", args.ev_states, 2),
-                                 ("--ev-continuations", args.ev_continuations, 2)):
-        if value < minimum:
-            raise ConfigError(f"{flag} {value}: allowed: an int >= {minimum}")
-    if args.oracle is None:
+def _check_args(oracle: str | None, n_slots: int | None, **counts: int) -> tuple[int, int] | None:
+    """The parsed --oracle; ConfigError for a count below its minimum or a bad oracle (its slot
+    checked against ``n_slots`` when known)."""
+    minimum = {"seeds": 2, "search_seeds": 1, "ev_states": 2, "ev_continuations": 2}
+    for name, value in counts.items():
+        if value < minimum[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value}: allowed: an int >= {minimum[name]}")
+    if oracle is None:
         return None
     from envs.scripted import parse_oracle
 
     try:
-        blueprint, slot = parse_oracle(args.oracle)
+        blueprint, slot = parse_oracle(oracle)
     except ValueError as err:
         raise ConfigError(f"--oracle: {err}") from None
-    if slot >= n_slots:
-        raise ConfigError(f"--oracle {args.oracle}: slot must be r0c0..r0c{n_slots - 1}")
+    if n_slots is not None and slot >= n_slots:
+        raise ConfigError(f"--oracle {oracle}: slot must be r0c0..r0c{n_slots - 1}")
     return blueprint, slot
 
 
@@ -168,53 +170,71 @@ def command_line(name: str) -> str:
     return f"esper-rllib {name}"
 
 
-def run(args: argparse.Namespace) -> int:
+def signal_audit(knobs: dict[str, Any], *, profile: str, seeds: int, oracle: str | None = None,
+                 search_seeds: int = 2, ev_states: int = 30,
+                 ev_continuations: int = 4) -> dict[str, Any]:
+    """The audit of the env ``knobs`` describe (signal.json's content)."""
     import torch
 
     import envs
-    from esper_rllib.audit import (
-        POLICIES,
-        oracle_name,
-        render_markdown,
-        run_audit,
-        scripted_policies,
-    )
+    from esper_rllib.audit import POLICIES, oracle_name, run_audit, scripted_policies
 
-    knobs = knobs_from_args(args)
     if knobs["env"] != envs.ENV_ID:
         raise ConfigError(f"env={knobs['env']}: the audit runs on the real env only")
     # One thread, as in an env runner: the host's small convolutions gain nothing from more,
     # and on a busy machine extra threads stall each other.
     torch.set_num_threads(1)
-    probe_env = make_env(knobs).unwrapped
-    given = _check_args(args, probe_env.n_slots)
-    out = make_out_dir(Path(args.out or Path("runs", "signal",
-                                             f"{args.profile}-{knobs['reward']}")))
 
     def new_env() -> Any:
         return make_env(knobs).unwrapped
 
+    probe_env = new_env()
+    given = _check_args(oracle, probe_env.n_slots, seeds=seeds, search_seeds=search_seeds,
+                        ev_states=ev_states, ev_continuations=ev_continuations)
     max_epochs, kwargs = knobs["max_epochs"], env_config(knobs)
-    finder = OracleFinder(given, kwargs, args.search_seeds)
+    finder = OracleFinder(given, kwargs, search_seeds)
     steps = finder.search_steps(probe_env.n_slots, max_epochs) + max_epochs * (
-        len(POLICIES) * args.seeds + (args.ev_states * (args.ev_continuations - 1)) // 2)
+        len(POLICIES) * seeds + (ev_states * (ev_continuations - 1)) // 2)
     progress, start = Progress(steps), time.monotonic()
-    oracle = finder.find(new_env, max_epochs, progress)
-    seeds = [knobs["seed"] + i for i in range(args.seeds)]
-    result = run_audit(new_env, scripted_policies(oracle, max_epochs), seeds=seeds,
-                       max_epochs=max_epochs, gamma=knobs["gamma"], ev_states=args.ev_states,
-                       ev_continuations=args.ev_continuations, tick=progress)
+    best = finder.find(new_env, max_epochs, progress)
+    env_seeds = [knobs["seed"] + i for i in range(seeds)]
+    result = run_audit(new_env, scripted_policies(best, max_epochs), seeds=env_seeds,
+                       max_epochs=max_epochs, gamma=knobs["gamma"], ev_states=ev_states,
+                       ev_continuations=ev_continuations, tick=progress)
     progress.close()
     result["oracle_search"] = finder.search
     result["meta"] = {
-        "profile": args.profile, "reward": knobs["reward"],
+        "profile": profile, "reward": knobs["reward"],
         "reward_normalization": probe_env.cfg.reward_normalization, "max_epochs": max_epochs,
-        "seeds": seeds, "gamma": knobs["gamma"], "oracle": oracle_name(*oracle),
+        "seeds": env_seeds, "gamma": knobs["gamma"], "oracle": oracle_name(*best),
         "oracle_source": finder.source, "env_config": kwargs,
         "command": command_line("signal"), "wall_s": round(time.monotonic() - start, 1),
     }
+    return result
+
+
+def write_signal(out: Path, result: dict[str, Any]) -> None:
+    from esper_rllib.audit import render_markdown
+
     write_json(out / SIGNAL_JSON, result)
     write_atomic(out / SIGNAL_MD, render_markdown(result))
+
+
+def run(args: argparse.Namespace) -> int:
+    from esper_rllib.audit import render_markdown
+
+    from envs.hosts import SLOT_SIZES
+
+    knobs = knobs_from_args(args)
+    # Bad flags fail before anything is created.
+    _check_args(args.oracle, len(SLOT_SIZES), seeds=args.seeds, search_seeds=args.search_seeds,
+                ev_states=args.ev_states, ev_continuations=args.ev_continuations)
+    out = make_out_dir(Path(args.out or Path("runs", "signal",
+                                             f"{args.profile}-{knobs['reward']}")))
+    result = signal_audit(knobs, profile=args.profile, seeds=args.seeds, oracle=args.oracle,
+                          search_seeds=args.search_seeds, ev_states=args.ev_states,
+                          ev_continuations=args.ev_continuations)
+    write_signal(out, result)
     print(render_markdown(result))
     print(f"wrote {out / SIGNAL_MD} and {out / SIGNAL_JSON} ({result['meta']['wall_s']:.0f} s)")
     return 0
