@@ -158,11 +158,15 @@ def ridge_r2(episodes: Sequence[Episode], gamma: float, folds: int = 5) -> dict[
 
     def fit(train: list[int]) -> Callable[[np.ndarray], np.ndarray]:
         x, y = np.concatenate([xs[i] for i in train]), np.concatenate([ys[i] for i in train])
-        mu, sd = x.mean(0), x.std(0)
-        sd[sd == 0] = 1.0
+        # Features (nearly) constant in the training folds carry nothing to learn from, and
+        # standardising them would blow up on a held-out episode where they move.
+        # Held-out features are clipped to the range seen in training: no extrapolation.
+        keep = x.std(0) > 1e-6
+        x = x[:, keep]
+        lo, hi, mu, sd = x.min(0), x.max(0), x.mean(0), x.std(0)
         z = (x - mu) / sd
         w = np.linalg.solve(z.T @ z + RIDGE_ALPHA * np.eye(z.shape[1]), z.T @ (y - y.mean()))
-        return lambda xn: ((xn - mu) / sd) @ w + y.mean()
+        return lambda xn: ((np.clip(xn[:, keep], lo, hi) - mu) / sd) @ w + y.mean()
 
     def r2(y: np.ndarray, pred: np.ndarray) -> float:
         sst = ((y - y.mean()) ** 2).sum()

@@ -83,7 +83,7 @@ def test_ridge_r2_held_out_by_episode():
     rng = np.random.default_rng(0)
     # The last reward is a feature the first step already shows: G_0 is predictable.
     predictable = []
-    for _ in range(10):
+    for _ in range(40):
         x = rng.normal()
         predictable.append(_episode([[x, 0.0], [x, 1.0]], [0.0, x]))
     assert lb.ridge_r2(predictable, gamma=1.0)["held_out"] > 0.95

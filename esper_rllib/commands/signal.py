@@ -221,9 +221,8 @@ def write_signal(out: Path, result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_rllib.audit import render_markdown
-
     from envs.hosts import SLOT_SIZES
+    from esper_rllib.audit import render_markdown
 
     knobs = knobs_from_args(args)
     # Bad flags fail before anything is created.
