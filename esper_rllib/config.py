@@ -60,6 +60,7 @@ class Knob:
     choices: tuple = ()
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None  # an exclusive lower bound (e.g. 0 for "strictly positive")
     optional: bool = False  # None allowed ("none" on the command line)
     key: str | None = None  # name at the destination when it differs from the knob's
     # False where the builder derives other settings from the value (no Tune search space).
@@ -79,6 +80,8 @@ class Knob:
             text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
         elif self.minimum is not None:
             text = f"{self.type.__name__} >= {self.minimum:g}"
+        elif self.above is not None:
+            text = f"{self.type.__name__} > {self.above:g}"
         else:
             text = self.type.__name__
         return f"{text} | none" if self.optional else text
@@ -128,6 +131,8 @@ class Knob:
             raise bad
         if self.maximum is not None and max(numbers) > self.maximum:
             raise bad
+        if self.above is not None and min(numbers) <= self.above:
+            raise bad
         if self.pattern and not re.fullmatch(self.pattern, value):
             raise bad
         return value
@@ -146,9 +151,10 @@ KNOBS: dict[str, Knob] = {
     "max_epochs": Knob(150, int, ENV, "episode length in host epochs", minimum=1,
                        searchable=False),
     "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
-    "reward": Knob("shaped", str, ENV, "reward mode",
-                   choices=REWARD_MODES),
-    "reward_normalization": Knob("running_std", str, ENV, "reward scaling",
+    "reward": Knob("aligned", str, ENV, "reward mode (shaped = the reference's, for "
+                   "reproducing the seed document)", choices=REWARD_MODES),
+    "reward_normalization": Knob("auto", str, ENV, "reward scaling (auto: running_std for "
+                                 "the reference's modes, none for aligned)",
                                  choices=REWARD_NORMALIZATIONS),
     "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
                      optional=True),
@@ -174,7 +180,7 @@ KNOBS: dict[str, Knob] = {
     "value_head_layernorm": Knob(MODEL_DEFAULTS["value_head_layernorm"], bool, MODEL,
                                  "LayerNorm after hidden value layers"),
     "value_head_gain": Knob(MODEL_DEFAULTS["value_head_gain"], float, MODEL,
-                            "orthogonal gain of the value output layer", minimum=1e-12),
+                            "orthogonal gain of the value output layer", above=0.0),
     "critic": Knob(MODEL_DEFAULTS["critic"], str, MODEL, "Q(s, op) or state value V(s)",
                    choices=CRITICS),
     "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
@@ -191,7 +197,8 @@ KNOBS: dict[str, Knob] = {
                        "off)", minimum=0.0, optional=True),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
-    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", minimum=0.0,
+    # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
+    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", above=0.0,
                           key="grad_clip"),
     "clip_param": Knob(0.2, float, TRAINING, "PPO ratio clip", minimum=0.0),
     "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),
@@ -227,7 +234,7 @@ KNOBS: dict[str, Knob] = {
 # Sizes per profile (experiments.md section 2); each must keep its time budget.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 25, "episodes_per_batch": 4,
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
         "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
     },

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
@@ -48,6 +49,11 @@ assert tuple(HEAD_ENTROPY_COEFS) == HEADS
 
 ADAM_EPS = 1e-5
 
+# RLlib's own loss coefficients, which our loss never reads, and the learner_config_dict key
+# that takes their place.
+IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
+                                          "vf_loss_coeff": "value_coef"}
+
 
 def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
@@ -71,6 +77,18 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+def check_rllib_loss_settings(config: Any) -> None:
+    """ValueError when the PPOConfig sets one of RLlib's loss coefficients away from its
+    default: our loss would silently ignore it."""
+    defaults = PPOConfig()
+    for name, ours in IGNORED_RLLIB_SETTINGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            raise ValueError(
+                f"training({name}={value!r}) is ignored by FactoredPPOLearner; set "
+                f"learners(learner_config_dict={{{ours!r}: ...}}) (the {ours!r} knob) instead")
+
+
 class FactoredPPOLearner(PPOTorchLearner):
     """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
     weighted entropy bonus, and the seed document's telemetry."""
@@ -80,6 +98,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         if self.config.use_kl_loss:
             raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
                              "which has no KL penalty; set training(use_kl_loss=False)")
+        check_rllib_loss_settings(self.config)
         super().build()
         # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
         if self._learner_connector is not None:
@@ -194,14 +213,18 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     @staticmethod
     def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
-        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms:
-        on the whole batch, after the iteration's last gradient step."""
+        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
+        (at each chunk's last real step): on the whole batch, after the iteration's last
+        gradient step."""
         with torch.no_grad():
-            fwd = module.forward_train(batch)
+            mask = batch[Columns.LOSS_MASK].bool()
+            # Sequences cut at their last real step, so the returned state is not advanced by
+            # RLlib's artificial bootstrap step; the masked metrics below never read past it.
+            real_steps = mask.sum(-1)
+            fwd = module.forward_train({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
             dist_cls = module.get_train_action_dist_cls()
             old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
             new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
-            mask = batch[Columns.LOSS_MASK].bool()
             values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
@@ -211,6 +234,8 @@ class FactoredPPOLearner(PPOTorchLearner):
             }
             state = fwd.get(Columns.STATE_OUT)
             if state:
-                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"])
-                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"])
+                # A chunk holding only a bootstrap step has no real state to report.
+                has_real = real_steps > 0
+                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
+                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics

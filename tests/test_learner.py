@@ -8,6 +8,7 @@ import pytest
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -230,6 +231,37 @@ def test_metrics_are_per_iteration_means_not_sticky(probe3):
     assert m["approx_kl_pre"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_lstm_state_norms_are_taken_at_the_last_real_step(probe3):
+    learner, runner = probe3
+    kept = []
+    original = learner._make_batch_if_necessary
+    learner._make_batch_if_necessary = lambda **kw: kept.append(original(**kw)) or kept[-1]
+    try:
+        m, _, _ = update(learner, runner)
+    finally:
+        del learner._make_batch_if_necessary
+    batch = kept[0].policy_batches[DEFAULT_MODULE_ID]
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    real_steps = batch[Columns.LOSS_MASK].sum(-1)
+    # Each chunk of the learner batch ends with RLlib's artificial bootstrap step: its state
+    # is one step past the episode. Expected: the updated module run step by step over the
+    # chunk's real steps only.
+    assert bool((real_steps < batch[Columns.SEQ_LENS]).any())
+    norms = {"h": [], "c": []}
+    with torch.no_grad():
+        for row, n_real in enumerate(real_steps.tolist()):
+            state = {k: v[row:row + 1] for k, v in batch[Columns.STATE_IN].items()}
+            for t in range(n_real):
+                obs = {k: v[row:row + 1, t:t + 1] for k, v in batch[Columns.OBS].items()}
+                state = module.forward_inference({Columns.OBS: obs, Columns.STATE_IN: state})[
+                    Columns.STATE_OUT]
+            if n_real:
+                for k in norms:
+                    norms[k].append(float(state[k].norm()))
+    assert m["lstm_h_norm"] == pytest.approx(np.mean(norms["h"]), rel=1e-5)
+    assert m["lstm_c_norm"] == pytest.approx(np.mean(norms["c"]), rel=1e-5)
+
+
 def test_clip_ratio_and_head_norms_from_a_known_gradient(probe3):
     learner, _ = probe3
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
@@ -304,6 +336,17 @@ def test_bad_settings_fail_at_build():
         make_config(use_kl_loss=True).build_learner()
     with pytest.raises(ValueError, match="learner_config_dict.*unknown"):
         make_config(value_coeff=1.0).build_learner()
+
+
+@pytest.mark.parametrize(("setting", "ours"), [({"entropy_coeff": 0.01}, "entropy_coef"),
+                                               ({"entropy_coeff": [[0, 0.1], [100, 0.0]]},
+                                                "entropy_coef"),
+                                               ({"vf_loss_coeff": 0.5}, "value_coef")])
+def test_rllib_loss_coefficients_are_refused_naming_ours(setting, ours):
+    # Our loss never reads RLlib's coefficients: a run setting them would silently differ from
+    # what its config says.
+    with pytest.raises(ValueError, match=f"{next(iter(setting))}.*ignored.*'{ours}'"):
+        make_config().training(**setting).build_learner()
 
 
 def test_learner_metric_key_is_namespaced():
