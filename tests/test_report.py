@@ -17,7 +17,14 @@ from rliable import metrics
 from esper_rllib.cli import main
 from esper_rllib.config import resolve_knobs
 from esper_rllib.postmortem import nearest_iterations, postmortem
-from esper_rllib.report import analyse, load_ev_ceiling, load_sweep, render, write_report
+from esper_rllib.report import (
+    analyse,
+    ceiling_for,
+    load_ev_ceiling,
+    load_sweep,
+    render,
+    write_report,
+)
 from esper_rllib.report_plots import PANEL_METRICS, panel_figure
 from esper_rllib.stats import (
     bootstrap_iqm,
@@ -32,7 +39,9 @@ from tuning.plan import plan_sweep
 from tuning.results import TrialRecord, read_ablation_csv, summarize, write_ablation_csv
 
 REPS = 300  # bootstrap replicates in these tests: enough for the intervals they check
-QUICK_EPOCHS = resolve_knobs("quick")["max_epochs"]
+QUICK = resolve_knobs("quick")  # the fake sweeps' profile
+QUICK_EPOCHS, QUICK_REWARD = QUICK["max_epochs"], QUICK["reward"]
+OTHER_REWARD = "sparse" if QUICK_REWARD != "sparse" else "shaped"
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -163,7 +172,7 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None) -> Path:
 CEILING = {"estimate": 0.4, "low": 0.33, "high": 0.47, "states": 32, "continuations": 8}
 
 
-def write_signal(folder: Path, reward: str = "shaped", max_epochs: int = QUICK_EPOCHS,
+def write_signal(folder: Path, reward: str = QUICK_REWARD, max_epochs: int = QUICK_EPOCHS,
                  **random: object) -> Path:
     """signal.json as `esper-rllib signal` writes it (the parts the report reads)."""
     path = folder / "signal.json"
@@ -203,7 +212,7 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     assert ("The cell with the best final EV (value_head_gain=0.01, value_head_depth=2, "
             "value_coef=0.5): EV 0.505 of a possible 0.4 [0.33, 0.47] (EV ceiling under the "
             "random policy), 126.2% of it.") in ceiling
-    assert f"`{tmp_path / 'signal.json'}`, reward shaped, profile quick" in ceiling
+    assert f"`{tmp_path / 'signal.json'}`, reward {QUICK_REWARD}, profile quick" in ceiling
     assert "| 1.0 | 2 | 0.5 | -0.195 [-0.2, -0.19] | -48.8% |" in ceiling
 
     compared = section(report, "Does a cell beat the baseline?")
@@ -261,7 +270,7 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     assert "| the cell with the best final EV (value_head_gain=0.01, value_head_depth=2," \
         in compared
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
-        f"`esper-rllib signal --profile quick --set reward=shaped --set " \
+        f"`esper-rllib signal --profile quick --set reward={QUICK_REWARD} --set " \
         f"max_epochs={QUICK_EPOCHS} --out {root}`." in report
     assert "](plots/final_ev.png)" in report
 
@@ -272,7 +281,7 @@ def test_ev_ceiling_loader(tmp_path):
     assert load_ev_ceiling(sweep_dir) is None
     beside = write_signal(tmp_path)
     assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "profile": "quick",
-                                          "reward": "shaped", "max_epochs": QUICK_EPOCHS,
+                                          "reward": QUICK_REWARD, "max_epochs": QUICK_EPOCHS,
                                           "path": beside}
     inside = write_signal(sweep_dir, estimate=0.1)
     assert load_ev_ceiling(sweep_dir)["path"] == inside  # the folder's own comes first
@@ -295,22 +304,21 @@ def test_ev_ceiling_loader(tmp_path):
             load_ev_ceiling(sweep_dir)
 
 
-def test_report_says_when_the_ceiling_does_not_apply_and_stops_on_a_malformed_one(tmp_path,
-                                                                                  capsys):
+def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_report(tmp_path,
+                                                                                   capsys):
     root = fake_sweep(tmp_path / "sweep", seeds=1)
-    signal = write_signal(tmp_path, reward="aligned", max_epochs=3)
-    hint = (f"Measure one with `esper-rllib signal --profile quick --set reward=shaped --set "
-            f"max_epochs={QUICK_EPOCHS} --out {root}`.")
-    assert main(["report", str(root), "--reference-episodes", "0"]) == 0
-    ceiling = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
-    assert ceiling.strip() == (
-        f"No EV ceiling: `{signal}` was measured with profile quick, reward aligned, max_epochs "
-        f"3; this sweep runs profile quick, reward shaped, max_epochs {QUICK_EPOCHS}. {hint}")
+    signal = write_signal(tmp_path, reward=OTHER_REWARD, max_epochs=3)
+    hint = (f"Measure one with `esper-rllib signal --profile quick --set reward={QUICK_REWARD} "
+            f"--set max_epochs={QUICK_EPOCHS} --out {root}`.")
+    sweep = load_sweep(root)
+    assert ceiling_for(sweep) == (None, (
+        f"No EV ceiling: `{signal}` was measured with profile quick, reward {OTHER_REWARD}, "
+        f"max_epochs 3; this sweep runs profile quick, reward {QUICK_REWARD}, max_epochs "
+        f"{QUICK_EPOCHS}. {hint}"))
     write_signal(tmp_path, estimate=None, low=None, high=None)
-    assert main(["report", str(root), "--reference-episodes", "0"]) == 0
-    ceiling = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
-    assert ceiling.strip() == (f"No EV ceiling: `{signal}` has none under the random policy "
-                               "(measured with --ev-states 0, or its returns did not vary).")
+    assert ceiling_for(sweep) == (None, f"No EV ceiling: `{signal}` has none under the random "
+                                  "policy (measured with --ev-states 0, or its returns did not "
+                                  "vary).")
     signal.write_text('{"meta": []}')
     capsys.readouterr()
     assert main(["report", str(root), "--reference-episodes", "0"]) == 2
