@@ -235,7 +235,6 @@ class Analysis:
 
     estimates: list[dict[str, Estimate]]  # per cell, in sweep.cells order: metric -> IQM
     effects: list[Effect]
-    baseline: Cell | None
     baseline_note: str  # what the comparisons are against, or why there are none
     comparisons: list[Comparison]
     ceiling: dict[str, Any] | None
@@ -243,14 +242,18 @@ class Analysis:
     reps: int
 
     def best(self, sweep: Sweep) -> Cell:
-        """The cell with the highest IQM final EV (the first one on a tie)."""
-        def key(i: int) -> float:
-            value = self.estimates[i]["final_ev"].value
-            return -math.inf if math.isnan(value) else value
-        return sweep.cells[max(range(len(sweep.cells)), key=key)]
+        return _best(sweep, self.estimates)
 
     def final_ev(self, sweep: Sweep, cell: Cell) -> Estimate:
         return self.estimates[sweep.cells.index(cell)]["final_ev"]
+
+
+def _best(sweep: Sweep, estimates: Sequence[Mapping[str, Estimate]]) -> Cell:
+    """The cell with the highest IQM final EV (the first one on a tie)."""
+    def key(i: int) -> float:
+        value = estimates[i]["final_ev"].value
+        return -math.inf if math.isnan(value) else value
+    return sweep.cells[max(range(len(sweep.cells)), key=key)]
 
 
 def _levels(sweep: Sweep, axis: str) -> list[Any]:
@@ -310,17 +313,12 @@ def analyse(sweep: Sweep, reps: int = N_BOOTSTRAP) -> Analysis:
                           bootstrap_iqms([cell.scores(m) for m, _ in CELL_METRICS], reps),
                           strict=True))
                  for cell in sweep.cells]
-    ceiling, ceiling_note = ceiling_for(sweep)
-    analysis = Analysis(estimates, axis_effects(sweep, reps), None, "", [], ceiling,
-                        ceiling_note, reps)
-    baseline, analysis.baseline_note, contenders = _baseline(sweep, analysis.best(sweep))
-    analysis.baseline = baseline
-    if baseline is not None:
-        analysis.comparisons = [
-            Comparison(name, cell, {m: probability_of_improvement(
-                cell.scores(m), baseline.scores(m), reps) for m, _ in OUTCOMES})
-            for name, cell in contenders]
-    return analysis
+    baseline, baseline_note, contenders = _baseline(sweep, _best(sweep, estimates))
+    comparisons = [Comparison(name, cell, {m: probability_of_improvement(
+        cell.scores(m), baseline.scores(m), reps) for m, _ in OUTCOMES})
+        for name, cell in contenders if baseline is not None]
+    return Analysis(estimates, axis_effects(sweep, reps), baseline_note, comparisons,
+                    *ceiling_for(sweep), reps)
 
 
 def _reference_knobs(sweep: Sweep) -> dict[str, Any] | None:
