@@ -7,7 +7,8 @@ state: checkpoints and the weights sent to env runners carry them) and turns the
 raw output ``n`` into the unnormalised value ``std * n + mean``. Each statistics update rescales
 the head's output layer so that ``std' * n' + mean' == std * n + mean`` for every input ("Preserve
 Outputs Precisely"); the learner then regresses ``n`` on ``(G - mean) / std`` ("Adaptively
-Rescaling Targets").
+Rescaling Targets"). Adam's moment estimates of the rescaled layer are left as they are (the
+paper derives the rescale for SGD; keeping Adam's state is the usual practice).
 
 Statistics: a running average of the batches' target mean and mean square, which turns into an
 exponential moving average over about the last ``1 / BETA`` batches once more have been seen (the
