@@ -28,6 +28,7 @@ from envs.tasks import TASKS
 from esper_rllib.model_config import CRITICS, Q_BASELINES, resolve_model_config
 from esper_rllib.model_config import DEFAULTS as MODEL_DEFAULTS
 from esper_rllib.model_config import PRESETS as MODEL_PRESETS
+from esper_rllib.value_norm import VALUE_TARGET_NORMS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -185,6 +186,10 @@ KNOBS: dict[str, Knob] = {
                    choices=CRITICS),
     "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
                        "GAE baseline of the q_op critic", choices=Q_BASELINES),
+    "value_target_norm": Knob(MODEL_DEFAULTS["value_target_norm"], str, MODEL,
+                              "value targets: raw, or PopArt (running mean/std, the output "
+                              "layer rescaled to preserve predictions)",
+                              choices=VALUE_TARGET_NORMS),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
@@ -194,7 +199,11 @@ KNOBS: dict[str, Knob] = {
     "ratio_mode": Knob("per_head", str, LEARNER, "PPO ratio per head or of the joint log-prob",
                        choices=("per_head", "joint")),
     "value_clip": Knob(None, float, LEARNER, "reference-style value clipping range (none = "
-                       "off)", minimum=0.0, optional=True),
+                       "off; normalised units with popart)", minimum=0.0, optional=True),
+    "critic_lr_scale": Knob(1.0, float, LEARNER, "the value head's learning rate is lr x this",
+                            above=0.0),
+    "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
+                        minimum=1),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
     # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
@@ -203,8 +212,8 @@ KNOBS: dict[str, Knob] = {
     "clip_param": Knob(0.2, float, TRAINING, "PPO ratio clip", minimum=0.0),
     "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),
     "lambda_": Knob(0.98, float, TRAINING, "GAE lambda", minimum=0.0, maximum=1.0),
-    "num_epochs": Knob(1, int, TRAINING, "gradient steps per batch (1 = the reference: one "
-                       "step over the whole batch)", minimum=1),
+    "num_epochs": Knob(1, int, TRAINING, "passes over each batch; gradient steps per batch = "
+                       "num_epochs x minibatches (1 x 1 = the reference)", minimum=1),
     "episodes_per_batch": Knob(4, int, TRAINING, "whole episodes per training batch",
                                minimum=1, searchable=False),
     # --- sampling and resources ---
@@ -319,6 +328,11 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
         raise ConfigError(f"gpus_per_env_runner={knobs['gpus_per_env_runner']}: needs "
                           "num_env_runners >= 1 (with 0 the env runs in the trainer; set "
                           "env_device=cuda and gpus instead)")
+    minibatches = knobs["minibatches"]
+    for n in minibatches["grid_search"] if _is_search_space(minibatches) else (minibatches,):
+        if n > knobs["episodes_per_batch"]:
+            raise ConfigError(f"minibatches={n}: each minibatch holds whole episodes; allowed: "
+                              f"1..episodes_per_batch = {knobs['episodes_per_batch']}")
     seq_len = knobs["max_seq_len"]
     if seq_len is not None and seq_len < episode_steps(knobs) + 1:
         raise ConfigError(
@@ -408,9 +422,9 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             lambda_=knobs["lambda_"],
             num_epochs=knobs["num_epochs"],
             train_batch_size_per_learner=batch,
-            # No minibatches: num_epochs passes over the whole batch, one gradient step each.
-            # (A size in env steps would split it: the learner batch also holds one bootstrap
-            # step per episode.)
+            # No RLlib minibatches: a size in env steps would split the LSTM sequences (the
+            # learner batch also holds one bootstrap step per episode). The learner splits each
+            # of the num_epochs passes into `minibatches` groups of whole episodes.
             minibatch_size=None,
             shuffle_batch_per_epoch=False,
             # Our learner does its own value clipping; RLlib's clamps the squared error.

@@ -48,7 +48,10 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    missing = [m for m in mn.ALL_METRICS if f"ray/tune/{mn.RESULT_KEY}/{m}" not in tags]
+    # TensorBoard drops NaN: the trailing EV is NaN until warm-up ends (after these 2
+    # iterations) and PopArt's statistics are NaN with PopArt off.
+    expected = set(mn.ALL_METRICS) - {"ev_trailing", *mn.POPART_METRICS}
+    missing = [m for m in expected if f"ray/tune/{mn.RESULT_KEY}/{m}" not in tags]
     assert not missing
     # The x axis is env steps: 2 episodes x 4 epochs per iteration.
     steps = [e.step for e in acc.Scalars(f"ray/tune/{mn.RESULT_KEY}/value_loss")]

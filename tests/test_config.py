@@ -76,6 +76,9 @@ def test_unknown_keys_list_the_known_ones():
     # 0 would turn RLlib's clipping off (it clips only when grad_clip is truthy).
     ("max_grad_norm=0", "allowed: float > 0"),
     ("value_head_gain=0", "allowed: float > 0"),
+    ("critic_lr_scale=0", "allowed: float > 0"),
+    ("minibatches=0", "allowed: int >= 1"),
+    ("value_target_norm=running", "allowed: none | popart"),
     ("gamma=1.5", "allowed: 0 <= float <= 1"),
     ("n_train=0", "allowed: int >= 1 | none"),
     ("episodes_per_batch=2.5", "allowed: int >= 1"),
@@ -98,6 +101,9 @@ def test_settings_that_only_conflict_together_are_rejected():
         resolve_knobs("quick", overrides={"max_seq_len": 10})
     with pytest.raises(ConfigError, match="gpus_per_env_runner=0.5: needs num_env_runners >= 1"):
         resolve_knobs("quick", overrides={"gpus_per_env_runner": 0.5})
+    # A minibatch holds whole episodes: at most one per episode of the batch (4 on quick).
+    with pytest.raises(ConfigError, match="minibatches=5: .* allowed: 1..episodes_per_batch = 4"):
+        resolve_knobs("quick", overrides={"minibatches": {"grid_search": [1, 5]}})
     # The module's own limits, checked before Ray starts.
     with pytest.raises(ConfigError, match="value_head_depth"):
         resolve_knobs("quick", overrides={"value_head_depth": 9})
@@ -133,7 +139,9 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.grad_clip == 1.0 and config.grad_clip_by == "global_norm"
     assert math.isinf(config.vf_clip_param) and config.use_kl_loss is False
     assert config.learner_config_dict == {"value_coef": 1.0, "entropy_coef": 0.05,
-                                          "ratio_mode": "per_head", "value_clip": None}
+                                          "ratio_mode": "per_head", "value_clip": None,
+                                          "critic_lr_scale": 1.0, "minibatches": 1}
+    assert config.model_config["value_target_norm"] == "none"
     assert config.learner_class is FactoredPPOLearner
     assert config.callbacks_class is EsperCallbacks
     # The spec names only the class: its model_config would override Tune grids.
@@ -142,6 +150,16 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.seed == 7 and config.restart_failed_env_runners is True
     assert config.sample_timeout_s == 600.0
     assert config.num_learners == 0 and config.num_gpus_per_learner == 0
+
+
+def test_learner_knobs_reach_the_learner_and_the_module():
+    knobs = resolve_knobs("quick", overrides={"critic_lr_scale": 10, "minibatches": 4,
+                                              "value_target_norm": "popart"})
+    config = build_ppo_config(knobs)
+    assert config.learner_config_dict["critic_lr_scale"] == 10.0
+    assert config.learner_config_dict["minibatches"] == 4
+    assert config.model_config["value_target_norm"] == "popart"
+    assert config.minibatch_size is None  # RLlib's would cut sequences
 
 
 def test_gpu_knobs_reach_learner_env_runners_and_the_env_device():
