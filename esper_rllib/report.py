@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,14 +239,12 @@ def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
     return ceiling, ""
 
 
-def trial_knobs(sweep: Sweep, trial: TrialRecord) -> dict[str, Any]:
+def trial_knobs(plan: SweepPlan, params: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved knobs a trial ran with: its params (the flat knobs and the axes) with the
     sweep's labels dropped and its derived knobs set, as the trial built them."""
     from esper_rllib.config import resolve_knobs
 
-    if sweep.plan is None:
-        raise ValueError(f"{sweep.path}: no sweep.json: the trials' profile is unknown")
-    return resolve_knobs(sweep.plan.profile, overrides=sweep.plan.cell_knobs(trial.params))
+    return resolve_knobs(plan.profile, overrides=plan.cell_knobs(params))
 
 
 def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
@@ -261,7 +260,10 @@ def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
     from esper_rllib.commands.signal import command_line, signal_audit, write_signal
     from esper_rllib.config import env_config
 
-    knobs = [trial_knobs(sweep, t) for t in sweep.trials]
+    if sweep.plan is None:
+        raise ValueError(f"--signal-seeds: {sweep.path} has no sweep.json: the profile its "
+                         "trials ran is unknown")
+    knobs = [trial_knobs(sweep.plan, t.params) for t in sweep.trials]
     settings = {json.dumps(env_config(k), sort_keys=True, default=str) for k in knobs}
     if len(settings) > 1:
         raise ValueError(f"--signal-seeds: the trials run {len(settings)} different env "
@@ -504,6 +506,8 @@ def evaluate_cells(sweep: Sweep, analysis: Analysis, episodes: int) -> list[Cell
                 except ConfigError as err:  # an incomplete checkpoint, a probe env
                     evaluation.skipped.append(f"{trial.name}: {err}")
                     continue
+                result["meta"]["command"] = shlex.join(
+                    ["esper-rllib", "evaluate", str(checkpoint), "--episodes", str(episodes)])
                 write_evaluation(out, result)
                 evaluation.written += [out / EVALUATION_JSON, out / EVALUATION_MD]
             evaluation.results.append(result)

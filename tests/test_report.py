@@ -455,6 +455,9 @@ def test_signal_seeds_measure_the_ceiling_of_the_sweeps_own_env_once(tmp_path):
     with pytest.raises(ValueError, match="^--signal-seeds: the trials run 2 different env "
                        "settings; one signal.json cannot serve them"):
         measure_signal(load_sweep(mixed), 2)
+    (mixed / "sweep.json").unlink()
+    with pytest.raises(ValueError, match=f"^--signal-seeds: {mixed} has no sweep.json"):
+        measure_signal(load_sweep(mixed), 2)
 
 
 @pytest.mark.parametrize("flag", ["--evaluate-episodes", "--signal-seeds"])
