@@ -72,14 +72,27 @@ def _branch_steps(rng: np.random.Generator, n_states: int, n_episodes: int, epis
     return sorted(rng.choice(max_epochs, size=min(share, max_epochs), replace=False).tolist())
 
 
+Episodes = dict[str, list[lb.Episode]]  # policy -> its episodes, in seed order
+
+
 def run_audit(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
               seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
               ev_continuations: int, tick: Tick) -> dict[str, Any]:
+    """Episodes of every policy on the same env seeds and their statistics (``summarize``);
+    the EV ceiling of CEILING_POLICIES when ``ev_states`` > 0."""
+    return summarize(*play_policies(make_env, policies, seeds=seeds, max_epochs=max_epochs,
+                                    gamma=gamma, ev_states=ev_states,
+                                    ev_continuations=ev_continuations, tick=tick), gamma)
+
+
+def play_policies(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
+                  seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
+                  ev_continuations: int, tick: Tick) -> tuple[Episodes, dict[str, list]]:
     """Episodes of every policy on the same env seeds (one env object per policy, episodes one
-    after another, so a reward normaliser carries over as in an env runner) and their
-    statistics; the EV ceiling of CEILING_POLICIES when ``ev_states`` > 0.
+    after another, so a reward normaliser carries over as in an env runner) and, when
+    ``ev_states`` > 0, the EV ceiling's groups of returns of CEILING_POLICIES.
     ``ev_continuations`` counts the sampled episode's own continuation."""
-    episodes: dict[str, list[lb.Episode]] = {}
+    episodes: Episodes = {}
     ceiling_groups: dict[str, list[list[float]]] = {}
     for name, factory in policies.items():
         env, rng = make_env(), np.random.default_rng(0)
@@ -98,11 +111,11 @@ def run_audit(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *
                 ceiling_groups[name].append([float(own[branch.t]), *others])
                 tick((ev_continuations - 1) * (max_epochs - branch.t),
                      f"{name} EV ceiling, state at step {branch.t}")
-    return summarize(episodes, ceiling_groups, gamma)
+    return episodes, ceiling_groups
 
 
-def summarize(episodes: dict[str, list[lb.Episode]], ceiling_groups: dict[str, list],
-              gamma: float) -> dict[str, Any]:
+def summarize(episodes: Episodes, ceiling_groups: dict[str, list], gamma: float
+              ) -> dict[str, Any]:
     reference = episodes[REFERENCE]
     policies = {}
     for name, eps in episodes.items():

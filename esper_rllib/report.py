@@ -4,19 +4,37 @@ experiment folder.
 Per cell (the swept axes but the seed), over seeds: IQM and 95% stratified-bootstrap interval of
 each summary metric (rliable), verdict counts, final EV against the EV ceiling that `esper-rllib
 signal` measured; the probability that the seed document's fix and the best cell beat the broken
-run; the main effect of each axis on final EV and final accuracy; heuristic and WAIT-only episode
-accuracy as reference rows; small multiples of EV, value loss and clip ratio against iteration.
+run; the main effect of each axis on final EV and final accuracy; the final checkpoints of the
+best, broken and fixed cells evaluated next to WAIT, the heuristic and the oracle (`esper-rllib
+evaluate`); heuristic and WAIT-only episode accuracy as reference rows; small multiples of EV, value
+loss and clip ratio against iteration. With ``signal_seeds`` it measures the EV ceiling of the
+sweep's own env when no signal.json applies (`esper-rllib signal`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from esper_rllib.commands.evaluate import (
+    EVALUATION_JSON,
+    EVALUATION_MD,
+    HELD_OUT_SEED,
+    TRAINED,
+    ScriptedEpisodes,
+    default_out,
+    evaluate,
+    write_evaluation,
+)
+from esper_rllib.commands.signal import SIGNAL_JSON, SIGNAL_MD
+from esper_rllib.config import ConfigError
 from esper_rllib.metric_names import VERDICT, VERDICTS
 from esper_rllib.report_plots import plot_report
 from esper_rllib.stats import (
@@ -24,6 +42,7 @@ from esper_rllib.stats import (
     Estimate,
     bootstrap_iqm,
     bootstrap_iqms,
+    crossed_mean,
     main_effects,
     probability_of_improvement,
 )
@@ -35,8 +54,12 @@ PLOTS_DIR = "plots"
 REFERENCE_FILE = "reference.json"
 REFERENCE_EPISODES = 2
 UNDETERMINED = "undetermined"
-SIGNAL_FILE = "signal.json"
 CEILING_POLICY = "random"
+SIGNAL_SEEDS_HINT = 6  # the episodes per policy the notes suggest (signal's default)
+EVALUATE_EPISODES = 4  # per trial and policy; each costs max_epochs env steps
+CHECKPOINT_PREFIX = "checkpoint_"
+# The scripted policies shown next to the trained ones, with their row names.
+EVALUATION_REFERENCES = (("wait", "WAIT"), ("heuristic", "heuristic"), ("oracle", "oracle"))
 
 # (summary metric, column title): the cell table's columns, in experiments.md's order.
 CELL_METRICS = (
@@ -138,7 +161,7 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
     none under ``policy`` (--ev-states 0, or returns without variance). None when there is no
     signal.json; a ValueError naming the file and the field when it is malformed."""
     folder = Path(experiment_dir)
-    path = next((d / SIGNAL_FILE for d in (folder, folder.parent) if (d / SIGNAL_FILE).is_file()),
+    path = next((d / SIGNAL_JSON for d in (folder, folder.parent) if (d / SIGNAL_JSON).is_file()),
                 None)
     if path is None:
         return None
@@ -183,27 +206,74 @@ def _signal_hint(sweep: Sweep) -> str:
     for knob in CEILING_KNOBS:
         values = {str(t.params.get(knob)) for t in sweep.trials}
         knobs.append(f"--set {knob}={values.pop() if len(values) == 1 else knob.upper()}")
-    return f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`"
+    return (f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`, "
+            f"or let the report measure it: `esper-rllib report {sweep.path} --signal-seeds "
+            f"{SIGNAL_SEEDS_HINT}`")
+
+
+def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
+    """What differs between the audit and this sweep's profile, reward and episode length
+    ("" when nothing does: the ceiling applies)."""
+    ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
+            **{k: {t.params.get(k) for t in sweep.trials} for k in CEILING_KNOBS}}
+    if all(values == {ceiling[k]} for k, values in ours.items()):
+        return ""
+    theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)
+    mine = ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in ours.items())
+    return f"`{ceiling['path']}` was measured with {theirs}; this sweep runs {mine}"
 
 
 def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
     """The EV ceiling that applies to this sweep, or None with a one-line reason."""
     ceiling = load_ev_ceiling(sweep.path)
     if ceiling is None:
-        return None, (f"No EV ceiling: no {SIGNAL_FILE} in or beside the experiment folder. "
+        return None, (f"No EV ceiling: no {SIGNAL_JSON} in or beside the experiment folder. "
                       f"Measure one with {_signal_hint(sweep)}.")
-    ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
-            **{k: {t.params.get(k) for t in sweep.trials} for k in CEILING_KNOBS}}
-    if any(values != {ceiling[k]} for k, values in ours.items()):
-        theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)
-        mine = ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in ours.items())
-        return None, (f"No EV ceiling: `{ceiling['path']}` was measured with {theirs}; this "
-                      f"sweep runs {mine}. Measure one with {_signal_hint(sweep)}.")
+    mismatch = _mismatch(sweep, ceiling)
+    if mismatch:
+        return None, f"No EV ceiling: {mismatch}. Measure one with {_signal_hint(sweep)}."
     if math.isnan(ceiling["estimate"]):
         return None, (f"No EV ceiling: `{ceiling['path']}` has none under the "
                       f"{ceiling['policy']} policy (measured with --ev-states 0, or its returns "
                       "did not vary).")
     return ceiling, ""
+
+
+def trial_knobs(plan: SweepPlan, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved knobs a trial ran with: its params (the flat knobs and the axes) with the
+    sweep's labels dropped and its derived knobs set, as the trial built them."""
+    from esper_rllib.config import resolve_knobs
+
+    return resolve_knobs(plan.profile, overrides=plan.cell_knobs(params))
+
+
+def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
+    """With ``seeds`` > 0 and no signal.json of this sweep's profile, reward and episode length
+    in or beside the folder: `esper-rllib signal`'s audit of the sweep's env (``seeds`` episodes
+    per policy, its other settings at their defaults), written into the folder. Returns the
+    files written (none when nothing was measured)."""
+    if seeds <= 0:
+        return []
+    found = load_ev_ceiling(sweep.path)
+    if found is not None and not _mismatch(sweep, found):
+        return []
+    from esper_rllib.commands.signal import command_line, signal_audit, write_signal
+    from esper_rllib.config import env_config
+
+    if sweep.plan is None:
+        raise ValueError(f"--signal-seeds: {sweep.path} has no sweep.json: the profile its "
+                         "trials ran is unknown")
+    knobs = [trial_knobs(sweep.plan, t.params) for t in sweep.trials]
+    settings = {json.dumps(env_config(k), sort_keys=True, default=str) for k in knobs}
+    if len(settings) > 1:
+        raise ValueError(f"--signal-seeds: the trials run {len(settings)} different env "
+                         "settings; one signal.json cannot serve them (run `esper-rllib signal` "
+                         "per setting)")
+    first = min(knobs, key=lambda k: k[SEED])  # the audit's env seeds count up from it
+    result = signal_audit(first, profile=sweep.plan.profile, seeds=seeds)
+    result["meta"]["command"] = command_line("report")
+    write_signal(sweep.path, result)
+    return [sweep.path / SIGNAL_JSON, sweep.path / SIGNAL_MD]
 
 
 def _named_cell(sweep: Sweep, knobs: tuple) -> Cell | None:
@@ -363,6 +433,88 @@ def reference_accuracies(sweep: Sweep, episodes: int = REFERENCE_EPISODES
     return accuracy
 
 
+def last_checkpoint(trial_dir: Path) -> Path | None:
+    """The trial's checkpoint_NNNNNN folder with the highest number (None when it has none)."""
+    numbered = [p for p in trial_dir.glob(f"{CHECKPOINT_PREFIX}*")
+                if p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
+    return max(numbered, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
+
+
+@dataclass
+class CellEvaluation:
+    """One cell's final checkpoints evaluated (`esper-rllib evaluate`), one result per trial."""
+
+    name: str  # what the report calls the cell (the broken run, the fix, the best final EV)
+    cell: Cell
+    results: list[dict[str, Any]]  # evaluation.json's content, per trial with a checkpoint
+    skipped: list[str]  # "<trial>: why it has no evaluation"
+    written: list[Path]  # evaluation files this report wrote (the others were cached)
+
+    def accuracies(self, policy: str) -> np.ndarray:
+        """Final accuracy per (trial, env seed); a scripted policy's (1 x env seeds) from the
+        first trial (its episodes are the same in every trial of the cell)."""
+        results = self.results if policy == TRAINED else self.results[:1]
+        return np.array([[e["final_acc"] for e in r["policies"][policy]["episodes"]]
+                         for r in results])
+
+
+def evaluated_cells(sweep: Sweep, analysis: Analysis) -> list[tuple[str, Cell]]:
+    """(name, cell) of the broken run, the seed document's fix and the cell with the best final
+    EV, those present, each once."""
+    chosen: list[Cell] = []
+    for cell in (_named_cell(sweep, BROKEN_RUN), _named_cell(sweep, SEED_FIX),
+                 analysis.best(sweep)):
+        if cell is not None and all(cell is not c for c in chosen):
+            chosen.append(cell)
+    return [(cell_note(sweep, cell, analysis) or "the only cell", cell) for cell in chosen]
+
+
+def _cached_evaluation(out: Path, checkpoint: Path, seeds: list[int]) -> dict[str, Any] | None:
+    """evaluation.json in ``out`` when it evaluated this checkpoint with sampled actions on
+    these env seeds (as the report asks); else None."""
+    try:
+        result = json.loads((out / EVALUATION_JSON).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    meta = result.get("meta", {}) if isinstance(result, dict) else {}
+    same = (Path(str(meta.get("checkpoint"))).name == checkpoint.name
+            and meta.get("seeds") == seeds and meta.get("greedy") is False)
+    return result if same else None
+
+
+def evaluate_cells(sweep: Sweep, analysis: Analysis, episodes: int) -> list[CellEvaluation]:
+    """Every trial of ``evaluated_cells`` evaluated at its last checkpoint on ``episodes``
+    held-out env seeds with sampled actions, cached in <trial>/evaluation/ (as `esper-rllib
+    evaluate CHECKPOINT` writes it). The scripted policies' episodes are played once for the
+    experiment, not once per trial."""
+    seeds = [HELD_OUT_SEED + i for i in range(episodes)]
+    scripted = ScriptedEpisodes()
+    evaluations = []
+    for name, cell in evaluated_cells(sweep, analysis):
+        evaluation = CellEvaluation(name, cell, [], [], [])
+        for trial in cell.trials:
+            checkpoint = last_checkpoint(trial.path)
+            if checkpoint is None:
+                evaluation.skipped.append(f"{trial.name}: no checkpoint")
+                continue
+            out = default_out(checkpoint)
+            result = _cached_evaluation(out, checkpoint, seeds)
+            if result is None:
+                try:
+                    result = evaluate(checkpoint, episodes=episodes, greedy=False,
+                                      first_seed=HELD_OUT_SEED, scripted=scripted)
+                except ConfigError as err:  # an incomplete checkpoint, a probe env
+                    evaluation.skipped.append(f"{trial.name}: {err}")
+                    continue
+                result["meta"]["command"] = shlex.join(
+                    ["esper-rllib", "evaluate", str(checkpoint), "--episodes", str(episodes)])
+                write_evaluation(out, result)
+                evaluation.written += [out / EVALUATION_JSON, out / EVALUATION_MD]
+            evaluation.results.append(result)
+        evaluations.append(evaluation)
+    return evaluations
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -431,6 +583,70 @@ def comparison_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
     return lines
 
 
+def evaluation_lines(sweep: Sweep, evaluations: Sequence[CellEvaluation] | None,
+                     reps: int) -> list[str]:
+    if evaluations is None:
+        return [f"Not run (--evaluate-episodes 0). `esper-rllib report {sweep.path} "
+                f"--evaluate-episodes {EVALUATE_EPISODES}` evaluates the final checkpoints of "
+                "the broken run, the seed document's fix and the best cell."]
+    done = [e for e in evaluations if e.results]
+    skipped = [s for e in evaluations for s in e.skipped]
+    lines = []
+    if done:
+        seeds = done[0].results[0]["meta"]["seeds"]
+        lines += [
+            f"Each trial's last checkpoint plays {len(seeds)} episodes with sampled actions on "
+            f"held-out env seeds {seeds[0]}..{seeds[-1]} of the env it trained on (`esper-rllib "
+            "evaluate`, cached in each trial's evaluation/ folder); WAIT, the heuristic and the "
+            "oracle play the same seeds. Final accuracy %: mean over trials x env seeds; "
+            "differences are paired by env seed. 95% intervals from a bootstrap that resamples "
+            "trials and env seeds.",
+            "",
+            *_table(["policy", "episodes (trials x env seeds)", "final accuracy % [95% CI]",
+                     "- WAIT [95% CI]", "- heuristic [95% CI]"],
+                    _evaluation_rows(sweep, done, reps)),
+        ]
+    else:
+        lines.append("No trial of these cells could be evaluated.")
+    if skipped:
+        lines += ["", "Not evaluated: " + "; ".join(skipped) + "."]
+    return lines
+
+
+def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
+                     ) -> list[list[str]]:
+    """The trained rows of the cells, each group of cells on one env followed by the scripted
+    policies' rows on that env."""
+    groups: dict[str, list[CellEvaluation]] = {}
+    for evaluation in done:
+        env = json.dumps(evaluation.results[0]["meta"]["env_config"], sort_keys=True)
+        groups.setdefault(env, []).append(evaluation)
+    rows = []
+    for group in groups.values():
+        references = {policy: group[0].accuracies(policy) for policy, _ in EVALUATION_REFERENCES}
+        for evaluation in group:
+            acc = evaluation.accuracies(TRAINED)
+            rows.append(_evaluation_row(
+                f"trained: {evaluation.name} ({evaluation.cell.label(sweep.axes)})", TRAINED,
+                acc, f"{acc.shape[0]} x {acc.shape[1]}", references, reps))
+        where = f" (env of {', '.join(e.name for e in group)})" if len(groups) > 1 else ""
+        oracle = group[0].results[0]["meta"]["oracle"]
+        for policy, title in EVALUATION_REFERENCES:
+            name = f"{title} ({oracle})" if policy == "oracle" else title
+            rows.append(_evaluation_row(name + where, policy, references[policy],
+                                        str(references[policy].shape[1]), references, reps))
+    return rows
+
+
+def _evaluation_row(title: str, policy: str, acc: np.ndarray, size: str,
+                    references: Mapping[str, np.ndarray], reps: int) -> list[str]:
+    """Accuracy and its paired differences against WAIT and the heuristic (blank against
+    the policy itself)."""
+    differences = [crossed_mean(acc - references[p], reps).format("+.2f") if p != policy else ""
+                   for p in ("wait", "heuristic")]
+    return [title, size, crossed_mean(acc, reps).format(".2f"), *differences]
+
+
 def main_effect_table(sweep: Sweep, analysis: Analysis) -> list[str]:
     if not analysis.effects:
         return ["(one cell only: no axis to compare)"]
@@ -450,7 +666,8 @@ def _reference_lines(accuracy: Mapping[str, list[float]] | None, reps: int) -> l
 
 
 def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]] | None,
-           plots: Sequence[Path]) -> str:
+           plots: Sequence[Path], evaluations: Sequence[CellEvaluation] | None = None) -> str:
+    """report.md; ``evaluations`` None: none were run."""
     plan = sweep.plan
     iterations = max((t.iterations[-1] for t in sweep.trials if t.iterations), default=0)
     seeds = sorted({t.params.get(SEED) for t in sweep.trials}, key=str)
@@ -480,6 +697,10 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
         "",
         *comparison_lines(sweep, analysis),
         "",
+        "## Trained policies against WAIT, the heuristic and the oracle",
+        "",
+        *evaluation_lines(sweep, evaluations, analysis.reps),
+        "",
         "## Main effects on final EV and final accuracy",
         "",
         "Mean at a level minus the mean at the axis's first level, over all trials (the other "
@@ -499,18 +720,36 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
     return "\n".join(lines)
 
 
+def check_counts(reference_episodes: int, evaluate_episodes: int, signal_seeds: int = 0) -> None:
+    """ConfigError naming the flag when a count of the report's episodes is not allowed."""
+    if reference_episodes < 0:
+        raise ConfigError(f"--reference-episodes {reference_episodes}: allowed: >= 0")
+    # evaluate and signal need two episodes per policy for a spread.
+    for flag, value in (("--evaluate-episodes", evaluate_episodes),
+                        ("--signal-seeds", signal_seeds)):
+        if value < 0 or value == 1:
+            raise ConfigError(f"{flag} {value}: allowed: 0 (off) or an int >= 2")
+
+
 def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE_EPISODES,
-                 reps: int = N_BOOTSTRAP) -> list[Path]:
-    """Write report.md and plots/*.png into the experiment folder; returns the written files."""
+                 reps: int = N_BOOTSTRAP, evaluate_episodes: int = EVALUATE_EPISODES,
+                 signal_seeds: int = 0) -> list[Path]:
+    """Write report.md and plots/*.png into the experiment folder (and signal.json, signal.md
+    with ``signal_seeds``, see ``measure_signal``; and the evaluations of ``evaluate_cells``
+    with ``evaluate_episodes`` > 0); returns the written files, report.md first."""
+    check_counts(reference_episodes, evaluate_episodes, signal_seeds)
     sweep = load_sweep(experiment_dir)
+    measured = measure_signal(sweep, signal_seeds)
     analysis = analyse(sweep, reps)
     accuracy = reference_accuracies(sweep, reference_episodes)
+    evaluations = evaluate_cells(sweep, analysis, evaluate_episodes) if evaluate_episodes \
+        else None
     labels = [cell.label(sweep.axes) + (f" ({note})" if note else "")
               for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
     plots = plot_report(sweep, analysis, labels, OUTCOMES, sweep.path / PLOTS_DIR)
     report = sweep.path / REPORT_FILE
-    report.write_text(render(sweep, analysis, accuracy, plots))
-    written = [report, *plots]
+    report.write_text(render(sweep, analysis, accuracy, plots, evaluations))
+    written = [report, *plots, *measured]
     if accuracy is not None:
         written.append(sweep.path / REFERENCE_FILE)
-    return written
+    return written + [p for e in evaluations or () for p in e.written]

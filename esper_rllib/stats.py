@@ -163,3 +163,20 @@ def main_effects(levels: Sequence[object], outcomes: Sequence[float], reps: int 
     reference, *others = groups
     return {level: mean_difference(groups[reference], groups[level], reps, seed=seed)
             for level in others}
+
+
+def crossed_mean(scores: Sequence[Sequence[float]], reps: int = N_BOOTSTRAP,
+                 confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """Mean of a (trials x env seeds) score matrix in which every trial played the same env
+    seeds, with a percentile-bootstrap interval that resamples the trials and the env seeds
+    independently: both are samples (a crossed design, outside rliable's runs x tasks). One
+    trial: the interval is over env seeds alone. ``n`` counts the scores. Seeded."""
+    x = np.asarray(scores, dtype=float)
+    if x.size == 0:
+        return MISSING
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, x.shape[0], size=(reps, x.shape[0], 1))
+    cols = rng.integers(0, x.shape[1], size=(reps, 1, x.shape[1]))
+    means = x[rows, cols].mean(axis=(1, 2))
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return Estimate(float(x.mean()), float(low), float(high), int(x.size))

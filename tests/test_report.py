@@ -20,8 +20,10 @@ from esper_rllib.postmortem import nearest_iterations, postmortem
 from esper_rllib.report import (
     analyse,
     ceiling_for,
+    last_checkpoint,
     load_ev_ceiling,
     load_sweep,
+    measure_signal,
     render,
     write_report,
 )
@@ -29,6 +31,7 @@ from esper_rllib.report_plots import PANEL_METRICS, panel_figure
 from esper_rllib.stats import (
     bootstrap_iqm,
     column_iqm,
+    crossed_mean,
     improvement,
     iqm,
     main_effects,
@@ -142,10 +145,12 @@ def test_summary_of_one_trial():
     assert short["final_ev"] == 0.2 and short["verdict"] == "undetermined"
 
 
-def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None) -> Path:
+def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
+               overrides: dict | None = None) -> Path:
     """A seed-sweep folder with hand-made results: final EV is set by the gain alone, final
     accuracy by the depth alone (+5 points at depth 4); seeds add 0.01 EV and 1 point."""
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=seeds, grid=grid)
+    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=seeds, grid=grid,
+                      overrides=overrides)
     plan.save(root)
     for i, values in enumerate(itertools.product(*plan.axes.values())):
         params = {**plan.param_space(), **dict(zip(plan.axes, values, strict=True))}
@@ -191,7 +196,7 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     sweep = load_sweep(root)
     assert len(sweep.cells) == 8 and all(len(c.trials) == 2 for c in sweep.cells)
     write_signal(tmp_path)  # beside the experiment folder
-    written = write_report(root, reference_episodes=0, reps=REPS)
+    written = write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
     report = (root / "report.md").read_text()
     names = ["final_ev", "main_effects", "explained_variance", "value_loss", "clip_ratio"]
     assert written == [root / "report.md", *(root / "plots" / f"{n}.png" for n in names)]
@@ -260,7 +265,7 @@ def test_small_multiples_have_one_panel_per_cell_with_each_seed_and_the_mean(tmp
 
 def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     root = fake_sweep(tmp_path, grid={"value_coef": [1.0]})
-    write_report(root, reference_episodes=0, reps=REPS)
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
     report = (root / "report.md").read_text()
     compared = section(report, "Does a cell beat the baseline?")
     assert ("This sweep has no broken run (value_head_gain 1.0, value_head_depth 2, value_coef "
@@ -271,8 +276,13 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
         in compared
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
         f"`esper-rllib signal --profile quick --set reward={QUICK_REWARD} --set " \
-        f"max_epochs={QUICK_EPOCHS} --out {root}`." in report
+        f"max_epochs={QUICK_EPOCHS} --out {root}`, or let the report measure it: " \
+        f"`esper-rllib report {root} --signal-seeds 6`." in report
     assert "](plots/final_ev.png)" in report
+    assert section(report, "Trained policies against WAIT, the heuristic and the oracle") == (
+        f"\nNot run (--evaluate-episodes 0). `esper-rllib report {root} --evaluate-episodes 4` "
+        "evaluates the final checkpoints of the broken run, the seed document's fix and the "
+        "best cell.\n")
 
 
 def test_ev_ceiling_loader(tmp_path):
@@ -309,7 +319,8 @@ def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_repo
     root = fake_sweep(tmp_path / "sweep", seeds=1)
     signal = write_signal(tmp_path, reward=OTHER_REWARD, max_epochs=3)
     hint = (f"Measure one with `esper-rllib signal --profile quick --set reward={QUICK_REWARD} "
-            f"--set max_epochs={QUICK_EPOCHS} --out {root}`.")
+            f"--set max_epochs={QUICK_EPOCHS} --out {root}`, or let the report measure it: "
+            f"`esper-rllib report {root} --signal-seeds 6`.")
     sweep = load_sweep(root)
     assert ceiling_for(sweep) == (None, (
         f"No EV ceiling: `{signal}` was measured with profile quick, reward {OTHER_REWARD}, "
@@ -336,3 +347,121 @@ def test_postmortem_tables(tmp_path):
     assert "Final verdict: **failure**" in text
     assert nearest_iterations(list(range(1, 13))) == [1, 5, 10, 12]
     assert nearest_iterations(list(range(1, 40))) == [1, 5, 10, 14, 20, 27, 32]
+
+
+def test_crossed_mean_resamples_trials_and_env_seeds():
+    same = crossed_mean([[1.0, 1.0], [1.0, 1.0]], REPS)
+    assert (same.value, same.low, same.high, same.n) == (1.0, 1.0, 1.0, 4)
+    # Trials apart, env seeds alike: the interval spans the trials.
+    trials = crossed_mean([[0.0, 0.0], [2.0, 2.0]], REPS)
+    assert (trials.value, trials.low, trials.high) == (1.0, 0.0, 2.0)
+    # One trial: over its env seeds.
+    seeds = crossed_mean([[10.0, 12.0]], REPS)
+    assert (seeds.value, seeds.low, seeds.high) == (11.0, 10.0, 12.0)
+    assert crossed_mean([[0.7]], REPS).format() == "0.7 (n=1)"
+    noisy = np.random.default_rng(0).normal(size=(3, 5))
+    assert crossed_mean(noisy, REPS) == crossed_mean(noisy, REPS)  # seeded
+    assert crossed_mean(noisy, REPS).low < noisy.mean() < crossed_mean(noisy, REPS).high
+
+
+SCRIPTED = {"wait": [10.0, 12.0], "heuristic": [11.0, 15.0], "oracle": [20.0, 14.0]}
+HELD_OUT = [500_000, 500_001]
+
+
+def fake_evaluation(trial: Path, checkpoint: str, trained: list[float],
+                    seeds: list[int] = HELD_OUT) -> None:
+    """<trial>/evaluation/evaluation.json as `esper-rllib evaluate` writes it (the parts the
+    report reads), for an empty checkpoint folder: any attempt to evaluate it again fails."""
+    (trial / checkpoint).mkdir(exist_ok=True)
+    policies = {name: {"episodes": [{"seed": s, "final_acc": a}
+                                    for s, a in zip(seeds, accs, strict=True)]}
+                for name, accs in {"trained": trained, **SCRIPTED}.items()}
+    meta = {"checkpoint": str(trial / checkpoint), "seeds": seeds, "greedy": False,
+            "oracle": "conv_heavy@r0c1", "env_config": {"max_epochs": 3}}
+    (trial / "evaluation").mkdir(exist_ok=True)
+    (trial / "evaluation" / "evaluation.json").write_text(
+        json.dumps({"policies": policies, "meta": meta}))
+
+
+def test_last_checkpoint_is_the_highest_numbered_folder(tmp_path):
+    assert last_checkpoint(tmp_path) is None
+    for name in ("checkpoint_000009", "checkpoint_000010", "checkpoint_tmp"):
+        (tmp_path / name).mkdir()
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint_000010"
+
+
+def test_evaluations_of_the_broken_fixed_and_best_cells_are_reused_and_tabled(tmp_path):
+    root = fake_sweep(tmp_path)
+    sweep = load_sweep(root)
+
+    def trials(gain, depth, coef):
+        cell = next(c for c in sweep.cells if c.values == (gain, depth, coef))
+        return [t.path for t in cell.trials]
+
+    broken, fix, best = trials(1.0, 2, 0.5), trials(0.01, 4, 1.0), trials(0.01, 2, 0.5)
+    fake_evaluation(broken[0], "checkpoint_000006", [10.0, 12.0])
+    (broken[0] / "checkpoint_000003").mkdir()  # an older checkpoint: not the one evaluated
+    fake_evaluation(broken[1], "checkpoint_000006", [12.0, 14.0])
+    fake_evaluation(fix[0], "checkpoint_000006", [30.0, 30.0])
+    fake_evaluation(fix[1], "checkpoint_000006", [30.0, 30.0], seeds=[7, 8])  # other seeds
+    # The best cell's trials have no checkpoint; the other cells' trials are not evaluated.
+    fake_evaluation(trials(1.0, 4, 0.5)[0], "checkpoint_000006", [99.0, 99.0])
+    written = write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=2)
+    assert not [p for p in written if "evaluation" in p.parts]  # reused, none written
+    text = section((root / "report.md").read_text(),
+                   "Trained policies against WAIT, the heuristic and the oracle")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| trained: the broken run (value_head_gain=1.0, value_head_depth=2, value_coef=0.5) "
+        "| 2 x 2 | 12.00 [10.00, 14.00] | +1.00 [+0.00, +2.00] | -1.00 [-3.00, +1.00] |",
+        "| trained: the seed document's fix (value_head_gain=0.01, value_head_depth=4, "
+        "value_coef=1.0) | 1 x 2 | 30.00 [30.00, 30.00] | +19.00 [+18.00, +20.00] "
+        "| +17.00 [+15.00, +19.00] |",
+        "| WAIT | 2 | 11.00 [10.00, 12.00] |  | -2.00 [-3.00, -1.00] |",
+        "| heuristic | 2 | 13.00 [11.00, 15.00] | +2.00 [+1.00, +3.00] |  |",
+        "| oracle (conv_heavy@r0c1) | 2 | 17.00 [14.00, 20.00] | +6.00 [+2.00, +10.00] "
+        "| +4.00 [-1.00, +9.00] |",
+    ]
+    assert "on held-out env seeds 500000..500001" in text
+    # The fix's second trial was evaluated on other seeds: evaluated again (its checkpoint is
+    # an empty folder, so that fails and says why); the best cell has no checkpoints.
+    skipped = text.split("Not evaluated: ", 1)[1]
+    assert f"{fix[1].name}: --restore {fix[1] / 'checkpoint_000006'}: not a complete RLlib " \
+        "checkpoint" in skipped
+    assert f"{best[0].name}: no checkpoint; {best[1].name}: no checkpoint." in skipped
+
+
+TINY_ENV = {"n_train": 128, "n_val": 64, "max_epochs": 3}  # env steps of milliseconds
+
+
+def test_signal_seeds_measure_the_ceiling_of_the_sweeps_own_env_once(tmp_path):
+    root = fake_sweep(tmp_path / "sweep", seeds=1, overrides=TINY_ENV)
+    write_signal(tmp_path, reward=OTHER_REWARD, max_epochs=3)  # beside it, for another reward
+    sweep = load_sweep(root)
+    assert measure_signal(sweep, 0) == [] and not (root / "signal.json").exists()
+    assert measure_signal(sweep, 2) == [root / "signal.json", root / "signal.md"]
+    meta = json.loads((root / "signal.json").read_text())["meta"]
+    assert (meta["profile"], meta["reward"], meta["max_epochs"]) == ("quick", QUICK_REWARD, 3)
+    assert meta["seeds"] == [0, 1] and meta["env_config"]["n_train"] == 128
+    ceiling, note = ceiling_for(sweep)  # what the report shows now
+    assert note == "" and ceiling["path"] == root / "signal.json"
+    assert ceiling["states"] == 6  # the random policy's 2 episodes x 3 steps
+    stamp = (root / "signal.json").stat().st_mtime_ns
+    assert measure_signal(sweep, 2) == []  # it applies now: not measured again
+    assert (root / "signal.json").stat().st_mtime_ns == stamp
+    mixed = fake_sweep(tmp_path / "mixed", seeds=1, grid={"value_coef": [1.0],
+                                                          "n_train": [128, 256]},
+                       overrides={"n_val": 64, "max_epochs": 3})
+    with pytest.raises(ValueError, match="^--signal-seeds: the trials run 2 different env "
+                       "settings; one signal.json cannot serve them"):
+        measure_signal(load_sweep(mixed), 2)
+    (mixed / "sweep.json").unlink()
+    with pytest.raises(ValueError, match=f"^--signal-seeds: {mixed} has no sweep.json"):
+        measure_signal(load_sweep(mixed), 2)
+
+
+@pytest.mark.parametrize("flag", ["--evaluate-episodes", "--signal-seeds"])
+def test_report_episode_counts_are_checked(tmp_path, capsys, flag):
+    assert main(["report", str(tmp_path), flag, "1"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"esper-rllib report: error: {flag} 1: allowed: 0 (off) or an int >= 2"
