@@ -243,8 +243,10 @@ KNOBS: dict[str, Knob] = {
 # Sizes per profile (experiments.md section 2); each must keep its time budget.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
+        # 40-epoch episodes: at 25 the oracle's gain over WAIT was within seed noise
+        # (docs/results/signal-quick-aligned); 8 iterations keep `make run` near 10 minutes.
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
-        "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        "iterations": 8, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
     },
     "standard": {
