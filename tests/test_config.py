@@ -24,7 +24,7 @@ def test_profiles_have_the_experiment_sizes():
     standard = resolve_knobs("standard")
     assert (standard["task"], standard["n_train"], standard["max_epochs"],
             standard["episodes_per_batch"], standard["iterations"],
-            standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 8, 24, 512)
+            standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 4, 24, 512)
     seed = resolve_knobs("seed")
     assert (seed["task"], seed["n_train"], seed["max_epochs"], seed["episodes_per_batch"],
             seed["iterations"], seed["lstm_hidden"]) == ("cifar_impaired", 50_000, 150, 64, 32, 512)
