@@ -46,7 +46,8 @@ class TaskData:
     augment: bool
 
 
-def _find_cifar10_dir(data_dir: str | os.PathLike | None) -> Path:
+def find_cifar10_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The folder holding the CIFAR-10 files (FileNotFoundError naming what is missing)."""
     if data_dir is None:
         data_dir = os.environ.get(CIFAR10_DIR_ENV)
         if not data_dir:
@@ -90,7 +91,7 @@ def read_cifar10(
     ``data_dir`` (default ``$ESPER_DATA_DIR``) holds the files directly or in
     ``cifar-10-batches-py/``. Images are uint8 (N, 3, 32, 32), labels int64.
     """
-    root = _find_cifar10_dir(data_dir)
+    root = find_cifar10_dir(data_dir)
     train = [_read_batch(root / f) for f in CIFAR10_TRAIN_FILES]
     x_test, y_test = _read_batch(root / CIFAR10_TEST_FILE)
     x_train = np.concatenate([x for x, _ in train])
@@ -158,14 +159,22 @@ def load_task_data(
     images would mean no training at all). Subsets are the first n of a fixed shuffle
     (``data_seed``); the synthetic set is generated from ``data_seed``.
     """
+    n_train, n_val, data_seed = check_sizes(task, n_train=n_train, n_val=n_val,
+                                            data_seed=data_seed)
+    data_dir = None if data_dir is None else str(data_dir)
+    return _load(task, n_train, n_val, data_dir, torch.device(device), data_seed)
+
+
+def check_sizes(task: TaskSpec, *, n_train: int | None = None, n_val: int | None = None,
+                data_seed: int = 0) -> tuple[int, int, int]:
+    """(n_train, n_val, data_seed) with the task's defaults, or a ValueError naming the field."""
     max_train, max_val = _MAX_SIZES[task.dataset]
     n_train = _check_size("n_train", task.n_train if n_train is None else n_train,
                           task.batch_size, max_train,
                           " (at least the batch size: the last partial batch is dropped)")
     n_val = _check_size("n_val", task.n_val if n_val is None else n_val, 1, max_val)
     data_seed = _check_size("data_seed", data_seed, 0, 2**63 - 1)
-    data_dir = None if data_dir is None else str(data_dir)
-    return _load(task, n_train, n_val, data_dir, torch.device(device), data_seed)
+    return n_train, n_val, data_seed
 
 
 def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:

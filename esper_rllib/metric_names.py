@@ -86,3 +86,21 @@ VERDICT_CODE = "verdict_code"
 MONITOR_METRICS = (*(f"flag_{f}" for f in COLLAPSE_FLAGS), VERDICT_CODE, "ev_trailing")
 
 ALL_METRICS = (*LEARNER_METRICS, *ENV_METRICS, *MONITOR_METRICS)
+
+# Metrics other modules single out by name (the console, the TensorBoard dashboard).
+EV = "explained_variance"
+EV_POST = "explained_variance_post"
+VALUE_LOSS = "value_loss"
+CLIP_RATIO = "clip_ratio"
+KL = "kl"
+APPROX_KL_PRE = "approx_kl_pre"
+Q_SPREAD = "q_spread"
+Q_SPREAD_START = "q_spread_start"
+RETURN_MEAN, RETURN_STD = "return_mean", "return_std"
+VALUE_MEAN, VALUE_STD = "value_mean", "value_std"
+PRE_NORM_ADVANTAGE_STD = "pre_norm_advantage_std"
+ENTROPY = "entropy"
+HEAD_ENTROPIES = tuple(f"{ENTROPY}_{h}" for h in HEADS)
+OP_FRACTIONS = tuple(f"op_frac_{op.name}" for op in Op)
+EPISODE_VAL_ACC = "episode_val_acc"
+EPISODE_FOSSILS = "episode_fossils"

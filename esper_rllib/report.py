@@ -46,6 +46,7 @@ from esper_rllib.stats import (
     main_effects,
     probability_of_improvement,
 )
+from tuning.naming import label
 from tuning.plan import SEED, SweepPlan
 from tuning.results import TrialRecord, load_experiment, summarize
 
@@ -89,7 +90,8 @@ class Cell:
     summaries: list[dict[str, Any]]
 
     def label(self, axes: Sequence[str]) -> str:
-        return ", ".join(f"{a}={v}" for a, v in zip(axes, self.values, strict=True)) or "all"
+        # The cell part of its trials' names (folders, console, TensorBoard runs).
+        return label(dict(zip(axes, self.values, strict=True))) or "all"
 
     def knob(self, name: str) -> Any:
         """The cell's value of any knob, swept or fixed (its trials differ only in the seed)."""

@@ -1,12 +1,12 @@
 """One PPO run (``esper-rllib train``): a single Tune trial, so its directory, TensorBoard tags
-(``ray/tune/esper/<name>``, env steps on the x axis), result.json and checkpoints look exactly
-like one trial of a sweep.
+(``esper/<name>`` and ``ray/tune/...``, env steps on the x axis, the same dashboard), result.json
+and checkpoints look exactly like one trial of a sweep.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import math
 import os
 import pickle
@@ -17,6 +17,8 @@ from typing import Any
 
 from esper_rllib import metric_names as mn
 from esper_rllib.config import ConfigError, build_ppo_config
+from esper_rllib.preflight import check_env_inputs, runs_here
+from tuning.output import SILENT, TUNE_TABLES, clock, ray_init_kwargs, tune_console
 
 # What Algorithm.save_to_path writes that a restore cannot do without.
 _REQUIRED_FILES = (
@@ -65,8 +67,9 @@ def check_storage(path: str | os.PathLike) -> Path:
     return root
 
 
-def progress_line(result: Mapping[str, Any]) -> str:
-    """One line per iteration: the numbers the seed document's failure shows up in."""
+def progress_line(result: Mapping[str, Any], iterations: int) -> str:
+    """One line per iteration: the numbers the seed document's failure shows up in, the time
+    so far and the time left (the mean iteration so far times the iterations left)."""
     esper = result.get(mn.RESULT_KEY, {})
 
     def num(name: str, fmt: str) -> str:
@@ -74,21 +77,29 @@ def progress_line(result: Mapping[str, Any]) -> str:
         return "n/a" if value is None or math.isnan(value) else format(value, fmt)
 
     steps = result.get("timesteps_total") or esper.get(mn.ENV_STEPS, 0)
-    return (f"iter {result.get('training_iteration', 0):>3} | env steps {int(steps):>7} | "
-            f"EV {num('explained_variance', '+.3f')} | value loss {num('value_loss', '.4g')} | "
-            f"clip ratio {num('clip_ratio', '.2f')}x | kl {num('kl', '.2e')} | "
-            f"verdict {esper.get(mn.VERDICT, 'n/a')}")
+    iteration = result.get("training_iteration", 0)
+    elapsed = result.get("time_total_s", 0.0)
+    left = elapsed / iteration * max(iterations - iteration, 0) if iteration else 0.0
+    return (f"iter {iteration:>3}/{iterations} | env steps {int(steps):>7} | "
+            f"EV {num(mn.EV, '+.3f')} | value loss {num(mn.VALUE_LOSS, '.4g')} | "
+            f"clip ratio {num(mn.CLIP_RATIO, '.2f')}x | kl {num(mn.KL, '.2e')} | "
+            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, ETA {clock(left)}")
 
 
-def _progress_callback(out: Callable[[str], None]) -> Any:
+def _progress_callback(out: Callable[[str], None] | None, iterations: int) -> Any:
     from ray import tune
 
     class ProgressLine(tune.Callback):
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
-            out(progress_line(result))
+            # print is looked up here: Ray may replace builtins.print, and Tune pickles this.
+            (out or print)(progress_line(result, iterations))
 
     return ProgressLine()
+
+
+def _run_name(label: str, trial: Any) -> str:
+    return label
 
 
 def _restoring_trainable(checkpoint: Path) -> type:
@@ -103,13 +114,13 @@ def _restoring_trainable(checkpoint: Path) -> type:
     return type("RestoredPPO", (PPO,), {"setup": setup})
 
 
-def _init_ray(knobs: Mapping[str, Any]) -> None:
+def _init_ray(knobs: Mapping[str, Any], quiet: bool) -> None:
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        ray.init(ignore_reinit_error=True, logging_level=logging.WARNING)
+    if not _runs_here():
+        ray.init(ignore_reinit_error=True, **ray_init_kwargs(quiet))
         return  # a cluster may autoscale to the GPUs the trial asks for
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(include_dashboard=False, **ray_init_kwargs(quiet))
     # On a machine of its own the trial would wait forever for GPUs that never come.
     wanted = knobs["gpus"] + knobs["num_env_runners"] * knobs["gpus_per_env_runner"]
     have = ray.cluster_resources().get("GPU", 0)
@@ -120,38 +131,54 @@ def _init_ray(knobs: Mapping[str, Any]) -> None:
                           f"this machine has {have:g}")
 
 
+def _runs_here() -> bool:
+    import ray
+
+    return not ray.is_initialized() and runs_here()
+
+
 def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None = None,
           restore: str | os.PathLike | None = None,
-          out: Callable[[str], None] = print) -> dict[str, Any]:
+          out: Callable[[str], None] | None = None, label: str | None = None,
+          verbose: bool = False) -> dict[str, Any]:
     """Run ``knobs["iterations"]`` iterations; returns the final result dict.
 
-    Checkpoints every ``checkpoint_every`` iterations and at the end. Raises ConfigError for
-    bad storage or checkpoint paths, TrainingError when the run itself fails.
+    Checkpoints every ``checkpoint_every`` iterations and at the end. ``label`` names the
+    trial folder (default ``seed=<seed>``); ``verbose`` shows Tune's tables and every Ray
+    message besides the progress lines. Raises ConfigError for bad storage, checkpoint or env
+    inputs (before Ray starts), TrainingError when the run itself fails.
     """
     from ray import tune
     from ray.rllib.algorithms.ppo import PPO
 
-    # Tune's old console output: silent at verbose=0, so our progress line is the only one.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    root = check_storage(storage)
+    from tuning.tensorboard import TensorBoardLogger
+
+    check_env_inputs(knobs, local=_runs_here())
     checkpoint = check_checkpoint(restore) if restore is not None else None
+    root = check_storage(storage)
     name = name or time.strftime("train-%Y%m%d-%H%M%S")
     config = build_ppo_config(knobs)
-    _init_ray(knobs)
+    _init_ray(knobs, quiet=not verbose)
+    trial_name = functools.partial(_run_name, label or f"seed={knobs['seed']}")
     tuner = tune.Tuner(
         PPO if checkpoint is None else _restoring_trainable(checkpoint),
         param_space=config,
+        tune_config=tune.TuneConfig(trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(root),
             stop={"training_iteration": knobs["iterations"]},
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=knobs["checkpoint_every"], checkpoint_at_end=True),
-            callbacks=[_progress_callback(out)],
-            verbose=0,
+            callbacks=[_progress_callback(out, knobs["iterations"]), TensorBoardLogger()],
+            verbose=int(verbose),
         ),
     )
-    trial = tuner.fit()[0]
+    # Without --verbose Tune's legacy engine at verbose 0 prints nothing: our lines only.
+    with tune_console(TUNE_TABLES if verbose else SILENT):
+        trial = tuner.fit()[0]
+    out = out or print
     if trial.error is not None:
         first = str(trial.error).strip().splitlines()
         raise TrainingError(f"training failed: {first[-1] if first else trial.error!r} "

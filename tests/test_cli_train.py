@@ -7,9 +7,12 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_sweep import dashboard, never_defined, unmatched_patterns
 
+from envs.datasets import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
 from esper_rllib import metric_names as mn
 from esper_rllib.cli import main
+from tuning.tensorboard import tag_pattern
 
 TINY = ["--set", "n_train=256", "--set", "n_val=128", "--set", "max_epochs=4",
         "--set", "episodes_per_batch=2", "--set", "lstm_hidden=16", "--set", "feature_dim=16",
@@ -25,21 +28,31 @@ def _cli(*args, timeout=600):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    proc = _cli("train", "--profile", "quick", *TINY, "--iterations", "2",
-                "--checkpoint-every", "1", "--storage", str(storage), "--name", "tiny")
+    proc = _cli("train", "--profile", "quick", "--preset", "seed_before", *TINY,
+                "--iterations", "2", "--checkpoint-every", "1", "--storage", str(storage),
+                "--name", "tiny")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (trial,) = [p for p in (storage / "tiny").iterdir() if p.is_dir()]
-    return proc.stdout, storage, trial
+    return proc.stdout + proc.stderr, storage, trial
 
 
 def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
-    stdout, storage, _ = trained
+    stdout, storage, trial = trained
     lines = [line for line in stdout.splitlines() if line.startswith("iter ")]
-    assert len(lines) == 2
-    for field in ("env steps", "EV", "value loss", "clip ratio", "kl", "verdict"):
+    assert [line[:11] for line in lines] == ["iter   1/2 ", "iter   2/2 "]
+    for field in ("env steps", "EV", "value loss", "clip ratio", "kl", "verdict", "ETA"):
         assert field in lines[0]
     assert "final verdict:" in stdout
     assert f"tensorboard --logdir {storage / 'tiny'}" in stdout
+    # The trial folder (TensorBoard's run name) is the preset and the seed, not Tune's default.
+    assert trial.name == "seed_before,seed=0"
+
+
+def test_console_holds_our_lines_only(trained):
+    stdout, _, _ = trained
+    # Nothing but the progress lines and the closing summary: no Ray, RLlib or Tune chatter
+    # (Tune's tables, the new-API-stack notice, deprecations, checkpoint paths).
+    assert len(stdout.strip().splitlines()) == 2 + 4, stdout
 
 
 def test_event_files_hold_every_metric_against_env_steps(trained):
@@ -56,6 +69,11 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
     # The x axis is env steps: 2 episodes x 4 epochs per iteration.
     steps = [e.step for e in acc.Scalars(f"ray/tune/{mn.RESULT_KEY}/value_loss")]
     assert steps == [8, 16]
+    # The same metrics under short top-level tags, and the dashboard that draws them.
+    assert [e.step for e in acc.Scalars(f"{mn.RESULT_KEY}/{mn.VALUE_LOSS}")] == steps
+    layout, tags = dashboard(events)
+    assert [c.title for c in layout.category] == ["Collapse", "Policy"]
+    assert unmatched_patterns(layout, tags) <= {tag_pattern(m) for m in never_defined(trial)}
 
 
 def test_final_result_carries_the_verdict_and_checkpoints_exist(trained):
@@ -80,7 +98,8 @@ def test_one_gradient_step_per_batch_as_the_reference(trained):
 def test_restore_continues_from_a_checkpoint(trained, tmp_path):
     _, _, trial = trained
     checkpoint = trial / "checkpoint_000001"
-    proc = _cli("train", "--profile", "quick", *TINY, "--iterations", "1", "--restore",
+    proc = _cli("train", "--profile", "quick", "--preset", "seed_before", *TINY,
+                "--iterations", "1", "--restore",
                 str(checkpoint), "--storage", str(tmp_path), "--name", "resumed")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # The restored env-step counter goes on from the checkpoint's 16.
@@ -152,13 +171,30 @@ def test_knobs_lists_every_knob(capsys):
 
 
 def test_a_failing_run_is_one_line_and_exit_code_1(tmp_path):
-    # The env itself rejects the data directory inside the trial.
-    proc = _cli("train", *TINY, "--set", "task=cifar_impaired", "--set",
-                f"data_dir={tmp_path / 'no-cifar'}", "--iterations", "1",
-                "--storage", str(tmp_path), "--name", "bad")
+    # The CIFAR-10 files are there (the driver's check passes) but unreadable: the env fails
+    # inside the trial.
+    data = tmp_path / "junk-cifar"
+    data.mkdir()
+    for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE):
+        (data / name).write_bytes(b"not a pickle")
+    proc = _cli("train", *TINY, "--set", "task=cifar_impaired", "--set", f"data_dir={data}",
+                "--set", "n_train=512", "--iterations", "1", "--storage", str(tmp_path),
+                "--name", "bad")
     assert proc.returncode == 1
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("esper-rllib train:")]
-    assert "training failed:" in line and "full log:" in line
+    assert "training failed:" in line and "malformed CIFAR-10 file" in line
+    assert "full log:" in line
+
+
+def test_a_cifar_task_without_data_is_caught_before_ray_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ESPER_DATA_DIR", raising=False)
+    storage = tmp_path / "runs"
+    assert main(["train", "--set", "task=cifar_impaired", "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("esper-rllib train: error: data_dir=None (task cifar_impaired): "
+                          "no CIFAR-10 directory") and "\n" not in err
+    assert "$ESPER_DATA_DIR" in err and "data_batch_1" in err  # what is allowed
+    assert not storage.exists()  # nothing written
 
 
 def test_asking_for_gpus_a_local_machine_lacks_is_one_clear_error(tmp_path, capsys):

@@ -86,7 +86,7 @@ def test_killed_env_runner_is_restarted_and_training_reaches_its_target(tmp_path
                "--checkpoint-every", "0", "--storage", str(tmp_path), "--name", "kill"],
               cwd=tmp_path)
     try:
-        run.wait_for_line("iter   1 ")
+        run.wait_for_line("iter   1/")
         # RLlib's runner classes, and subclasses of them, are named *EnvRunner.
         victims = run.actor_pids("EnvRunner")
         assert len(victims) == 1, f"expected one env runner, found {victims}"
@@ -135,6 +135,11 @@ def test_killed_trial_is_retried_from_its_last_checkpoint(tmp_path):
     finally:
         run.stop()
     assert rc == 0, run.output[-4000:]
+    # The console says which trial failed and why, once, then goes on with its retry.
+    failed = [line for line in run.lines
+              if line.startswith("gain=1.0,depth=2,coef=1.0 ") and " FAILED " in line]
+    assert len(failed) == 1 and "full error: " in failed[0], run.output[-4000:]
+    print("console:", failed[0])
     (trial,) = trial_dirs(experiment)
     rows = read_results(trial)
     assert load_trial(trial).iterations == list(range(1, iterations + 1))

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from esper_rllib.cli import main
 from esper_rllib.config import ConfigError, resolve_knobs
+from esper_rllib.report import Cell
 from tuning.plan import plan_sweep
 from tuning.storage import StorageError, check_storage
 
@@ -114,6 +117,44 @@ def test_unwritable_storage(capsys, tmp_path):
     line = _error(capsys, "--storage", "nosuchscheme://bucket/runs")
     assert "cannot open this URI" in line
     assert not (blocker.parent / "runs").exists()  # nothing half-written
+
+
+def test_storage_where_no_folder_can_be_created_is_caught_before_ray_starts(capsys):
+    # /proc exists and looks writable to root (os.access says yes), but takes no folders.
+    line = _error(capsys, "--storage", "/proc/nope", "--seeds", "1")
+    assert line.startswith("esper-rllib ablate: error: --storage /proc/nope: cannot create "
+                           "folders in /proc")
+    assert "allowed: a writable local folder or a storage URI" in line
+    assert not Path("/proc/nope").exists()
+
+
+def test_a_cifar_cell_without_data_is_caught_before_ray_starts(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("ESPER_DATA_DIR", raising=False)
+    line = _error(capsys, "--grid", "task=synth_impaired,cifar_impaired", "--seeds", "1",
+                  "--storage", str(tmp_path / "runs"))
+    assert "data_dir=None (task cifar_impaired): no CIFAR-10 directory" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_trial_names_are_the_axes_with_short_labels():
+    plan = plan_sweep("extended", "quick", resolve_knobs, seeds=1)
+    names = [plan.trial_label(p) for p in plan.trials()]
+    assert len(set(names)) == plan.n_trials
+    # Tune turns "/" into "_" in folder names: the label is the folder name as written.
+    assert names[0] == "gain=0.01,critic=q_op_sampled_op,epochs=1,seed=0"
+    assert plan.cell_label({**plan.base, "critic_variant": "v"}) == (
+        "gain=0.01,critic=v,epochs=1")
+    seed = plan_sweep("seed", "quick", resolve_knobs, seeds=2, grid={"lr": [1e-4, 3e-4]})
+    assert seed.trial_label(next(seed.trials())) == "gain=1.0,depth=2,coef=0.5,lr=0.0001,seed=0"
+    # The report's plot legends name cells the same way.
+    cell = Cell((1.0, 2, 0.5, 1e-4), trials=[], summaries=[])
+    assert cell.label(seed.cell_axes) == seed.cell_label(next(seed.trials()))
+
+
+def test_label_values_that_would_share_a_folder_name_are_refused():
+    with pytest.raises(ValueError, match="share the folder name 'gain=1.0,depth=2,coef=0.5,"):
+        plan_sweep("seed", "quick", resolve_knobs, seeds=1,
+                   grid={"data_dir": ["/a/b", "/a_b"]})
 
 
 def test_storage_paths_become_absolute(tmp_path, monkeypatch):

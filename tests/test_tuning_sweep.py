@@ -1,5 +1,6 @@
-"""A real sweep of tiny trials through `esper-rllib ablate`: one ablation.csv row per trial with
-the right axes, the report with every cell, and TensorBoard's HParams data in the event files."""
+"""A real sweep of tiny trials through `esper-rllib ablate`: its console, trial folders named by
+their axes, one ablation.csv row per trial with the right axes, the report with every cell, and
+TensorBoard's HParams data and dashboard in the event files."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tiny_sweep import run_cli, tiny_args
+from tiny_sweep import dashboard, never_defined, run_cli, tiny_args, unmatched_patterns
 
 from esper_rllib.cli import main
 from esper_rllib.commands import evaluate as evaluate_command
 from esper_rllib.report import last_checkpoint
 from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
-from tuning.tensorboard import SUMMARY_TAG
+from tuning.tensorboard import SUMMARY_TAG, tag_pattern
 
 AXES = ("value_head_gain", "value_head_depth", "value_coef")
 GRID = set(itertools.product((1.0, 0.01), (2, 4), (0.5, 1.0)))
@@ -32,7 +33,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
                    "--name", "tiny", "--reference-episodes", "1", "--evaluate-episodes", "2",
                    *tiny_args())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return storage / "tiny", done.stdout
+    return storage / "tiny", done.stdout + done.stderr
 
 
 def _events(trial: Path) -> EventAccumulator:
@@ -57,6 +58,35 @@ def test_ablation_csv_has_one_row_per_trial_with_the_axes(sweep):
         assert not math.isnan(float(row["initial_value_loss"]))
         assert not math.isnan(float(row["best_ev"]))
     assert f"tensorboard --logdir {experiment}" in stdout
+
+
+def test_trial_folders_are_named_by_their_axes(sweep):
+    experiment, _ = sweep
+    names = {t.name for t in trial_dirs(experiment)}
+    assert names == {f"gain={g},depth={d},coef={c},seed=0" for g, d, c in GRID}
+    # ablation.csv names each trial the same way.
+    assert {r["trial"] for r in read_ablation_csv(experiment / "ablation.csv")} == names
+
+
+def test_console_shows_one_line_per_trial_result_and_no_ray_chatter(sweep):
+    experiment, output = sweep
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("cell "))
+    for field in ("seed", "iter", "EV", "verdict", "time", "ETA"):
+        assert field in lines[header]
+    results = lines[header + 1:header + 1 + 2 * len(GRID)]
+    for g, d, c in GRID:  # each trial: iteration 1 then 2, with its seed, EV and verdict
+        cell = f"gain={g},depth={d},coef={c} "
+        mine = [line.split() for line in results if line.startswith(cell)]
+        assert [row[1:3] for row in mine] == [["0", "1/2"], ["0", "2/2"]], results
+        assert all(row[4] in ("failure", "weak", "strong", "undetermined") for row in mine)
+    assert results[-1].endswith("| 16/16, ETA 0:00")
+    assert lines[header + 1 + 2 * len(GRID)].startswith("8 of 8 trials finished, 0 failed")
+    for noise in ("on the new API stack", "DeprecationWarning", "RLModule(config=",
+                  "Install gputil", "Checkpoint successfully created", "Trial status",
+                  "SeedMorphogenesis"):
+        assert noise not in output, noise
+    assert f"tensorboard --logdir {experiment}" in output
 
 
 def test_trials_see_our_knob_names_and_the_derived_layernorm_in_the_module(sweep):
@@ -114,9 +144,27 @@ def test_event_files_hold_hparams_of_the_axes_against_summary_metrics(sweep):
             assert event.step == int(row["env_steps"])
             assert (math.isnan(expected) and math.isnan(event.value)) or \
                 event.value == pytest.approx(expected, rel=1e-5, abs=1e-6)
-        # Every iteration's metrics against env steps (Tune's TBX logger).
+        # Every iteration's metrics against env steps (Tune's TBX logger), and under a short
+        # top-level tag.
         steps = [e.step for e in acc.Scalars("ray/tune/esper/explained_variance")]
         assert len(steps) == 2 and steps[-1] == int(row["env_steps"]) and steps[0] < steps[1]
+        assert [e.step for e in acc.Scalars("esper/explained_variance")] == steps
+
+
+def test_event_files_hold_the_dashboard_and_every_tag_it_draws(sweep):
+    experiment, _ = sweep
+    for trial in trial_dirs(experiment):
+        (events,) = trial.glob("events.out.tfevents.*")
+        layout, tags = dashboard(events)
+        assert [c.title for c in layout.category] == ["Collapse", "Policy"]
+        charts = {chart.title: list(chart.multiline.tag)
+                  for c in layout.category for chart in c.chart}
+        assert charts["explained variance before / after the update"] == [
+            "esper/explained_variance$", "esper/explained_variance_post$"]
+        # A chart's metric is missing only in iterations where it had no value (a head that
+        # no sampled op used); a metric that does not exist at all would fail here.
+        allowed = {tag_pattern(m) for m in never_defined(trial)}
+        assert unmatched_patterns(layout, tags) <= allowed
 
 
 def _cell(trial: Path) -> tuple:
@@ -185,9 +233,8 @@ def test_report_command_rewrites_the_report_and_postmortem_prints_the_tables(swe
     # No signal.json was there: measured on the sweep's env and read.
     assert json.loads((experiment / "signal.json").read_text())["meta"]["max_epochs"] == 3
     assert f"(`{experiment / 'signal.json'}`, reward" in report
-    trial = trial_dirs(experiment)[0]
-    trial_id = "_".join(trial.name.split("_")[3:5])  # e.g. "a5192_00000": unique in the sweep
-    assert main(["report", str(experiment), "--postmortem", trial_id]) == 0
+    # A unique part of a trial's name picks it.
+    assert main(["report", str(experiment), "--postmortem", "gain=0.01,depth=4,coef=0.5"]) == 0
     out = capsys.readouterr().out
     for heading in ("PPO update progression", "Operation distribution", "Advantage statistics",
                     "KL divergence", "Reward distribution", "Collapse flags and verdict"):

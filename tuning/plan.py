@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tuning.naming import label
 from tuning.sweeps import Cell, get_sweep
 
 KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
@@ -65,6 +66,19 @@ class SweepPlan:
         """What tells trials apart in tables: the axes (seed last), then the derived knobs."""
         knobs = self.cell_knobs(params) if self.derived else {}
         return {**{a: params.get(a) for a in self.axes}, **{d: knobs[d] for d in self.derived}}
+
+    def trials(self) -> Iterator[dict[str, Any]]:
+        """Every trial's params (the base knobs with its axis values), in grid order."""
+        for values in itertools.product(*self.axes.values()):
+            yield {**self.base, **dict(zip(self.axes, values, strict=True))}
+
+    def cell_label(self, params: Mapping[str, Any]) -> str:
+        """The cell's axes, short: ``gain=1.0,depth=2,coef=0.5``."""
+        return label({a: params.get(a) for a in self.cell_axes})
+
+    def trial_label(self, params: Mapping[str, Any]) -> str:
+        """The trial's folder and Tune name: its cell's axes, then the seed."""
+        return label({a: params.get(a) for a in self.axes})
 
     def param_space(self) -> dict[str, Any]:
         """Tune's param space: the flat knobs with the axes as grid searches.
@@ -154,7 +168,12 @@ def plan_sweep(
     plan = SweepPlan(sweep=sweep, profile=profile, axes=axes, base=base, derived=derived,
                      labels=labels)
     # Validate every cell exactly as its trial will see it: base knobs, axis values, derived knobs.
-    for values in itertools.product(*axes.values()):
-        cell = {**base, **dict(zip(axes, values, strict=True))}
-        resolve_knobs(profile, overrides=plan.cell_knobs(cell))
+    names: set[str] = set()
+    for params in plan.trials():
+        resolve_knobs(profile, overrides=plan.cell_knobs(params))
+        name = plan.trial_label(params)
+        if name in names:  # label values that differ only in characters a folder cannot hold
+            raise ValueError(f"--grid: two trials would share the folder name {name!r}; give "
+                             "values that still differ with /()<>:\"\\|?* replaced by _")
+        names.add(name)
     return plan

@@ -4,7 +4,8 @@ from the last checkpoint, resume of an interrupted sweep, and the results collec
 
 from __future__ import annotations
 
-import logging
+import functools
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuning.console import SweepConsole
+from tuning.output import COMPACT, TUNE_TABLES, ray_init_kwargs, tune_console
 from tuning.plan import PLAN_FILE, SweepPlan
 from tuning.results import CSV_FILE, PARAMS_FILE, RESULT_FILE, write_ablation_csv
 from tuning.saved_state import check_saved_state
 from tuning.stopper import SweepStopper
 from tuning.storage import StorageError, check_storage
-from tuning.tensorboard import HParamsLogger
-from tuning.trainable import ConfigBuilder, make_trainable
+from tuning.tensorboard import TensorBoardLogger
+from tuning.trainable import ConfigBuilder, make_trainable, placement
 
 # A placement request computed from a trial's flat knobs (see run_sweep's ``resources``).
 ResourceRequest = Callable[[Mapping[str, Any]], Any]
@@ -47,12 +50,34 @@ def _join(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
-def init_ray(address: str | None = None) -> None:
-    """Join ``address`` (a running cluster; also RAY_ADDRESS) or start a local Ray."""
+def init_ray(address: str | None = None, quiet: bool = True) -> bool:
+    """Join ``address`` (a running cluster; also RAY_ADDRESS) or start a local Ray; True when
+    it started one here (no cluster that could autoscale to what trials ask for)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, **ray_init_kwargs(quiet))
+    return address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def _check_gpus(plan: SweepPlan, build_config: ConfigBuilder,
+                resources: ResourceRequest | None) -> None:
+    """On a local Ray, a trial asking for more GPUs than there are would wait forever."""
+    import ray
+
+    params = next(plan.trials())
+    request = (resources(params) if resources is not None
+               else placement(build_config, plan.cell_knobs(params)))
+    wanted = request.required_resources.get("GPU", 0)
+    have = ray.cluster_resources().get("GPU", 0)
+    if wanted > have:
+        raise ValueError(f"--gpus-per-trial / gpus: each trial needs {wanted:g} GPUs, this "
+                           f"machine has {have:g}")
+
+
+def _trial_name(plan: SweepPlan, trial: Any) -> str:
+    return plan.trial_label(trial.config)
 
 
 def find_experiment(storage: str, name: str | None, prefix: str) -> str:
@@ -85,10 +110,14 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
     if resources is not None:
         trainable = tune.with_resources(trainable, resources)
     every = int(plan.base["checkpoint_every"])
+    # Saved in tuner.pkl with the rest, so a resumed sweep names and reports trials the same way.
+    name_trial = functools.partial(_trial_name, plan)
     return tune.Tuner(
         trainable,
         param_space=plan.param_space(),
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    trial_name_creator=name_trial,
+                                    trial_dirname_creator=name_trial),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
@@ -97,8 +126,9 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
                                                     checkpoint_at_end=True),
             # A trial that fails (a dead node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[HParamsLogger()],
-            verbose=verbose,
+            callbacks=[TensorBoardLogger()],
+            progress_reporter=SweepConsole(plan) if verbose == COMPACT else None,
+            verbose=min(verbose, 1),
         ),
     )
 
@@ -115,12 +145,13 @@ def run_sweep(
     max_failures: int = 2,
     resources: ResourceRequest | None = None,
     report: ReportWriter | None = None,
-    verbose: int = 1,
+    verbose: int = COMPACT,
 ) -> SweepOutcome:
     """Run every trial of ``plan`` under ``storage/name``; write ablation.csv (and the report).
 
     ``resources`` replaces the placement the algorithm asks for (its default_resource_request):
     e.g. GPU bundles for trials whose torch stays on CPU, to test placement without a GPU.
+    ``verbose``: SILENT, COMPACT (one line per trial result) or TUNE_TABLES.
     """
     storage = check_storage(storage)
     name = name or default_name(plan)
@@ -132,11 +163,13 @@ def run_sweep(
                            "another --name")
     if max_failures < 0:
         raise ValueError(f"--max-failures must be >= 0, got {max_failures}")
-    init_ray(address)
+    if init_ray(address, quiet=verbose < TUNE_TABLES):
+        _check_gpus(plan, build_config, resources)
     tuner = _tuner(plan, build_config, storage, name, max_concurrent, collapse_patience,
                    max_failures, resources, verbose)
     _save_plan(plan, path)
-    grid = tuner.fit()
+    with tune_console(verbose):
+        grid = tuner.fit()
     return _finish(path, plan, grid, report)
 
 
@@ -146,6 +179,7 @@ def resume_sweep(
     *,
     address: str | None = None,
     report: ReportWriter | None = None,
+    verbose: int = COMPACT,
 ) -> SweepOutcome:
     """Finish an interrupted sweep: finished trials stay as they are, unfinished and errored
     ones continue from their last checkpoint, so every trial completes exactly once.
@@ -156,11 +190,13 @@ def resume_sweep(
         raise StorageError(f"--resume: no interrupted sweep at {experiment}")
     check_saved_state(experiment)
     plan = _load_plan(experiment)
-    init_ray(address)
+    init_ray(address, quiet=verbose < TUNE_TABLES)
     tuner = tune.Tuner.restore(experiment,
                                make_trainable(build_config, plan.base, plan.cell_knobs),
                                resume_unfinished=True, resume_errored=True)
-    grid = tuner.fit()
+    # The console (or Tune's tables) the sweep was started with comes back from tuner.pkl.
+    with tune_console(verbose):
+        grid = tuner.fit()
     return _finish(experiment, plan, grid, report)
 
 

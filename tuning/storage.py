@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -11,10 +12,11 @@ class StorageError(ValueError):
 
 
 def check_storage(storage: str) -> str:
-    """Validate ``storage`` without writing anything; return it in the form Tune wants.
+    """Validate ``storage``, leaving nothing behind; return it in the form Tune wants.
 
-    Local paths become absolute (Tune requires it) and must lie under a writable folder; a URI
-    must name a filesystem that pyarrow (Tune's storage layer) can open.
+    Local paths become absolute (Tune requires it) and must lie under a folder where folders can
+    be created (tried with an empty one, removed at once); a URI must name a filesystem that
+    pyarrow (Tune's storage layer) can open.
     """
     if "://" in storage:
         import pyarrow.fs
@@ -30,6 +32,11 @@ def check_storage(storage: str) -> str:
         existing = existing.parent
     if not existing.is_dir():
         raise StorageError(f"--storage {storage}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise StorageError(f"--storage {storage}: {existing} is not writable")
+    # os.access says yes to root everywhere, also under /proc or on a read-only mount: try it.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".esper-probe-", dir=existing))
+    except OSError as err:
+        raise StorageError(f"--storage {storage}: cannot create folders in {existing} "
+                           f"({err.strerror}); allowed: a writable local folder or a "
+                           "storage URI") from None
     return str(path)

@@ -1,24 +1,81 @@
 """TensorBoard: Tune's TBX logger (every metric as ``ray/tune/<key>``, env steps as the step),
-with an HParams table of the swept axes against each trial's summary metrics.
+plus short ``esper/<name>`` tags for our metrics, the custom-scalars dashboard (a "Collapse" and a
+"Policy" section) and an HParams table of the swept axes against each trial's summary metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+from collections.abc import Mapping
+from numbers import Real
 
 from ray.tune.logger import TBXLoggerCallback
 
+from esper_rllib import metric_names as mn
 from tuning.results import hparams_metrics, load_trial, summarize
 
 # Scalars the HParams view reads its metric columns from (it shows a run's last value of a tag).
 SUMMARY_TAG = "summary/{}"
+# Top-level tags: the Time Series tab groups cards by what comes before the first "/".
+SHORT_TAG = f"{mn.RESULT_KEY}/{{}}"
+
+# TensorBoard's CUSTOM SCALARS tab: section -> chart title -> the metrics it draws together.
+DASHBOARD: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "Collapse": {
+        "explained variance before / after the update": (mn.EV, mn.EV_POST),
+        "value loss": (mn.VALUE_LOSS,),
+        "clip ratio (pre-clip gradient norm / max_grad_norm)": (mn.CLIP_RATIO,),
+        "KL after the update": (mn.KL,),
+        "Q-spread (mean, first step)": (mn.Q_SPREAD, mn.Q_SPREAD_START),
+        "return and value mean": (mn.RETURN_MEAN, mn.VALUE_MEAN),
+        "return and value std": (mn.RETURN_STD, mn.VALUE_STD),
+        "advantage std before normalisation": (mn.PRE_NORM_ADVANTAGE_STD,),
+    },
+    "Policy": {
+        "entropy per head (normalised)": mn.HEAD_ENTROPIES,
+        "entropy (weighted sum)": (mn.ENTROPY,),
+        "op mix (fraction of steps)": mn.OP_FRACTIONS,
+        "episode accuracy": (mn.EPISODE_VAL_ACC,),
+        "fossils per episode": (mn.EPISODE_FOSSILS,),
+    },
+}
 
 
-class HParamsLogger(TBXLoggerCallback):
-    """The default TBX logger, except that the HParams metrics are the sweep's summary metrics
-    (final and best EV, final value loss, median clip ratio, final accuracy, verdict code)
-    computed over the trial's whole history, not its last raw result.
+def tag_pattern(metric: str) -> str:
+    """The chart's regex for one metric's short tag (TensorBoard matches from the start only)."""
+    return f"{re.escape(SHORT_TAG.format(metric))}$"
+
+
+def layout() -> dict[str, dict[str, list]]:
+    """DASHBOARD in tensorboardX's add_custom_scalars form."""
+    return {section: {title: ["Multiline", [tag_pattern(m) for m in metrics]]
+                      for title, metrics in charts.items()}
+            for section, charts in DASHBOARD.items()}
+
+
+class TensorBoardLogger(TBXLoggerCallback):
+    """The default TBX logger, plus: the dashboard layout and the ``esper/<name>`` tags in every
+    trial's event file, and HParams metrics that are the sweep's summary metrics (final and best
+    EV, final value loss, median clip ratio, final accuracy, verdict code) computed over the
+    trial's whole history, not its last raw result.
     """
+
+    def log_trial_start(self, trial: object) -> None:
+        super().log_trial_start(trial)
+        # Each run's layout is the same: TensorBoard merges them into one dashboard.
+        self._trial_writer[trial].add_custom_scalars(layout())
+
+    def log_trial_result(self, iteration: int, trial: object, result: dict) -> None:
+        super().log_trial_result(iteration, trial, result)
+        step = result.get("timesteps_total") or result["training_iteration"]
+        writer = self._trial_writer[trial]
+        for name, value in result.get(mn.RESULT_KEY, {}).items():
+            # Numbers only (the verdict is also there as text), and no NaN, as Tune's own tags.
+            if isinstance(value, Real) and not math.isnan(value):
+                writer.add_scalar(SHORT_TAG.format(name), value, global_step=step)
+        writer.flush()
 
     def _try_log_hparams(self, trial: object, result: dict) -> None:
         # The trial's result.json (flushed after every result) holds the whole history, also

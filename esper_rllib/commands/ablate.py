@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "checkpoints of the broken, fixed and best cells (default 0: off, it "
                         "would add minutes to a quick sweep; `esper-rllib report DIR` "
                         "evaluates them later, 4 episodes by default)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Tune's own trial tables and every Ray message (default: one line "
+                        "per trial result)")
     parser.set_defaults(func=run)
 
 
@@ -83,7 +86,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.config import build_ppo_config, resolve_knobs
+    from esper_rllib.preflight import check_env_inputs, runs_here
     from esper_rllib.report import write_report
+    from tuning.output import COMPACT, TUNE_TABLES
     from tuning.plan import plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return write_report(path, args.reference_episodes,
                             evaluate_episodes=args.evaluate_episodes)
 
+    verbose = TUNE_TABLES if args.verbose else COMPACT
     try:
         _check_counts(args)
         check_storage(args.storage)
@@ -100,20 +106,23 @@ def run(args: argparse.Namespace) -> int:
                                          prefix=f"{args.sweep}-{args.profile}-")
             print(f"resuming {experiment}")
             outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
-                                   report=report)
+                                   report=report, verbose=verbose)
         else:
             get_sweep(args.sweep)
             plan = plan_sweep(args.sweep, args.profile, resolve_knobs, seeds=args.seeds,
                               grid=parse_grid(args.grid, args.sweep),
                               overrides=parse_set(args.overrides),
                               gpus_per_trial=args.gpus_per_trial)
+            for params in plan.trials():
+                check_env_inputs(plan.cell_knobs(params), local=runs_here(args.address))
             print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
                   f"({len(plan.axes) - 1} axes x {len(plan.axes['seed'])} seeds), "
                   f"{plan.iterations} iterations each")
             outcome = run_sweep(plan, build_ppo_config, args.storage, name=args.name,
                                 address=args.address, max_concurrent=args.max_concurrent,
                                 collapse_patience=args.stop_on_collapse,
-                                max_failures=args.max_failures, report=report)
+                                max_failures=args.max_failures, report=report,
+                                verbose=verbose)
     except ValueError as err:  # ConfigError, StorageError and the planner's checks
         print(f"esper-rllib ablate: error: {err}", file=sys.stderr)
         return 2

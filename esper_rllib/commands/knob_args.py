@@ -37,6 +37,9 @@ def make_env(knobs: dict[str, Any]) -> Any:
     """The env the knobs describe; the env's own validation errors become one CLI line."""
     import gymnasium as gym
 
+    from esper_rllib.preflight import check_env_inputs
+
+    check_env_inputs(knobs)
     try:
         return gym.make(f"envs:{knobs['env']}", **env_config(knobs))
     except ValueError as err:  # e.g. a missing data_dir

@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="checkpoint every N iterations (knob `checkpoint_every`)")
     parser.add_argument("--restore", metavar="CHECKPOINT",
                         help="start from this checkpoint directory (a checkpoint_NNNNNN)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also Tune's tables and every Ray message (default: one line per "
+                        "iteration)")
     parser.set_defaults(func=run)
 
 
@@ -29,5 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     knobs = knobs_from_args(args, gpus=args.gpus, iterations=args.iterations,
                             checkpoint_every=args.checkpoint_every)
-    train(knobs, storage=args.storage, name=args.name, restore=args.restore)
+    # The trial folder (TensorBoard's run name): the preset, if any, and the seed.
+    label = ",".join(filter(None, (args.preset, f"seed={knobs['seed']}")))
+    train(knobs, storage=args.storage, name=args.name, restore=args.restore, label=label,
+          verbose=args.verbose)
     return 0
