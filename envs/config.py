@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from envs.rewards import RewardConfig, parse_reward
+from envs.rewards import DEFAULT_NORMALIZATION, RewardConfig, parse_reward
 from envs.tasks import TASKS, TaskSpec, get_task
 
-REWARD_NORMALIZATIONS = ("running_std", "none")
+# "auto": the reward mode's own (rewards.DEFAULT_NORMALIZATION).
+REWARD_NORMALIZATIONS = ("auto", "running_std", "none")
 DEVICES = ("cpu", "cuda", "cuda:N", "auto")
 KWARGS = ("task", "max_epochs", "max_seeds", "reward", "reward_normalization", "data_dir",
           "device", "n_train", "n_val", "seed", "data_seed", "inject_nan_at_epoch", "render_mode")
@@ -71,10 +72,13 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
     task_name = kwargs.get("task", "synth_impaired")
     if task_name not in TASKS:
         raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
-    norm = kwargs.get("reward_normalization", "running_std")
+    norm = kwargs.get("reward_normalization", "auto")
     if norm not in REWARD_NORMALIZATIONS:
         raise ValueError(f"reward_normalization must be one of {REWARD_NORMALIZATIONS}, "
                          f"got {norm!r}")
+    reward = parse_reward(kwargs.get("reward", "shaped"))
+    if norm == "auto":
+        norm = DEFAULT_NORMALIZATION[reward.mode]
     data_dir = kwargs.get("data_dir")
     if data_dir is not None:
         if not isinstance(data_dir, (str, os.PathLike)):
@@ -84,7 +88,7 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
         task=get_task(task_name),
         max_epochs=_int(kwargs, "max_epochs", 150, 1),
         max_seeds=_int(kwargs, "max_seeds", 2, 0),
-        reward=parse_reward(kwargs.get("reward", "shaped")),
+        reward=reward,
         reward_normalization=norm,
         data_dir=data_dir,
         device=resolve_device(kwargs.get("device", "cpu")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -140,7 +141,7 @@ class SeedMorphogenesisEnv(gym.Env):
         slots = self.lifecycle.slots
         target_c = slots[slot].contribution
         phi_before = potential([s.stage for s in slots])
-        prev_acc = self._acc_hist[-1]
+        prev_acc, prev_seed_params = self._acc_hist[-1], self._seed_params()
         alpha_before = [s.alpha.alpha for s in slots]
 
         self._execute(effective, slot, act)
@@ -166,7 +167,8 @@ class SeedMorphogenesisEnv(gym.Env):
 
         truncated = self.epoch >= self.cfg.max_epochs
         components = reward_components(self.cfg.reward, self._transition(
-            effective, target_c, phi_before, contributions, prev_acc, truncated))
+            effective, target_c, phi_before, contributions, (prev_acc, prev_seed_params),
+            truncated))
         raw = float(sum(components.values()))
         reward = raw
         if self.cfg.reward_normalization == "running_std":
@@ -312,7 +314,9 @@ class SeedMorphogenesisEnv(gym.Env):
 
     # ---- reward, observation, info ------------------------------------------------------
     def _transition(self, op: Op, target_c: float | None, phi_before: float,
-                    contributions: list[float | None], prev_acc: float, last: bool) -> Transition:
+                    contributions: list[float | None], before: tuple[float, int],
+                    last: bool) -> Transition:
+        """``before``: val_acc and seed params before this step's op."""
         seeds = []
         for s, module, c in zip(self.lifecycle.slots, self._model.slots, contributions,
                                 strict=True):
@@ -327,8 +331,8 @@ class SeedMorphogenesisEnv(gym.Env):
             op=op, target_contribution=target_c, phi_before=phi_before,
             phi_after=potential([s.stage for s in self.lifecycle.slots]), seeds=seeds,
             host_params=self._model.host_param_count(), val_acc=self._acc_hist[-1],
-            prev_val_acc=prev_acc, last_epoch=last, n_good_fossils=good_fossils,
-            seed_params=self._seed_params())
+            prev_val_acc=before[0], last_epoch=last, n_good_fossils=good_fossils,
+            seed_params=self._seed_params(), prev_seed_params=before[1])
 
     def _seed_params(self) -> int:
         return sum(m.param_count() for m in self._model.slots if m.seed is not None)
@@ -366,6 +370,17 @@ class SeedMorphogenesisEnv(gym.Env):
         }
 
     # ---- helpers for policies, tests and benchmarks --------------------------------------
+    def __deepcopy__(self, memo: dict[int, Any]) -> SeedMorphogenesisEnv:
+        """A branch of this env: same state, RNGs and normaliser, so the same actions give the
+        same future (the EV ceiling branches episodes this way). The data set is read-only and
+        shared rather than copied."""
+        memo[id(self._data)] = self._data
+        branch = self.__class__.__new__(self.__class__)
+        memo[id(self)] = branch
+        for key, value in self.__dict__.items():
+            branch.__dict__[key] = copy.deepcopy(value, memo)
+        return branch
+
     @property
     def model(self) -> SeededModel:
         if self._model is None:

@@ -1,4 +1,5 @@
-"""Reward modes (shaped, sparse, accuracy_delta), their coefficients, and running-std scaling."""
+"""Reward modes (shaped, sparse, accuracy_delta, aligned), their coefficients, and running-std
+scaling."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 
 from envs.contract import Op, Stage
 
-REWARD_MODES = ("shaped", "sparse", "accuracy_delta")
+REWARD_MODES = ("shaped", "sparse", "accuracy_delta", "aligned")
+# Normalisation each mode gets when the env is asked for "auto": the reference's running std for
+# the reference's modes; none for `aligned`, whose scale is fixed by its coefficients.
+DEFAULT_NORMALIZATION = {"shaped": "running_std", "sparse": "running_std",
+                         "accuracy_delta": "running_std", "aligned": "none"}
 
 # Potential of each stage for potential-based shaping (stages not listed: 0).
 STAGE_POTENTIAL = {
@@ -43,6 +48,11 @@ class RewardConfig:
     sparse_param_weight: float = 0.1
     sparse_param_scale: float = 500_000.0
     rollback_penalty: float = 10.0  # subtracted after normalisation
+    # `aligned`: return per pp of final accuracy gained, and per doubling of the parameter count
+    # (host + seeds) paid for it; 0.1 each makes 10 pp worth 1.0 and a seed as large as the
+    # host (one doubling) cost 1 pp.
+    accuracy_weight: float = 0.1
+    param_cost_per_doubling: float = 0.1
 
     @staticmethod
     def coefficient_names() -> tuple[str, ...]:
@@ -95,6 +105,7 @@ class Transition:
     last_epoch: bool
     n_good_fossils: int  # fossils that contributed >= fossilize_bonus_min_pp when fossilized
     seed_params: int = 0  # live + fossilized
+    prev_seed_params: int = 0  # the same before this step's op
 
 
 # Names of each mode's reward components; the env adds "rollback" (after normalisation).
@@ -102,6 +113,7 @@ COMPONENTS = {
     "shaped": ("attribution", "pbrs", "rent", "action_cost", "action_bonus", "terminal"),
     "sparse": ("sparse",),
     "accuracy_delta": ("accuracy_delta", "rent"),
+    "aligned": ("accuracy", "param_cost"),
 }
 
 
@@ -121,6 +133,22 @@ def attribution(c: float, p: float) -> float:
     if p <= 0:
         return 0.0
     return math.sqrt(p * c) if c >= p else c
+
+
+def size_cost(cfg: RewardConfig, seed_params: int, host_params: int) -> float:
+    """`aligned`'s price of the seeds: doublings of the parameter count over the bare host."""
+    return cfg.param_cost_per_doubling * math.log2(1.0 + seed_params / host_params)
+
+
+def aligned(cfg: RewardConfig, t: Transition) -> dict[str, float]:
+    """Both terms are differences of a function of the state, so the undiscounted return is
+    accuracy_weight x (final - initial accuracy) - size_cost(final seeds): holding a seed pays
+    exactly what fossilizing it pays, and a prune refunds its price."""
+    return {
+        "accuracy": cfg.accuracy_weight * (t.val_acc - t.prev_val_acc),
+        "param_cost": size_cost(cfg, t.prev_seed_params, t.host_params)
+        - size_cost(cfg, t.seed_params, t.host_params),
+    }
 
 
 def rent(cfg: RewardConfig, seeds: list[SeedView], host_params: int) -> float:
@@ -153,6 +181,8 @@ def reward_components(cfg: RewardConfig, t: Transition) -> dict[str, float]:
                 / cfg.sparse_param_scale
             value = max(-1.0, min(1.0, value))
         return {"sparse": value}
+    if cfg.mode == "aligned":
+        return aligned(cfg, t)
     if cfg.mode == "accuracy_delta":
         return {"accuracy_delta": t.val_acc - t.prev_val_acc, "rent": -r}
     live = [s for s in t.seeds if s.stage != Stage.FOSSILIZED and s.contribution is not None]

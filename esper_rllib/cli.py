@@ -6,12 +6,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from esper_rllib.commands import ablate, check_env, heuristic, knobs, report, train
+from esper_rllib.commands import (
+    ablate,
+    check_env,
+    evaluate,
+    heuristic,
+    knobs,
+    report,
+    signal,
+    train,
+)
 from esper_rllib.config import ConfigError
 from esper_rllib.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
-COMMANDS = (train, heuristic, check_env, knobs, ablate, report)
+COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -2,6 +2,11 @@
 raises the seed document's warning flags and gives a verdict from a trailing window of explained
 variance, so one noisy batch does not flip it.
 
+Only post-warm-up EV enters the window (warm-up iterations must not decide the verdict), and the
+verdict waits until a majority of the window holds such EVs: a median of one or two values is
+decided by a single batch. With the defaults (warm-up 5, window 5) the first verdict comes at
+iteration 8, on the EVs of iterations 6-8.
+
 Thresholds are the seed document's (training-failure-analysis.md sections 5 and 6):
 failure = EV < 0 after batch 5, weak = 0 <= EV <= 0.2, strong = EV > 0.2; clipping beyond 10x,
 KL below 1e-3 and an initial value loss above 10 are the symptoms of the collapsed run.
@@ -43,7 +48,8 @@ class CollapseMonitor:
     ``update(metrics)`` takes one iteration's metrics (names of ``metric_names``; missing or NaN
     values raise no flag) and returns ``{"flag_<name>": bool, ..., "verdict": str,
     "verdict_code": int, "ev_trailing": float}``; verdict codes index ``VERDICTS`` (-1 while
-    undetermined: before iteration ``warmup + 1`` or with no finite EV in the window).
+    undetermined: until the window holds ``min_evs`` finite post-warm-up EVs). ``ev_trailing``
+    is the median of the window (NaN while it is empty).
     """
 
     def __init__(self, window: int = DEFAULT_WINDOW, warmup: int = WARMUP_ITERATIONS) -> None:
@@ -61,14 +67,14 @@ class CollapseMonitor:
 
     def update(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         self.iteration += 1
+        past_warmup = self.iteration > self.warmup
         ev = _finite(metrics.get("explained_variance"))
-        if ev is not None:
+        if ev is not None and past_warmup:
             self._evs.append(ev)
         value_loss = _finite(metrics.get("value_loss"))
         if self.iteration == 1:
             self.first_value_loss = value_loss
 
-        past_warmup = self.iteration > self.warmup
         q_spread = _finite(metrics.get("q_spread"))
         return_std = _finite(metrics.get("return_std"))
         clip_ratio = _finite(metrics.get("clip_ratio"))
@@ -85,7 +91,7 @@ class CollapseMonitor:
         assert tuple(flags) == COLLAPSE_FLAGS
 
         ev_trailing = statistics.median(self._evs) if self._evs else math.nan
-        verdict = self._verdict(ev_trailing) if past_warmup else UNDETERMINED
+        verdict = self._verdict(ev_trailing) if len(self._evs) >= self.min_evs else UNDETERMINED
         self.failure_streak = self.failure_streak + 1 if verdict == "failure" else 0
 
         record = {
@@ -97,10 +103,13 @@ class CollapseMonitor:
         self.history.append(record)
         return record
 
+    @property
+    def min_evs(self) -> int:
+        """Post-warm-up EVs the verdict needs: a majority of the window."""
+        return self.window // 2 + 1
+
     @staticmethod
     def _verdict(ev_trailing: float) -> str:
-        if math.isnan(ev_trailing):
-            return UNDETERMINED
         if ev_trailing < 0.0:
             return "failure"
         return "strong" if ev_trailing > STRONG_EV else "weak"

@@ -28,6 +28,7 @@ from envs.tasks import TASKS
 from esper_rllib.model_config import CRITICS, Q_BASELINES, resolve_model_config
 from esper_rllib.model_config import DEFAULTS as MODEL_DEFAULTS
 from esper_rllib.model_config import PRESETS as MODEL_PRESETS
+from esper_rllib.value_norm import VALUE_TARGET_NORMS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -60,6 +61,7 @@ class Knob:
     choices: tuple = ()
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None  # an exclusive lower bound (e.g. 0 for "strictly positive")
     optional: bool = False  # None allowed ("none" on the command line)
     key: str | None = None  # name at the destination when it differs from the knob's
     # False where the builder derives other settings from the value (no Tune search space).
@@ -79,6 +81,8 @@ class Knob:
             text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
         elif self.minimum is not None:
             text = f"{self.type.__name__} >= {self.minimum:g}"
+        elif self.above is not None:
+            text = f"{self.type.__name__} > {self.above:g}"
         else:
             text = self.type.__name__
         return f"{text} | none" if self.optional else text
@@ -128,6 +132,8 @@ class Knob:
             raise bad
         if self.maximum is not None and max(numbers) > self.maximum:
             raise bad
+        if self.above is not None and min(numbers) <= self.above:
+            raise bad
         if self.pattern and not re.fullmatch(self.pattern, value):
             raise bad
         return value
@@ -146,9 +152,10 @@ KNOBS: dict[str, Knob] = {
     "max_epochs": Knob(150, int, ENV, "episode length in host epochs", minimum=1,
                        searchable=False),
     "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
-    "reward": Knob("shaped", str, ENV, "reward mode",
-                   choices=REWARD_MODES),
-    "reward_normalization": Knob("running_std", str, ENV, "reward scaling",
+    "reward": Knob("aligned", str, ENV, "reward mode (shaped = the reference's, for "
+                   "reproducing the seed document)", choices=REWARD_MODES),
+    "reward_normalization": Knob("auto", str, ENV, "reward scaling (auto: running_std for "
+                                 "the reference's modes, none for aligned)",
                                  choices=REWARD_NORMALIZATIONS),
     "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
                      optional=True),
@@ -174,11 +181,15 @@ KNOBS: dict[str, Knob] = {
     "value_head_layernorm": Knob(MODEL_DEFAULTS["value_head_layernorm"], bool, MODEL,
                                  "LayerNorm after hidden value layers"),
     "value_head_gain": Knob(MODEL_DEFAULTS["value_head_gain"], float, MODEL,
-                            "orthogonal gain of the value output layer", minimum=1e-12),
+                            "orthogonal gain of the value output layer", above=0.0),
     "critic": Knob(MODEL_DEFAULTS["critic"], str, MODEL, "Q(s, op) or state value V(s)",
                    choices=CRITICS),
     "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
                        "GAE baseline of the q_op critic", choices=Q_BASELINES),
+    "value_target_norm": Knob(MODEL_DEFAULTS["value_target_norm"], str, MODEL,
+                              "value targets: raw, or PopArt (running mean/std, the output "
+                              "layer rescaled to preserve predictions)",
+                              choices=VALUE_TARGET_NORMS),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
@@ -188,16 +199,21 @@ KNOBS: dict[str, Knob] = {
     "ratio_mode": Knob("per_head", str, LEARNER, "PPO ratio per head or of the joint log-prob",
                        choices=("per_head", "joint")),
     "value_clip": Knob(None, float, LEARNER, "reference-style value clipping range (none = "
-                       "off)", minimum=0.0, optional=True),
+                       "off; normalised units with popart)", minimum=0.0, optional=True),
+    "critic_lr_scale": Knob(1.0, float, LEARNER, "the value head's learning rate is lr x this",
+                            above=0.0),
+    "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
+                        minimum=1),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
-    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", minimum=0.0,
+    # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
+    "max_grad_norm": Knob(1.0, float, TRAINING, "global gradient-norm clip", above=0.0,
                           key="grad_clip"),
     "clip_param": Knob(0.2, float, TRAINING, "PPO ratio clip", minimum=0.0),
     "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),
     "lambda_": Knob(0.98, float, TRAINING, "GAE lambda", minimum=0.0, maximum=1.0),
-    "num_epochs": Knob(1, int, TRAINING, "gradient steps per batch (1 = the reference: one "
-                       "step over the whole batch)", minimum=1),
+    "num_epochs": Knob(1, int, TRAINING, "passes over each batch; gradient steps per batch = "
+                       "num_epochs x minibatches (1 x 1 = the reference)", minimum=1),
     "episodes_per_batch": Knob(4, int, TRAINING, "whole episodes per training batch",
                                minimum=1, searchable=False),
     # --- sampling and resources ---
@@ -227,12 +243,16 @@ KNOBS: dict[str, Knob] = {
 # Sizes per profile (experiments.md section 2); each must keep its time budget.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 25, "episodes_per_batch": 4,
-        "iterations": 10, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        # 40-epoch episodes: at 25 the oracle's gain over WAIT was within seed noise
+        # (docs/results/signal-quick-aligned); 8 iterations keep `make run` near 10 minutes.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
+        "iterations": 8, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
     },
     "standard": {
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 8,
+        # About 4x quick in env steps (60 x 4 x 24 = 5,760 vs 40 x 4 x 8 = 1,280; the 512-wide
+        # LSTM costs more per step), with 3x its batches.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 4,
         "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
     },
     "seed": {
@@ -312,6 +332,11 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
         raise ConfigError(f"gpus_per_env_runner={knobs['gpus_per_env_runner']}: needs "
                           "num_env_runners >= 1 (with 0 the env runs in the trainer; set "
                           "env_device=cuda and gpus instead)")
+    minibatches = knobs["minibatches"]
+    for n in minibatches["grid_search"] if _is_search_space(minibatches) else (minibatches,):
+        if n > knobs["episodes_per_batch"]:
+            raise ConfigError(f"minibatches={n}: each minibatch holds whole episodes; allowed: "
+                              f"1..episodes_per_batch = {knobs['episodes_per_batch']}")
     seq_len = knobs["max_seq_len"]
     if seq_len is not None and seq_len < episode_steps(knobs) + 1:
         raise ConfigError(
@@ -401,9 +426,9 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             lambda_=knobs["lambda_"],
             num_epochs=knobs["num_epochs"],
             train_batch_size_per_learner=batch,
-            # No minibatches: num_epochs passes over the whole batch, one gradient step each.
-            # (A size in env steps would split it: the learner batch also holds one bootstrap
-            # step per episode.)
+            # No RLlib minibatches: a size in env steps would split the LSTM sequences (the
+            # learner batch also holds one bootstrap step per episode). The learner splits each
+            # of the num_epochs passes into `minibatches` groups of whole episodes.
             minibatch_size=None,
             shuffle_batch_per_epoch=False,
             # Our learner does its own value clipping; RLlib's clamps the squared error.

@@ -5,12 +5,27 @@ clipping clamps the squared error, its explained variance is t=0 only, its KL is
 penalty, its GAE normalises over bootstrap steps). Settings come from
 ``config.learners(learner_config_dict={...})`` (keys and defaults: ``LEARNER_DEFAULTS``) plus
 RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
-``num_epochs``, ``minibatch_size`` and ``lr``.
+``num_epochs`` and ``lr``.
+
+Optimisation: one Adam over all parameters, the value head in its own parameter group at
+``lr x critic_lr_scale`` (RLlib's lr schedule sets both groups). RLlib clips gradients per
+optimizer (``Learner.postprocess_gradients_for_module``), so a single optimizer keeps
+``max_grad_norm`` one global norm over every parameter. Each epoch (``num_epochs``) is split into
+``minibatches`` gradient steps on whole episodes (``esper_rllib.minibatches``); RLlib's
+``minibatch_size`` counts env steps and would cut through the LSTM sequences, so it must be unset
+when ``minibatches > 1``.
+
+With PopArt (model_config ``value_target_norm="popart"``, ``esper_rllib.value_norm``) the target
+statistics are updated once per batch, after GAE and before the first gradient step, and the
+value loss is computed on normalised values and targets (``value_clip`` is then in normalised
+units). Every reported value metric stays on the unnormalised (return) scale, comparable across
+cells: EV, value and return mean/std, and ``value_loss`` (the optimised normalised loss times
+std^2); ``popart_mean`` / ``popart_std`` are the statistics after the batch's update.
 
 Metrics (names of ``metric_names.LEARNER_METRICS``) are logged once per training iteration with
 explicit reduces under ``learners/<module id>/esper/<name>``:
 - before the update (the GAE pass, ``esper_rllib.gae``): EV, return/value/advantage statistics,
-  q_spread;
+  q_spread; the PopArt statistics after their update;
 - per gradient step, averaged over the iteration's steps: losses, entropies, ratio statistics,
   gradient norms and clip ratio (``ratio_max`` is the max);
 - before the first gradient step: ``approx_kl_pre``;
@@ -24,6 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
@@ -31,12 +47,15 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from envs.contract import HEADS
 from esper_rllib import loss, telemetry
 from esper_rllib.gae import FactoredGAE, log_learner_metrics
+from esper_rllib.minibatches import episode_minibatches
 
 LEARNER_DEFAULTS: dict[str, Any] = {
     "ratio_mode": "per_head",
     "value_clip": None,
     "entropy_coef": 0.05,
     "value_coef": 0.5,
+    "critic_lr_scale": 1.0,
+    "minibatches": 1,
 }
 
 # Per-head entropy weights of the reference (sum 9.4: the ceiling of the `entropy` metric).
@@ -47,6 +66,13 @@ HEAD_ENTROPY_COEFS: dict[str, float] = {
 assert tuple(HEAD_ENTROPY_COEFS) == HEADS
 
 ADAM_EPS = 1e-5
+# Key of an Adam parameter group's learning-rate multiplier.
+LR_SCALE = "lr_scale"
+
+# RLlib's own loss coefficients, which our loss never reads, and the learner_config_dict key
+# that takes their place.
+IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
+                                          "vf_loss_coeff": "value_coef"}
 
 
 def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -68,7 +94,27 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
             allowed = "a number >= 0" + (" or None (off)" if key == "value_clip" else "")
             raise ValueError(f"learner_config_dict[{key!r}]: must be {allowed}, got {value!r}")
         cfg[key] = float(value)
+    scale = cfg["critic_lr_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"learner_config_dict['critic_lr_scale']: must be a number > 0, got "
+                         f"{scale!r}")
+    cfg["critic_lr_scale"] = float(scale)
+    n = cfg["minibatches"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"learner_config_dict['minibatches']: must be an int >= 1, got {n!r}")
     return cfg
+
+
+def check_rllib_loss_settings(config: Any) -> None:
+    """ValueError when the PPOConfig sets one of RLlib's loss coefficients away from its
+    default: our loss would silently ignore it."""
+    defaults = PPOConfig()
+    for name, ours in IGNORED_RLLIB_SETTINGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            raise ValueError(
+                f"training({name}={value!r}) is ignored by FactoredPPOLearner; set "
+                f"learners(learner_config_dict={{{ours!r}: ...}}) (the {ours!r} knob) instead")
 
 
 class FactoredPPOLearner(PPOTorchLearner):
@@ -80,6 +126,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         if self.config.use_kl_loss:
             raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
                              "which has no KL penalty; set training(use_kl_loss=False)")
+        check_rllib_loss_settings(self.config)
         super().build()
         # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
         if self._learner_connector is not None:
@@ -91,14 +138,27 @@ class FactoredPPOLearner(PPOTorchLearner):
         self._before_first_step = False
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
-        # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5.
+        # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
+        # gradient clip stays global), the value head in a group of its own lr multiplier.
         params = self.get_parameters(self._module[module_id])
+        critic = {id(p) for p in self._module[module_id].unwrapped().value_head.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) not in critic], LR_SCALE: 1.0},
+            {"params": [p for p in params if id(p) in critic],
+             LR_SCALE: self.esper_config["critic_lr_scale"]},
+        ]
         self.register_optimizer(
             module_id=module_id,
-            optimizer=torch.optim.Adam(params, eps=ADAM_EPS),
+            optimizer=torch.optim.Adam(groups, eps=ADAM_EPS),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
+
+    @staticmethod
+    def _set_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        # RLlib sets (and schedules) one lr per optimizer; each group takes it times its scale.
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get(LR_SCALE, 1.0)
 
     # -- the loss ---------------------------------------------------------------------------
     def compute_loss_for_module(
@@ -118,8 +178,11 @@ class FactoredPPOLearner(PPOTorchLearner):
                                   batch[Postprocessing.ADVANTAGES], mask, config.clip_param,
                                   cfg["ratio_mode"])
         values = module.compute_values(batch, embeddings=fwd_out[Columns.EMBEDDINGS])
-        value = loss.value_loss(values, batch[Postprocessing.VALUE_TARGETS],
-                                batch[Columns.VF_PREDS], mask, cfg["value_clip"])
+        value_terms = (values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS])
+        norm = module.value_norm
+        if norm is not None:  # PopArt: normalised outputs regress normalised targets
+            value_terms = tuple(norm.normalize(x) for x in value_terms)
+        value = loss.value_loss(*value_terms, mask, cfg["value_clip"])
         coefs = torch.tensor(list(HEAD_ENTROPY_COEFS.values()), device=values.device)
         entropy, head_entropy = loss.entropy_bonus(new.head_entropies(), new.legal_counts(),
                                                    relevance, mask, coefs)
@@ -128,7 +191,9 @@ class FactoredPPOLearner(PPOTorchLearner):
         with torch.no_grad():
             relevant = relevance.bool() & mask.unsqueeze(-1)
             step_metrics = {
-                "policy_loss": float(policy), "value_loss": float(value),
+                "policy_loss": float(policy),
+                # On the return scale whatever the normalisation.
+                "value_loss": float(value) * (1.0 if norm is None else float(norm.std) ** 2),
                 "total_loss": float(total), "entropy": float(entropy),
                 **{f"entropy_{h}": float(e) if relevant[..., i].any() else float("nan")
                    for i, (h, e) in enumerate(zip(HEADS, head_entropy, strict=True))},
@@ -181,7 +246,37 @@ class FactoredPPOLearner(PPOTorchLearner):
         # Keep the iteration's whole train batch (after the learner connector, GAE included) for
         # the post-update measurements; RLlib 2.60 builds it inside `update()` and drops it.
         self._train_batch = super()._make_batch_if_necessary(training_data)
+        self._update_value_norms(self._train_batch)
         return self._train_batch
+
+    def _update_value_norms(self, batch: Any) -> None:
+        """PopArt: fold the batch's value targets (real steps) into each module's statistics
+        before any gradient step; the pre-update predictions in the batch stay valid."""
+        for module_id, module_batch in batch.policy_batches.items():
+            module = self.module[module_id].unwrapped()
+            if module.value_norm is None:
+                continue
+            mask = module_batch[Columns.LOSS_MASK].bool()
+            module.value_norm.update(module_batch[Postprocessing.VALUE_TARGETS][mask],
+                                     module.value_head[-1])
+            log_learner_metrics(self.metrics, module_id, {
+                "popart_mean": float(module.value_norm.mean),
+                "popart_std": float(module.value_norm.std)})
+
+    def _create_iterator_if_necessary(self, *, training_data: Any, num_epochs: int = 1,
+                                      minibatch_size: int | None = None, **kwargs) -> Any:
+        minibatches = self.esper_config["minibatches"]
+        if minibatches == 1:
+            return super()._create_iterator_if_necessary(
+                training_data=training_data, num_epochs=num_epochs,
+                minibatch_size=minibatch_size, **kwargs)
+        if minibatch_size:
+            raise ValueError(f"minibatch_size={minibatch_size}: counts env steps and cuts LSTM "
+                             f"sequences; with learner_config_dict minibatches={minibatches} "
+                             "set training(minibatch_size=None)")
+        batch = self._make_batch_if_necessary(training_data=training_data)
+        return episode_minibatches(self._set_slicing_by_batch_id(batch, value=True),
+                                   num_epochs, minibatches)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
@@ -194,14 +289,18 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     @staticmethod
     def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
-        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms:
-        on the whole batch, after the iteration's last gradient step."""
+        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
+        (at each chunk's last real step): on the whole batch, after the iteration's last
+        gradient step."""
         with torch.no_grad():
-            fwd = module.forward_train(batch)
+            mask = batch[Columns.LOSS_MASK].bool()
+            # Sequences cut at their last real step, so the returned state is not advanced by
+            # RLlib's artificial bootstrap step; the masked metrics below never read past it.
+            real_steps = mask.sum(-1)
+            fwd = module.forward_train({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
             dist_cls = module.get_train_action_dist_cls()
             old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
             new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
-            mask = batch[Columns.LOSS_MASK].bool()
             values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
@@ -211,6 +310,8 @@ class FactoredPPOLearner(PPOTorchLearner):
             }
             state = fwd.get(Columns.STATE_OUT)
             if state:
-                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"])
-                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"])
+                # A chunk holding only a bootstrap step has no real state to report.
+                has_real = real_steps > 0
+                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
+                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics

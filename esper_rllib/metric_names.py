@@ -14,6 +14,9 @@ RESULT_KEY = "esper"
 # x axis for TensorBoard: Tune uses result["timesteps_total"] as the step.
 ENV_STEPS = "env_steps"
 
+# PopArt's value-target statistics after the iteration's update (value_target_norm=popart only).
+POPART_METRICS = ("popart_mean", "popart_std")
+
 # Learner-side, one value per training iteration (policy-and-ppo.md section 4).
 LEARNER_METRICS = (
     "value_loss",
@@ -47,6 +50,7 @@ LEARNER_METRICS = (
     "pre_norm_advantage_std",
     "lstm_h_norm",
     "lstm_c_norm",
+    *POPART_METRICS,
 )
 
 # Env-runner side, from sampled steps and finished episodes.

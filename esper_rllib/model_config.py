@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from esper_rllib.value_norm import VALUE_TARGET_NORMS
+
 # The reference network (policy-and-ppo.md section 1) with the "after" value head.
 DEFAULTS: dict[str, Any] = {
     "lstm_hidden": 512,
@@ -20,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "value_head_gain": 0.01,
     "critic": "q_op",
     "q_baseline": "sampled_op",
+    # PopArt statistics in the module (esper_rllib.value_norm), or raw value outputs.
+    "value_target_norm": "none",
     # RLlib needs it for a stateful module; the reference trains on whole 150-step episodes.
     "max_seq_len": 160,
 }
@@ -73,7 +77,8 @@ def resolve_model_config(model_config: Mapping[str, Any] | None) -> dict[str, An
         raise ValueError(f"model_config['value_head_depth']: at most "
                          f"{cfg['lstm_hidden'].bit_length()} for lstm_hidden "
                          f"{cfg['lstm_hidden']}, got {cfg['value_head_depth']}")
-    for key, allowed in (("critic", CRITICS), ("q_baseline", Q_BASELINES)):
+    for key, allowed in (("critic", CRITICS), ("q_baseline", Q_BASELINES),
+                         ("value_target_norm", VALUE_TARGET_NORMS)):
         if cfg[key] not in allowed:
             raise ValueError(f"model_config[{key!r}]: must be one of {allowed}, got {cfg[key]!r}")
     return cfg

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from envs.contract import EMPTY_BLUEPRINT, HEADS, N_OPS
 from esper_rllib.distribution import make_factored_distribution, mask_logits
 from esper_rllib.model_config import resolve_model_config
+from esper_rllib.value_norm import PopArt
 
 _RELU_GAIN = math.sqrt(2)
 _POLICY_OUT_GAIN = 0.01
@@ -93,6 +94,9 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         value_in = hidden + (N_OPS if self.critic_type == "q_op" else 0)
         self.value_head = _mlp(value_in, value_hidden, 1, cfg["value_head_gain"],
                                layernorm=cfg["value_head_layernorm"])
+        # With PopArt the head outputs normalised values; every value leaving the module is
+        # unnormalised (GAE, telemetry and env runners never see the normalised scale).
+        self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None
 
     def get_initial_state(self) -> dict[str, np.ndarray]:
         hidden = self.model_config["lstm_hidden"]
@@ -163,7 +167,7 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         if self.critic_type == "v":
             if embeddings is None:
                 embeddings, _ = self._embed(batch)
-            return self.value_head(embeddings).squeeze(-1)
+            return self._value(embeddings)
         if embeddings is not None:
             return self.value_of_ops(embeddings, self._ops_taken(batch))
         embeddings, _ = self._embed(batch)
@@ -192,7 +196,12 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
 
     def _q(self, embeddings: Tensor, ops: Tensor) -> Tensor:
         one_hot = nn.functional.one_hot(ops.long(), N_OPS).to(embeddings.dtype)
-        return self.value_head(torch.cat([embeddings, one_hot], dim=-1)).squeeze(-1)
+        return self._value(torch.cat([embeddings, one_hot], dim=-1))
+
+    def _value(self, x: Tensor) -> Tensor:
+        """(B, T) unnormalised output of the value head."""
+        out = self.value_head(x).squeeze(-1)
+        return out if self.value_norm is None else self.value_norm.denormalize(out)
 
     def _ops_taken(self, batch: dict[str, Any]) -> Tensor:
         if Columns.ACTIONS not in batch:

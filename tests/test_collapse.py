@@ -66,23 +66,28 @@ def test_missing_or_nan_metrics_raise_no_flag():
 @pytest.mark.parametrize("ev, verdict", [(-0.05, "failure"), (0.0, "weak"), (0.2, "weak"),
                                          (0.21, "strong")])
 def test_verdict_thresholds(ev, verdict):
-    records = feed(CollapseMonitor(), [ev] * 6)
-    assert [r["verdict"] for r in records[:5]] == [UNDETERMINED] * 5
+    # Warm-up 5, then a majority (3) of the 5-wide window: the first verdict at iteration 8.
+    records = feed(CollapseMonitor(), [ev] * 8)
+    assert [r["verdict"] for r in records[:7]] == [UNDETERMINED] * 7
     assert records[-1]["verdict"] == verdict
     assert records[-1]["verdict_code"] == VERDICTS.index(verdict)
 
 
 def test_one_noisy_batch_does_not_flip_the_verdict():
-    records = feed(CollapseMonitor(window=5), [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, -3.0, 0.5])
-    assert [r["verdict"] for r in records[5:]] == ["strong", "strong", "strong"]
+    # Wherever the noisy batch falls after warm-up, it never decides the verdict alone.
+    for noisy in range(5, 10):
+        evs = [0.5] * 10
+        evs[noisy] = -3.0
+        records = feed(CollapseMonitor(window=5), evs)
+        assert [r["verdict"] for r in records[7:]] == ["strong"] * 3, noisy
     # A persistent change does flip it once it dominates the window.
-    records = feed(CollapseMonitor(window=5), [0.5] * 6 + [-0.1] * 3)
-    assert records[-1]["verdict"] == "failure"
+    records = feed(CollapseMonitor(window=5), [0.5] * 8 + [-0.1] * 3)
+    assert records[-2]["verdict"] == "strong" and records[-1]["verdict"] == "failure"
 
 
 def test_should_stop_after_patience_failures():
     monitor = CollapseMonitor()
-    feed(monitor, [-0.5] * 7)  # failure at iterations 6 and 7
+    feed(monitor, [-0.5] * 9)  # failure at iterations 8 and 9
     assert monitor.should_stop(2)
     assert not monitor.should_stop(3)
     feed(monitor, [0.9] * 5)
@@ -100,12 +105,28 @@ def test_bad_arguments():
 
 def test_state_round_trip_keeps_history_and_verdict():
     monitor = CollapseMonitor()
-    feed(monitor, [-0.5] * 6)
+    feed(monitor, [-0.5] * 8)
     state = json.loads(json.dumps(monitor.get_state()))  # JSON-able, as checkpoints store it
     restored = CollapseMonitor()
     restored.set_state(state)
-    assert restored.history == monitor.history
+    # (compared as JSON: the warm-up records' NaN trailing EV is not equal to itself)
+    assert json.dumps(restored.history) == json.dumps(monitor.history)
     assert restored.should_stop(1)
     # Continuing the restored monitor gives what continuing the original gives.
     assert restored.update({**HEALTHY, "explained_variance": 0.9}) == monitor.update(
         {**HEALTHY, "explained_variance": 0.9})
+
+
+def test_warmup_evs_never_enter_the_window():
+    # The audit's case: five warm-up iterations at EV -1, then a healthy critic. The verdict and
+    # the trailing EV come from post-warm-up iterations only.
+    monitor = CollapseMonitor(window=5, warmup=5)
+    records = feed(monitor, [-1.0] * 5 + [0.5] * 5)
+    assert all(math.isnan(r["ev_trailing"]) for r in records[:5])
+    assert "failure" not in [r["verdict"] for r in records]
+    assert records[-1]["verdict"] == "strong" and records[-1]["ev_trailing"] == 0.5
+    assert not monitor.should_stop(1)
+    # The same after a checkpoint restore.
+    restored = CollapseMonitor()
+    restored.set_state(json.loads(json.dumps(monitor.get_state())))
+    assert restored.update({**HEALTHY, "explained_variance": 0.5})["verdict"] == "strong"

@@ -20,11 +20,11 @@ from esper_rllib.config import (
 def test_profiles_have_the_experiment_sizes():
     quick = resolve_knobs("quick")
     assert (quick["task"], quick["max_epochs"], quick["episodes_per_batch"],
-            quick["lstm_hidden"]) == ("synth_impaired", 25, 4, 64)
+            quick["lstm_hidden"]) == ("synth_impaired", 40, 4, 64)
     standard = resolve_knobs("standard")
     assert (standard["task"], standard["n_train"], standard["max_epochs"],
             standard["episodes_per_batch"], standard["iterations"],
-            standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 8, 24, 512)
+            standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 4, 24, 512)
     seed = resolve_knobs("seed")
     assert (seed["task"], seed["n_train"], seed["max_epochs"], seed["episodes_per_batch"],
             seed["iterations"], seed["lstm_hidden"]) == ("cifar_impaired", 50_000, 150, 64, 32, 512)
@@ -39,7 +39,9 @@ def test_layers_apply_in_order_defaults_profile_preset_overrides():
     assert knobs["value_head_depth"] == 2 and knobs["value_head_layernorm"] is False
     assert knobs["value_head_gain"] == 1.0
     assert knobs["value_coef"] == 0.25  # the override beats the preset
-    assert knobs["lr"] == 3e-4 and knobs["max_epochs"] == 25
+    assert knobs["lr"] == 3e-4 and knobs["max_epochs"] == 40
+    assert knobs["reward"] == "aligned", "every profile defaults to the reward that tracks "\
+        "accuracy"
     after = resolve_knobs("quick", "seed_after")
     assert (after["value_head_depth"], after["value_head_layernorm"], after["value_head_gain"],
             after["value_coef"]) == (4, True, 0.01, 1.0)
@@ -71,6 +73,12 @@ def test_unknown_keys_list_the_known_ones():
     ("task=mnist", "allowed: synth_impaired | synth_baseline | cifar_impaired | cifar_baseline"),
     ("value_head_layernorm=maybe", "allowed: true | false"),
     ("lr=fast", "allowed: float >= 0"),
+    # 0 would turn RLlib's clipping off (it clips only when grad_clip is truthy).
+    ("max_grad_norm=0", "allowed: float > 0"),
+    ("value_head_gain=0", "allowed: float > 0"),
+    ("critic_lr_scale=0", "allowed: float > 0"),
+    ("minibatches=0", "allowed: int >= 1"),
+    ("value_target_norm=running", "allowed: none | popart"),
     ("gamma=1.5", "allowed: 0 <= float <= 1"),
     ("n_train=0", "allowed: int >= 1 | none"),
     ("episodes_per_batch=2.5", "allowed: int >= 1"),
@@ -89,10 +97,13 @@ def test_bad_values_name_the_key_and_the_allowed_values(item, allowed):
 def test_settings_that_only_conflict_together_are_rejected():
     with pytest.raises(ConfigError, match="episodes_per_batch=4: must be a multiple of .* = 3"):
         resolve_knobs("quick", overrides={"num_env_runners": 3})
-    with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 26"):
+    with pytest.raises(ConfigError, match="max_seq_len=10: .* >= max_epochs \\+ 1 = 41"):
         resolve_knobs("quick", overrides={"max_seq_len": 10})
     with pytest.raises(ConfigError, match="gpus_per_env_runner=0.5: needs num_env_runners >= 1"):
         resolve_knobs("quick", overrides={"gpus_per_env_runner": 0.5})
+    # A minibatch holds whole episodes: at most one per episode of the batch (4 on quick).
+    with pytest.raises(ConfigError, match="minibatches=5: .* allowed: 1..episodes_per_batch = 4"):
+        resolve_knobs("quick", overrides={"minibatches": {"grid_search": [1, 5]}})
     # The module's own limits, checked before Ray starts.
     with pytest.raises(ConfigError, match="value_head_depth"):
         resolve_knobs("quick", overrides={"value_head_depth": 9})
@@ -116,19 +127,21 @@ def test_built_config_has_the_reference_ppo_settings():
     config = build_ppo_config(knobs)
     assert config.env == f"envs:{ENV_ID}"
     assert config.env_config["task"] == "synth_impaired" and config.env_config["n_train"] == 256
-    assert config.env_config["max_epochs"] == 25 and config.env_config["device"] == "cpu"
-    # One gradient step over whole episodes: a batch of 4 episodes x 25 epochs, no minibatches.
+    assert config.env_config["max_epochs"] == 40 and config.env_config["device"] == "cpu"
+    # One gradient step over whole episodes: a batch of 4 episodes x 40 epochs, no minibatches.
     assert config.batch_mode == "complete_episodes"
-    assert config.train_batch_size_per_learner == 100 and config.minibatch_size is None
+    assert config.train_batch_size_per_learner == 160 and config.minibatch_size is None
     assert config.num_epochs == 1
-    assert config.model_config["max_seq_len"] == 26
+    assert config.model_config["max_seq_len"] == 41
     assert config.model_config["value_head_depth"] == 4
     assert config.model_config["value_head_gain"] == 0.01
     assert (config.lr, config.gamma, config.lambda_, config.clip_param) == (1e-4, 0.995, 0.98, 0.2)
     assert config.grad_clip == 1.0 and config.grad_clip_by == "global_norm"
     assert math.isinf(config.vf_clip_param) and config.use_kl_loss is False
     assert config.learner_config_dict == {"value_coef": 1.0, "entropy_coef": 0.05,
-                                          "ratio_mode": "per_head", "value_clip": None}
+                                          "ratio_mode": "per_head", "value_clip": None,
+                                          "critic_lr_scale": 1.0, "minibatches": 1}
+    assert config.model_config["value_target_norm"] == "none"
     assert config.learner_class is FactoredPPOLearner
     assert config.callbacks_class is EsperCallbacks
     # The spec names only the class: its model_config would override Tune grids.
@@ -137,6 +150,16 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.seed == 7 and config.restart_failed_env_runners is True
     assert config.sample_timeout_s == 600.0
     assert config.num_learners == 0 and config.num_gpus_per_learner == 0
+
+
+def test_learner_knobs_reach_the_learner_and_the_module():
+    knobs = resolve_knobs("quick", overrides={"critic_lr_scale": 10, "minibatches": 4,
+                                              "value_target_norm": "popart"})
+    config = build_ppo_config(knobs)
+    assert config.learner_config_dict["critic_lr_scale"] == 10.0
+    assert config.learner_config_dict["minibatches"] == 4
+    assert config.model_config["value_target_norm"] == "popart"
+    assert config.minibatch_size is None  # RLlib's would cut sequences
 
 
 def test_gpu_knobs_reach_learner_env_runners_and_the_env_device():

@@ -20,6 +20,7 @@ from envs.rewards import (
     parse_reward,
     potential,
     reward_components,
+    size_cost,
 )
 
 SHAPED = RewardConfig()
@@ -115,6 +116,63 @@ def test_sparse_and_accuracy_delta():
     comp = reward_components(delta, transition(val_acc=23.0, prev_val_acc=20.0,
                                                seeds=[seed(params=100)]))
     assert comp == pytest.approx({"accuracy_delta": 3.0, "rent": -0.5 * math.log(2.0)})
+
+
+ALIGNED = RewardConfig(mode="aligned")
+
+
+def test_aligned_pays_accuracy_gained_and_prices_parameters_in_doublings():
+    comp = reward_components(ALIGNED, transition(val_acc=23.0, prev_val_acc=20.0))
+    assert comp == pytest.approx({"accuracy": 0.3, "param_cost": 0.0})
+    # A seed as large as the 77-parameter impaired host is one doubling: 1 pp worth (0.1).
+    grown = reward_components(ALIGNED, transition(host_params=77, seed_params=77,
+                                                  prev_seed_params=0))
+    assert grown["param_cost"] == pytest.approx(-0.1)
+    # The largest CNN seed (a bottleneck, ~650 parameters with its gate) costs ~3 pp there,
+    # not the shaped rent's 0.5 ln(9.4) per epoch (~45 over a 40-epoch episode).
+    assert size_cost(ALIGNED, 650, 77) == pytest.approx(0.1 * math.log2(1 + 650 / 77))
+    assert size_cost(ALIGNED, 650, 77) < 0.35
+
+
+def test_aligned_fossilize_pays_what_holding_pays_and_prune_refunds_the_price():
+    held = dict(val_acc=25.0, prev_val_acc=24.0, host_params=77, seed_params=300,
+                prev_seed_params=300, seeds=[seed(Stage.HOLDING, contribution=3.0)])
+    fossilized = reward_components(ALIGNED, transition(op=Op.FOSSILIZE, **{
+        **held, "seeds": [seed(Stage.FOSSILIZED, contribution=3.0)]}))
+    assert fossilized == reward_components(ALIGNED, transition(op=Op.WAIT, **held))
+    germinated = reward_components(ALIGNED, transition(op=Op.GERMINATE, host_params=77,
+                                                       seed_params=300))
+    pruned = reward_components(ALIGNED, transition(op=Op.PRUNE, host_params=77,
+                                                   prev_seed_params=300))
+    assert germinated["param_cost"] < 0
+    assert germinated["param_cost"] + pruned["param_cost"] == pytest.approx(0.0)
+
+
+def test_aligned_return_is_accuracy_gained_minus_the_final_seeds_price():
+    """Through the env, with germinations, a prune and a fossil: the undiscounted return is
+    0.1 x (final - initial accuracy) - size_cost(final seeds), whatever happened between."""
+    env = small_env(reward="aligned", max_epochs=14)
+    assert env.cfg.reward_normalization == "none", "aligned needs no normaliser"
+    _, info = env.reset(seed=0)
+    first_acc = info["val_acc"]
+    script = [make_action(Op.GERMINATE, 1, blueprint=5, tempo=0, alpha_target=2),
+              make_action(Op.GERMINATE, 2, blueprint=1, tempo=0, alpha_target=2),
+              make_action(Op.ADVANCE, 1), make_action(Op.ADVANCE, 2), make_action(Op.PRUNE, 1),
+              make_action(Op.ADVANCE, 2), make_action(Op.WAIT), make_action(Op.WAIT),
+              make_action(Op.WAIT), make_action(Op.ADVANCE, 2), make_action(Op.FOSSILIZE, 2)]
+    script += [make_action(Op.WAIT)] * (14 - len(script))
+    total, refunded = 0.0, False
+    for action in script:
+        _, reward, _, _, info = env.step(action)
+        assert info["action_valid"], action
+        assert reward == pytest.approx(sum(info["reward_components"].values()))
+        refunded |= info["reward_components"]["param_cost"] > 0
+        total += reward
+    assert refunded, "the prune refunded the bottleneck's price"
+    assert info["slot_stages"][2] == Stage.FOSSILIZED and info["slot_stages"][1] != Stage.HOLDING
+    expected = 0.1 * (info["val_acc"] - first_acc) - size_cost(
+        env.cfg.reward, info["seed_params"], info["host_params"])
+    assert total == pytest.approx(expected)
 
 
 def test_coefficient_overrides():

@@ -1,6 +1,7 @@
 """The reference PPO loss on hand-made tensors, and FactoredPPOLearner as a real RLlib Learner
 (small FactoredLSTM, episodes sampled by a real env runner on the probe envs)."""
 
+import copy
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -164,18 +166,31 @@ def build(config):
     return config.build_learner(), SingleAgentEnvRunner(config=config)
 
 
-def update(learner, runner, num_epochs=1, n_episodes=8):
-    """One training iteration: sync the learner's weights to the runner (as PPO does), sample,
-    update; returns our metrics (peeked), the raw results and the sampled rewards."""
+def sample(learner, runner, n_episodes=8):
+    """Episodes of the learner's current policy: its weights synced to the runner, as PPO does."""
     weights = learner.get_state(components=COMPONENT_RL_MODULE)[COMPONENT_RL_MODULE]
     runner.set_state({COMPONENT_RL_MODULE: weights})
-    episodes = runner.sample(num_episodes=n_episodes)
-    # The learner connector appends an artificial step to each episode: keep the real rewards.
-    rewards = np.concatenate([np.asarray(e.get_rewards(), dtype=np.float64) for e in episodes])
+    return runner.sample(num_episodes=n_episodes)
+
+
+def learn(learner, episodes, num_epochs=1, minibatch_size=None):
+    """One learner update on ``episodes`` (copied: the learner connector extends them in place);
+    returns our metrics (peeked) and the raw results."""
+    episodes = copy.deepcopy(episodes)
     steps = sum(len(e) for e in episodes)
     results = learner.update(episodes=episodes, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: steps},
-                             num_epochs=num_epochs, minibatch_size=None)
+                             num_epochs=num_epochs, minibatch_size=minibatch_size)
     metrics = {k: s.peek() for k, s in results[DEFAULT_MODULE_ID]["esper"].items()}
+    return metrics, results
+
+
+def update(learner, runner, num_epochs=1, n_episodes=8):
+    """One training iteration: sample with the learner's policy, update; returns our metrics
+    (peeked), the raw results and the sampled rewards."""
+    episodes = sample(learner, runner, n_episodes)
+    # The learner connector appends an artificial step to each episode: keep the real rewards.
+    rewards = np.concatenate([np.asarray(e.get_rewards(), dtype=np.float64) for e in episodes])
+    metrics, results = learn(learner, episodes, num_epochs)
     return metrics, results, rewards
 
 
@@ -196,8 +211,9 @@ def test_one_gradient_step_kl_after_step_while_approx_kl_pre_is_zero(probe3):
     assert m["explained_variance_post"] != m["explained_variance"]
     assert m["lstm_h_norm"] > 0 and m["lstm_c_norm"] > 0
     # Every learner metric arrives, once, with a per-iteration reduce (not the sticky EMA).
-    from esper_rllib.metric_names import LEARNER_METRICS
-    assert set(LEARNER_METRICS) <= set(m)
+    from esper_rllib.metric_names import LEARNER_METRICS, POPART_METRICS
+    assert set(LEARNER_METRICS) - set(POPART_METRICS) <= set(m)
+    assert not set(POPART_METRICS) & set(m)  # PopArt is off
     reduces = {k: type(s).__name__ for k, s in results[DEFAULT_MODULE_ID]["esper"].items()}
     assert reduces["ratio_max"] == "MaxStats"
     assert reduces["gradient_steps"] == "SumStats"
@@ -228,6 +244,37 @@ def test_metrics_are_per_iteration_means_not_sticky(probe3):
     # the first step's 0.
     assert m["ratio_max"] > 1.0
     assert m["approx_kl_pre"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lstm_state_norms_are_taken_at_the_last_real_step(probe3):
+    learner, runner = probe3
+    kept = []
+    original = learner._make_batch_if_necessary
+    learner._make_batch_if_necessary = lambda **kw: kept.append(original(**kw)) or kept[-1]
+    try:
+        m, _, _ = update(learner, runner)
+    finally:
+        del learner._make_batch_if_necessary
+    batch = kept[0].policy_batches[DEFAULT_MODULE_ID]
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    real_steps = batch[Columns.LOSS_MASK].sum(-1)
+    # Each chunk of the learner batch ends with RLlib's artificial bootstrap step: its state
+    # is one step past the episode. Expected: the updated module run step by step over the
+    # chunk's real steps only.
+    assert bool((real_steps < batch[Columns.SEQ_LENS]).any())
+    norms = {"h": [], "c": []}
+    with torch.no_grad():
+        for row, n_real in enumerate(real_steps.tolist()):
+            state = {k: v[row:row + 1] for k, v in batch[Columns.STATE_IN].items()}
+            for t in range(n_real):
+                obs = {k: v[row:row + 1, t:t + 1] for k, v in batch[Columns.OBS].items()}
+                state = module.forward_inference({Columns.OBS: obs, Columns.STATE_IN: state})[
+                    Columns.STATE_OUT]
+            if n_real:
+                for k in norms:
+                    norms[k].append(float(state[k].norm()))
+    assert m["lstm_h_norm"] == pytest.approx(np.mean(norms["h"]), rel=1e-5)
+    assert m["lstm_c_norm"] == pytest.approx(np.mean(norms["c"]), rel=1e-5)
 
 
 def test_clip_ratio_and_head_norms_from_a_known_gradient(probe3):
@@ -306,7 +353,160 @@ def test_bad_settings_fail_at_build():
         make_config(value_coeff=1.0).build_learner()
 
 
+@pytest.mark.parametrize(("setting", "ours"), [({"entropy_coeff": 0.01}, "entropy_coef"),
+                                               ({"entropy_coeff": [[0, 0.1], [100, 0.0]]},
+                                                "entropy_coef"),
+                                               ({"vf_loss_coeff": 0.5}, "value_coef")])
+def test_rllib_loss_coefficients_are_refused_naming_ours(setting, ours):
+    # Our loss never reads RLlib's coefficients: a run setting them would silently differ from
+    # what its config says.
+    with pytest.raises(ValueError, match=f"{next(iter(setting))}.*ignored.*'{ours}'"):
+        make_config().training(**setting).build_learner()
+
+
 def test_learner_metric_key_is_namespaced():
     # Apart from RLlib's own learners/<module>/total_loss etc.
     assert learner_metric_key("default_policy", "total_loss") == (
         "default_policy", "esper", "total_loss")
+
+
+# -- critic learning rate, minibatches, PopArt ------------------------------------------------
+
+
+def twin_learners(env="Probe3", model_overrides=(None, None), **learner_configs):
+    """Two learners with the same weights; ``learner_configs`` maps "a"/"b" to each one's
+    learner_config_dict, ``model_overrides`` gives each one's extra model_config."""
+    learners = []
+    for name, extra in zip("ab", model_overrides, strict=True):
+        config = make_config(env=env, **learner_configs.get(name, {}))
+        config.rl_module(model_config={**SMALL_MODEL, **(extra or {})})
+        learners.append(config.build_learner())
+    a, b = (lr.module[DEFAULT_MODULE_ID].unwrapped() for lr in learners)
+    b.load_state_dict(a.state_dict(), strict=False)  # PopArt buffers exist in one only
+    return learners
+
+
+def params_of(module):
+    value = [p.detach().clone() for p in module.value_head.parameters()]
+    value_ids = {id(p) for p in module.value_head.parameters()}
+    rest = [p.detach().clone() for p in module.parameters() if id(p) not in value_ids]
+    return value, rest
+
+
+def test_critic_lr_scale_multiplies_the_value_heads_step_only():
+    plain, scaled = twin_learners(a={}, b={"critic_lr_scale": 10.0})
+    runner = SingleAgentEnvRunner(config=make_config())
+    episodes = sample(plain, runner)
+    steps = {}
+    for name, learner in (("plain", plain), ("scaled", scaled)):
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        before = params_of(module)
+        learn(learner, episodes)
+        after = params_of(module)
+        steps[name] = [torch.cat([(y - x).flatten() for x, y in zip(b, a, strict=True)])
+                       for b, a in zip(before, after, strict=True)]
+    # Same weights and batch, so the same gradients: Adam's step is lr-proportional per entry.
+    assert torch.allclose(steps["scaled"][0], 10 * steps["plain"][0], rtol=1e-3, atol=1e-9)
+    assert steps["plain"][0].abs().max() > 0
+    assert torch.allclose(steps["scaled"][1], steps["plain"][1], rtol=1e-4, atol=1e-9)
+
+
+def test_lr_schedule_drives_both_groups_keeping_the_critic_scale():
+    schedule = [[0, 1e-2], [16, 1e-3]]
+    learner, runner = build(make_config(lr=schedule, critic_lr_scale=3.0))
+    optimizer = learner.get_optimizer(DEFAULT_MODULE_ID)
+    group_lrs = [[g["lr"] for g in optimizer.param_groups]]
+    for _ in range(2):
+        update(learner, runner)
+        group_lrs.append([g["lr"] for g in optimizer.param_groups])
+    assert group_lrs[0] == pytest.approx([1e-2, 3e-2])
+    assert group_lrs[-1][0] < group_lrs[0][0]  # the schedule moved the lr ...
+    assert all(lrs[1] == pytest.approx(3 * lrs[0]) for lrs in group_lrs)  # ... and the scale
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == {
+        id(p) for p in module.value_head.parameters()}
+
+
+def test_gradient_clip_stays_one_global_norm_with_a_critic_lr_scale():
+    # RLlib clips per optimizer: with the critic in a second optimizer, each part would be
+    # clipped to max_grad_norm alone. One optimizer with two groups keeps one global norm.
+    learner, _ = build(make_config(critic_lr_scale=10.0))
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    value_ids = {id(p) for p in module.value_head.parameters()}
+    grads = {learner.get_param_ref(p): torch.full_like(p, 3.0 if id(p) in value_ids else 1.0)
+             for p in module.parameters()}
+    config = learner.config.get_config_for_module(DEFAULT_MODULE_ID)
+    clipped = learner.postprocess_gradients_for_module(
+        module_id=DEFAULT_MODULE_ID, config=config, module_gradients_dict=grads)
+    learner.metrics.reduce()
+    after = torch.linalg.vector_norm(torch.stack([g.norm() for g in clipped.values()]))
+    assert float(after) == pytest.approx(config.grad_clip, rel=1e-4)
+    ratios = {float(g.flatten()[0]) for g in clipped.values()}
+    assert len(ratios) == 2 and max(ratios) / min(ratios) == pytest.approx(3.0)
+
+
+def test_minibatches_hold_whole_episodes_and_count_as_gradient_steps():
+    learner, runner = build(make_config(minibatches=2))
+    seen = []
+    original = learner.compute_loss_for_module
+
+    def spy(**kw):
+        seen.append((kw["batch"][Columns.SEQ_LENS].tolist(),
+                     int(kw["batch"][Columns.LOSS_MASK].sum())))
+        return original(**kw)
+
+    learner.compute_loss_for_module = spy
+    try:
+        m, _, _ = update(learner, runner, num_epochs=3, n_episodes=8)
+    finally:
+        del learner.compute_loss_for_module
+    # Probe 3: 2-step episodes, one sequence each (2 real steps + the bootstrap step).
+    assert m["gradient_steps"] == 3 * 2
+    assert seen == [([3, 3, 3, 3], 8)] * 6
+
+
+def test_minibatch_settings_that_would_cut_episodes_are_refused():
+    learner, runner = build(make_config(minibatches=2))
+    episodes = sample(learner, runner, n_episodes=4)
+    with pytest.raises(ValueError, match=r"minibatch_size=8: .*\(minibatch_size=None\)"):
+        learn(learner, episodes, minibatch_size=8)
+    learner, runner = build(make_config(minibatches=5))
+    with pytest.raises(ValueError, match="minibatches=5: .* only 4 episodes; allowed: 1..4"):
+        learn(learner, sample(learner, runner, n_episodes=4))
+    with pytest.raises(ValueError, match="critic_lr_scale.*> 0"):
+        resolve_learner_config({"critic_lr_scale": 0})
+    with pytest.raises(ValueError, match="minibatches.*int >= 1"):
+        resolve_learner_config({"minibatches": 1.5})
+
+
+def test_popart_reports_on_the_return_scale_and_learns_on_the_normalised_one():
+    # Probe 2: G = r, a feature of the observation. Same weights and batch with and without
+    # PopArt: the first statistics update preserves the critic's outputs, so every reported
+    # number of the first iteration is the same; only the optimised loss differs.
+    raw, popart = twin_learners(env="Probe2", model_overrides=(None, {"value_target_norm":
+                                                                       "popart"}))
+    runner = SingleAgentEnvRunner(config=make_config(env="Probe2"))
+    episodes = sample(raw, runner, n_episodes=16)
+    m_raw, _ = learn(raw, episodes)
+    m_pop, _ = learn(popart, episodes)
+    for name in ("value_loss", "explained_variance", "value_mean", "value_std", "return_std"):
+        assert m_pop[name] == pytest.approx(m_raw[name], rel=1e-4, abs=1e-7), name
+    # The statistics after one batch are that batch's targets' mean and (population) std.
+    assert m_pop["popart_mean"] == pytest.approx(m_pop["return_mean"], rel=1e-5)
+    assert m_pop["popart_std"] == pytest.approx(m_pop["return_std"], rel=1e-4)
+    assert "popart_mean" not in m_raw
+    norm = popart.module[DEFAULT_MODULE_ID].unwrapped().value_norm
+    assert float(norm.mean) == pytest.approx(m_pop["popart_mean"])
+    # Normalised targets of std 1 instead of ~0.3: the value head takes a different step.
+    value_raw, _ = params_of(raw.module[DEFAULT_MODULE_ID].unwrapped())
+    value_pop, _ = params_of(popart.module[DEFAULT_MODULE_ID].unwrapped())
+    assert not torch.allclose(value_raw[0], value_pop[0])
+
+
+def test_popart_critic_learns_the_probe():
+    config = make_config(env="Probe2")
+    config.rl_module(model_config={**SMALL_MODEL, "critic": "v", "value_target_norm": "popart"})
+    learner, runner = build(config)
+    history = [update(learner, runner, num_epochs=4, n_episodes=16)[0] for _ in range(8)]
+    assert history[-1]["explained_variance_post"] > 0.8
+    assert history[-1]["popart_std"] == pytest.approx(history[-1]["return_std"], rel=0.5)

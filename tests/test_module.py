@@ -41,12 +41,6 @@ def _batch(module, B=3, T=6, seed=0):
     return {Columns.OBS: obs, Columns.ACTIONS: actions, Columns.STATE_IN: state}
 
 
-def _step(batch, t):
-    """The env-runner view of time step t: T = 1."""
-    return {Columns.OBS: {k: v[:, t:t + 1] for k, v in batch[Columns.OBS].items()},
-            Columns.ACTIONS: batch[Columns.ACTIONS][:, t:t + 1]}
-
-
 @pytest.mark.parametrize(("preset", "value_head", "total"),
                          [("seed_before", 133_121, 3_624_802), ("seed_after", 174_849, 3_666_530)])
 def test_parameter_counts_at_reference_sizes(preset, value_head, total):
@@ -82,44 +76,48 @@ def test_value_head_depth_and_layernorm_shape():
     assert _module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
 
 
-@pytest.mark.parametrize("critic", ["q_op", "v"])
-def test_step_by_step_rollout_matches_whole_sequence(critic):
-    module = _module(critic=critic)
-    batch = _batch(module)
-    T = batch[Columns.ACTIONS].shape[1]
+@pytest.mark.parametrize(("critic", "q_baseline"), [("q_op", "sampled_op"),
+                                                    ("q_op", "expected"), ("v", "sampled_op")])
+def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline):
+    """What the env runner computes one step at a time with the carried state equals what the
+    learner computes on the zero-padded chunks with SEQ_LENS (the packed LSTM path): logits,
+    values (the GAE baseline and the loss path's prediction) and the state at each chunk's end.
+    """
+    module = _module(critic=critic, q_baseline=q_baseline)
+    B, T = 3, 6
+    seq_lens = torch.tensor([6, 4, 2])
+    real = torch.arange(T) < seq_lens[:, None]
+    batch = _batch(module, B=B, T=T)
+    # Chunks that continue an episode start from its carried state, not zeros.
+    gen = torch.Generator().manual_seed(1)
+    batch[Columns.STATE_IN] = {k: torch.randn(v.shape, generator=gen)
+                               for k, v in batch[Columns.STATE_IN].items()}
+    # Zero padding past each chunk's length, as RLlib's AddTimeDimToBatchAndZeroPad writes it.
+    for v in (*batch[Columns.OBS].values(), batch[Columns.ACTIONS]):
+        v[~real] = 0
+    learner_batch = {**batch, Columns.SEQ_LENS: seq_lens, Columns.LOSS_MASK: real}
     with torch.no_grad():
-        whole = module.forward_train(batch)
-        whole_values = module.compute_values(batch, whole[Columns.EMBEDDINGS])
-        state = batch[Columns.STATE_IN]
-        logits, values = [], []
-        for t in range(T):
-            step = {**_step(batch, t), Columns.STATE_IN: state}
-            out = module.forward_exploration(step)
-            state = out[Columns.STATE_OUT]
-            logits.append(out[Columns.ACTION_DIST_INPUTS])
-            values.append(module.compute_values(step))
-    assert torch.allclose(torch.cat(logits, 1), whole[Columns.ACTION_DIST_INPUTS], atol=1e-5)
-    assert torch.allclose(torch.cat(values, 1), whole_values, atol=1e-5)
-    for k in ("h", "c"):
-        assert torch.allclose(state[k], whole[Columns.STATE_OUT][k], atol=1e-5)
-
-
-def test_padded_chunks_return_the_state_at_their_last_real_step():
-    module = _module()
-    batch = _batch(module, B=2, T=6)
-    with torch.no_grad():
-        padded = module.forward_train({**batch, Columns.SEQ_LENS: torch.tensor([6, 3])})
-        short = module.forward_train({
-            Columns.OBS: {k: v[1:, :3] for k, v in batch[Columns.OBS].items()},
-            Columns.STATE_IN: {k: v[1:] for k, v in batch[Columns.STATE_IN].items()}})
-        full = module.forward_train(batch)
-    for k in ("h", "c"):
-        assert torch.allclose(padded[Columns.STATE_OUT][k][1], short[Columns.STATE_OUT][k][0],
-                              atol=1e-5)
-        assert torch.allclose(padded[Columns.STATE_OUT][k][0], full[Columns.STATE_OUT][k][0],
-                              atol=1e-5)
-    assert torch.allclose(padded[Columns.ACTION_DIST_INPUTS][1, :3],
-                          full[Columns.ACTION_DIST_INPUTS][1, :3], atol=1e-5)
+        seq = module.forward_train(learner_batch)
+        seq_baseline = module.compute_values(learner_batch)
+        seq_prediction = module.compute_values(learner_batch, seq[Columns.EMBEDDINGS])
+        for row, length in enumerate(seq_lens.tolist()):
+            state = {k: v[row:row + 1] for k, v in batch[Columns.STATE_IN].items()}
+            for t in range(length):
+                step = {Columns.OBS: {k: v[row:row + 1, t:t + 1]
+                                      for k, v in batch[Columns.OBS].items()},
+                        Columns.ACTIONS: batch[Columns.ACTIONS][row:row + 1, t:t + 1],
+                        Columns.STATE_IN: state}
+                out = module.forward_exploration(step)
+                embeddings = module.forward_train(step)[Columns.EMBEDDINGS]
+                assert torch.allclose(out[Columns.ACTION_DIST_INPUTS][0, 0],
+                                      seq[Columns.ACTION_DIST_INPUTS][row, t], atol=1e-5)
+                assert torch.allclose(module.compute_values(step)[0, 0],
+                                      seq_baseline[row, t], atol=1e-5)
+                assert torch.allclose(module.compute_values(step, embeddings)[0, 0],
+                                      seq_prediction[row, t], atol=1e-5)
+                state = out[Columns.STATE_OUT]
+            for k in ("h", "c"):
+                assert torch.allclose(state[k][0], seq[Columns.STATE_OUT][k][row], atol=1e-5)
 
 
 def test_logits_are_masked_and_the_batch_is_left_alone():

@@ -34,12 +34,14 @@ def test_seed_sweep_is_the_eight_cell_grid_times_seeds_with_layernorm_following_
     assert plan.cell_knobs({**space, "value_head_depth": 2})["value_head_layernorm"] is False
 
 
-def test_extended_sweep_has_three_critics_and_gradient_steps():
+def test_extended_sweep_crosses_critics_gradient_steps_and_popart_on_the_fix():
     plan = plan_sweep("extended", "quick", resolve_knobs, seeds=1)
-    assert plan.n_trials == 3 * 3 * 2
-    assert plan.axes["num_epochs"] == [1, 4]
+    assert plan.n_trials == 3 * 2 * 2
+    assert plan.axes["num_epochs"] == [1, 8]
+    assert plan.axes["value_target_norm"] == ["none", "popart"]
     base = plan.param_space()
-    assert base["value_head_depth"] == 4 and base["value_coef"] == 1.0
+    assert (base["value_head_depth"], base["value_head_layernorm"], base["value_head_gain"],
+            base["value_coef"]) == (4, True, 0.01, 1.0)
     knobs = {v: plan.cell_knobs({**base, "critic_variant": v})
              for v in plan.axes["critic_variant"]}
     assert (knobs["q_op/sampled_op"]["critic"], knobs["q_op/sampled_op"]["q_baseline"]) == (
@@ -48,6 +50,21 @@ def test_extended_sweep_has_three_critics_and_gradient_steps():
         "q_op", "expected")
     assert knobs["v"]["critic"] == "v"
     assert all("critic_variant" not in k for k in knobs.values())  # a label, not a knob
+    # Gradient steps per batch are whole-batch epochs: no minibatches.
+    assert all(k["minibatches"] == 1 for k in knobs.values())
+
+
+def test_remedies_sweep_is_grad_clip_by_critic_lr_on_the_seed_documents_fix():
+    plan = plan_sweep("remedies", "quick", resolve_knobs, seeds=2)
+    assert plan.axes == {"max_grad_norm": [1.0, 2.0, 5.0], "critic_lr_scale": [1.0, 10.0],
+                         "seed": [0, 1]}
+    assert plan.n_trials == 3 * 2 * 2
+    knobs = plan.cell_knobs({**plan.param_space(), "max_grad_norm": 5.0,
+                             "critic_lr_scale": 10.0, "seed": 1})
+    assert (knobs["max_grad_norm"], knobs["critic_lr_scale"]) == (5.0, 10.0)
+    assert (knobs["value_head_depth"], knobs["value_head_layernorm"], knobs["value_head_gain"],
+            knobs["value_coef"]) == (4, True, 0.01, 1.0)
+    assert (knobs["critic"], knobs["q_baseline"]) == ("q_op", "sampled_op")  # the reference
 
 
 def test_free_axes_seeds_and_set_combine():
@@ -63,7 +80,7 @@ def test_free_axes_seeds_and_set_combine():
 
 def test_bad_sweep_name(capsys):
     line = _error(capsys, "--sweep", "nope", "--storage", "/tmp")
-    assert "unknown sweep 'nope'" in line and "seed, extended" in line
+    assert "unknown sweep 'nope'" in line and "seed, extended, remedies" in line
 
 
 def test_bad_axis_and_bad_values(capsys):

@@ -15,18 +15,23 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tiny_sweep import dashboard, never_defined, run_cli, tiny_args, unmatched_patterns
 
 from esper_rllib.cli import main
+from esper_rllib.commands import evaluate as evaluate_command
+from esper_rllib.report import last_checkpoint
 from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
 from tuning.tensorboard import SUMMARY_TAG, tag_pattern
 
 AXES = ("value_head_gain", "value_head_depth", "value_coef")
 GRID = set(itertools.product((1.0, 0.01), (2, 4), (0.5, 1.0)))
+BROKEN, FIX = (1.0, 2, 0.5), (0.01, 4, 1.0)
+EVALUATION = "evaluation/evaluation.json"
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> tuple[Path, str]:
     storage = tmp_path_factory.mktemp("sweeps")
     done = run_cli("ablate", "--sweep", "seed", "--seeds", "1", "--storage", str(storage),
-                   "--name", "tiny", "--reference-episodes", "1", *tiny_args())
+                   "--name", "tiny", "--reference-episodes", "1", "--evaluate-episodes", "2",
+                   *tiny_args())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return storage / "tiny", done.stdout + done.stderr
 
@@ -162,11 +167,72 @@ def test_event_files_hold_the_dashboard_and_every_tag_it_draws(sweep):
         assert unmatched_patterns(layout, tags) <= allowed
 
 
+def _cell(trial: Path) -> tuple:
+    params = json.loads((trial / "params.json").read_text())
+    return tuple(params[a] for a in AXES)
+
+
+def test_report_evaluates_the_last_checkpoints_of_the_broken_fixed_and_best_cells(sweep):
+    experiment, _ = sweep
+    report = (experiment / "report.md").read_text()
+    (best_row,) = [line for line in report.splitlines() if line.endswith("the best final EV |")
+                   and line.startswith("| ")]
+    gain, depth, coef = (c.strip() for c in best_row.split("|")[1:4])
+    best = (float(gain), int(depth), float(coef))
+    evaluated = {}
+    for trial in trial_dirs(experiment):
+        path = trial / EVALUATION
+        assert path.is_file() == (_cell(trial) in {BROKEN, FIX, best}), trial.name
+        if path.is_file():
+            evaluated[_cell(trial)] = result = json.loads(path.read_text())
+            assert result["meta"]["checkpoint"].endswith(last_checkpoint(trial).name)
+            assert last_checkpoint(trial).name == "checkpoint_000001"  # the last of two
+            assert result["meta"]["seeds"] == [500_000, 500_001]
+            assert result["meta"]["env_config"]["n_train"] == 128  # the sweep's own env
+    # The scripted policies' episodes are the same for every trial.
+    scripted = [{k: v["episodes"] for k, v in r["policies"].items() if k != "trained"}
+                for r in evaluated.values()]
+    assert all(s == scripted[0] for s in scripted)
+    table = report.split("## Trained policies against WAIT, the heuristic and the oracle")[1]
+    trained = evaluated[BROKEN]["policies"]["trained"]["episodes"]
+    mean = sum(e["final_acc"] for e in trained) / len(trained)
+    (row,) = [line for line in table.splitlines() if line.startswith("| trained: the broken run")]
+    assert f"| 1 x 2 | {mean:.2f} [" in row
+    for name in ("| WAIT | 2 |", "| heuristic | 2 |", "| oracle ("):
+        assert name in table
+
+
+def test_evaluations_of_one_experiment_play_the_scripted_policies_once(sweep, monkeypatch):
+    experiment, _ = sweep
+    played = []
+    real = evaluate_command.play_policies
+
+    def recording(make_env, policies, **kwargs):
+        played.extend(policies)
+        return real(make_env, policies, **kwargs)
+
+    monkeypatch.setattr(evaluate_command, "play_policies", recording)
+    scripted = evaluate_command.ScriptedEpisodes()
+    first, second = (evaluate_command.evaluate(last_checkpoint(trial), episodes=2, greedy=True,
+                                               first_seed=7, scripted=scripted)
+                     for trial in trial_dirs(experiment)[:2])
+    assert sorted(played) == sorted(["trained", "trained", "wait", "random", "heuristic",
+                                     "oracle", "oracle_hold"])
+    assert first["policies"]["wait"] == second["policies"]["wait"]
+    assert first["meta"]["seeds"] == second["meta"]["seeds"] == [7, 8]
+
+
 def test_report_command_rewrites_the_report_and_postmortem_prints_the_tables(sweep, capsys):
     experiment, _ = sweep
     (experiment / "report.md").unlink()
-    assert main(["report", str(experiment)]) == 0
-    assert (experiment / "report.md").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in experiment.glob(f"*/{EVALUATION}")}
+    assert main(["report", str(experiment), "--evaluate-episodes", "2", "--signal-seeds",
+                 "2"]) == 0
+    report = (experiment / "report.md").read_text()
+    assert stamps and stamps == {p: p.stat().st_mtime_ns for p in stamps}  # reused
+    # No signal.json was there: measured on the sweep's env and read.
+    assert json.loads((experiment / "signal.json").read_text())["meta"]["max_epochs"] == 3
+    assert f"(`{experiment / 'signal.json'}`, reward" in report
     # A unique part of a trial's name picks it.
     assert main(["report", str(experiment), "--postmortem", "gain=0.01,depth=4,coef=0.5"]) == 0
     out = capsys.readouterr().out

@@ -37,6 +37,13 @@ def _deep_head_layernorm(cell: Cell) -> bool:
     return cell["value_head_depth"] >= 4
 
 
+# The seed document's value-head fix (its section 4), the base of the later sweeps.
+SEED_DOCUMENT_FIX: Mapping[str, Any] = MappingProxyType({
+    "value_head_depth": 4, "value_head_layernorm": True, "value_head_gain": 0.01,
+    "value_coef": 1.0,
+})
+
+
 # The spec's three critics: the reference (Q(s, op) with the sampled op as GAE baseline), Q(s, op)
 # with the policy-weighted baseline, and a state-value critic.
 CRITIC_VARIANTS: Mapping[str, Mapping[str, str]] = MappingProxyType({
@@ -72,16 +79,34 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
     ),
     "extended": Sweep(
         name="extended",
-        about="what the reference found later: gain x critic/baseline x gradient steps per batch "
-        "(18 cells), deep LayerNorm head, value_coef 1.0",
+        about="does the critic fail for want of optimisation or of a well-scaled target? "
+        "critic/baseline x gradient steps per batch (num_epochs 1 | 8, whole-batch steps) x "
+        "value-target normalisation (none | popart) (12 cells) on the seed document's fixed "
+        "head (depth 4, LayerNorm, gain 0.01, value_coef 1.0). Theories: one Adam step at lr "
+        "1e-4 per batch leaves the critic predicting the mean (too little optimisation); the "
+        "return scale moves under running_std normalisation (an unscaled target); the sampled "
+        "op's Q as baseline zeroes the taken op's advantage (critic choice)",
         axes={
-            "value_head_gain": (0.01, 0.1, 1.0),
             "critic_variant": tuple(CRITIC_VARIANTS),
-            "num_epochs": (1, 4),
+            "num_epochs": (1, 8),
+            "value_target_norm": ("none", "popart"),
         },
-        fixed={"value_head_depth": 4, "value_head_layernorm": True, "value_coef": 1.0},
+        fixed={**SEED_DOCUMENT_FIX},
         derived={"critic": _critic_knob("critic"), "q_baseline": _critic_knob("q_baseline")},
         labels=frozenset({"critic_variant"}),
+    ),
+    "remedies": Sweep(
+        name="remedies",
+        about="the seed document's section 6 remedies on its own fix (depth 4, LayerNorm, gain "
+        "0.01, value_coef 1.0): max_grad_norm 1 | 2 | 5 x critic_lr_scale 1 | 10 (6 cells). "
+        "Theories: clipping at 1.0 throttles the value head's corrective updates (theory D, "
+        "raise max_grad_norm); the critic learns too slowly next to the actor (a separate, "
+        "higher critic learning rate; the gradient clip stays one global norm)",
+        axes={
+            "max_grad_norm": (1.0, 2.0, 5.0),
+            "critic_lr_scale": (1.0, 10.0),
+        },
+        fixed={**SEED_DOCUMENT_FIX},
     ),
 })
 

@@ -44,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="retries of a crashed trial from its last checkpoint (default 2)")
     parser.add_argument("--reference-episodes", type=int, default=2, metavar="N",
                         help="heuristic/WAIT-only episodes for the report (0 = skip)")
+    parser.add_argument("--evaluate-episodes", type=int, default=0, metavar="N",
+                        help="held-out episodes per policy when the report evaluates the last "
+                        "checkpoints of the broken, fixed and best cells (default 0: off, it "
+                        "would add minutes to a quick sweep; `esper-rllib report DIR` "
+                        "evaluates them later, 4 episodes by default)")
     parser.add_argument("--verbose", action="store_true",
                         help="Tune's own trial tables and every Ray message (default: one line "
                         "per trial result)")
@@ -68,14 +73,15 @@ def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
+    from esper_rllib.report import check_counts
+
     for flag, value in (("--max-concurrent", args.max_concurrent),
                         ("--stop-on-collapse", args.stop_on_collapse)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: allowed: an int >= 1")
     if args.max_failures < 0:
         raise ConfigError(f"--max-failures {args.max_failures}: allowed: an int >= 0")
-    if args.reference_episodes < 0:
-        raise ConfigError(f"--reference-episodes {args.reference_episodes}: allowed: >= 0")
+    check_counts(args.reference_episodes, args.evaluate_episodes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from tuning.storage import check_storage
 
     def report(path: Any) -> Any:
-        return write_report(path, args.reference_episodes)
+        return write_report(path, args.reference_episodes,
+                            evaluate_episodes=args.evaluate_episodes)
 
     verbose = TUNE_TABLES if args.verbose else COMPACT
     try:

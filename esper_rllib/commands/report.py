@@ -7,15 +7,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from esper_rllib.report import REFERENCE_EPISODES
+from esper_rllib.report import EVALUATE_EPISODES, REFERENCE_EPISODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report", help="write the ablation report of a sweep folder",
-        description="Write report.md and plots into a sweep's experiment folder (cells with "
-                    "IQM and bootstrap intervals, main effects, reference policies). With "
-                    "--postmortem, print one trial's tables in the seed document's form.")
+        description="Write report.md and plots into a sweep's experiment folder: cells with "
+                    "IQM and stratified-bootstrap intervals (rliable), final EV against the EV "
+                    "ceiling of a signal.json in or beside DIR (`esper-rllib signal`), the "
+                    "probability that the seed document's fix and the best cell beat the broken "
+                    "run, the final checkpoints of those cells evaluated next to WAIT, the "
+                    "heuristic and the oracle (`esper-rllib evaluate`), main effects, reference "
+                    "policies. With --postmortem, print one trial's tables in the seed "
+                    "document's form.")
     parser.add_argument("dir", help="a sweep's experiment folder (or a trial folder with "
                         "--postmortem)")
     parser.add_argument("--postmortem", nargs="?", const="", metavar="TRIAL",
@@ -25,6 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference-episodes", type=int, default=REFERENCE_EPISODES,
                         metavar="N", help="episodes per reference policy (0 = skip; default "
                         f"{REFERENCE_EPISODES}; cached in DIR)")
+    parser.add_argument("--evaluate-episodes", type=int, default=EVALUATE_EPISODES,
+                        metavar="N", help="held-out episodes per policy when evaluating the "
+                        "last checkpoint of each trial of the broken, fixed and best cells "
+                        f"(0 = skip; default {EVALUATE_EPISODES}; cached in each trial's "
+                        "evaluation/ folder, the scripted policies played once)")
+    parser.add_argument("--signal-seeds", type=int, default=0, metavar="N",
+                        help="when no signal.json of the sweep's profile, reward and episode "
+                        "length is in or beside DIR, measure one (`esper-rllib signal` with N "
+                        "episodes per policy) on the sweep's env and write it into DIR "
+                        "(default 0: off)")
     parser.set_defaults(func=run)
 
 
@@ -50,16 +65,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not root.is_dir():
             raise ValueError(f"{root}: no such folder")
-        if args.reference_episodes < 0:
-            raise ValueError(f"--reference-episodes {args.reference_episodes}: allowed: >= 0")
+        from esper_rllib.report import check_counts, write_report
+
+        check_counts(args.reference_episodes, args.evaluate_episodes, args.signal_seeds)
         if args.postmortem is not None:
             from esper_rllib.postmortem import postmortem
 
             print(postmortem(find_trial(root, args.postmortem)))
             return 0
-        from esper_rllib.report import write_report
-
-        written = write_report(root, args.reference_episodes)
+        written = write_report(root, args.reference_episodes,
+                               evaluate_episodes=args.evaluate_episodes,
+                               signal_seeds=args.signal_seeds)
     except ValueError as err:
         print(f"esper-rllib report: error: {err}", file=sys.stderr)
         return 2
