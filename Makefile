@@ -34,8 +34,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The newest sweep under RUN_DIR: its run names are the trials' axes, nothing in front of them.
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir $(RUN_DIR)
+	@latest=$$(ls -td $(RUN_DIR)/*/ 2>/dev/null | head -1); \
+	if [ -z "$$latest" ]; then echo "no sweep under $(RUN_DIR): run make run first"; exit 2; fi; \
+	echo "TensorBoard of $$latest"; $(BIN)/tensorboard --logdir $$latest
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
