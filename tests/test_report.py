@@ -214,8 +214,8 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     assert rows[4].startswith("| 0.01 | 2 | 0.5 |") and rows[4].endswith("the best final EV |")
 
     ceiling = section(report, "Final EV against the EV ceiling")
-    assert ("The cell with the best final EV (value_head_gain=0.01, value_head_depth=2, "
-            "value_coef=0.5): EV 0.505 of a possible 0.4 [0.33, 0.47] (EV ceiling under the "
+    assert ("The cell with the best final EV (gain=0.01,depth=2,coef=0.5): "
+            "EV 0.505 of a possible 0.4 [0.33, 0.47] (EV ceiling under the "
             "random policy), 126.2% of it.") in ceiling
     assert f"`{tmp_path / 'signal.json'}`, reward {QUICK_REWARD}, profile quick" in ceiling
     assert "| 1.0 | 2 | 0.5 | -0.195 [-0.2, -0.19] | -48.8% |" in ceiling
@@ -224,10 +224,10 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     assert "Against the broken run (value_head_gain 1.0, value_head_depth 2, value_coef 0.5)." \
         in compared
     # The fix has the gain (final EV) and the depth (accuracy); the best cell the gain only.
-    assert ("| the seed document's fix (value_head_gain=0.01, value_head_depth=4, "
-            "value_coef=1.0) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |") in compared
-    assert ("| the cell with the best final EV (value_head_gain=0.01, value_head_depth=2, "
-            "value_coef=0.5) | 1.00 [1.00, 1.00] | 0.50 [") in compared
+    assert ("| the seed document's fix (gain=0.01,depth=4,"
+            "coef=1.0) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |") in compared
+    assert ("| the cell with the best final EV (gain=0.01,depth=2,"
+            "coef=0.5) | 1.00 [1.00, 1.00] | 0.50 [") in compared
 
     effects = {line.split(" | ")[0][2:]: line.split(" | ")[1:]
                for line in section(report, "Main effects on final EV and final accuracy")
@@ -270,9 +270,9 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     compared = section(report, "Does a cell beat the baseline?")
     assert ("This sweep has no broken run (value_head_gain 1.0, value_head_depth 2, value_coef "
             "0.5): the baseline is its first cell, every axis at its first value "
-            "(value_head_gain=1.0, value_head_depth=2, value_coef=1.0).") in compared
-    assert "| the seed document's fix (value_head_gain=0.01, value_head_depth=4," in compared
-    assert "| the cell with the best final EV (value_head_gain=0.01, value_head_depth=2," \
+            "(gain=1.0,depth=2,coef=1.0).") in compared
+    assert "| the seed document's fix (gain=0.01,depth=4," in compared
+    assert "| the cell with the best final EV (gain=0.01,depth=2," \
         in compared
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
         f"`esper-rllib signal --profile quick --set reward={QUICK_REWARD} --set " \
@@ -412,10 +412,10 @@ def test_evaluations_of_the_broken_fixed_and_best_cells_are_reused_and_tabled(tm
                    "Trained policies against WAIT, the heuristic and the oracle")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[1:] == [
-        "| trained: the broken run (value_head_gain=1.0, value_head_depth=2, value_coef=0.5) "
+        "| trained: the broken run (gain=1.0,depth=2,coef=0.5) "
         "| 2 x 2 | 12.00 [10.00, 14.00] | +1.00 [+0.00, +2.00] | -1.00 [-3.00, +1.00] |",
-        "| trained: the seed document's fix (value_head_gain=0.01, value_head_depth=4, "
-        "value_coef=1.0) | 1 x 2 | 30.00 [30.00, 30.00] | +19.00 [+18.00, +20.00] "
+        "| trained: the seed document's fix (gain=0.01,depth=4,"
+        "coef=1.0) | 1 x 2 | 30.00 [30.00, 30.00] | +19.00 [+18.00, +20.00] "
         "| +17.00 [+15.00, +19.00] |",
         "| WAIT | 2 | 11.00 [10.00, 12.00] |  | -2.00 [-3.00, -1.00] |",
         "| heuristic | 2 | 13.00 [11.00, 15.00] | +2.00 [+1.00, +3.00] |  |",
