@@ -142,7 +142,7 @@ def main() -> None:
         batch = copy.deepcopy(episodes)  # the learner connector extends episodes in place
         start = time.perf_counter()
         learner.update(episodes=batch, timesteps={"num_env_steps_sampled_lifetime": steps},
-                       num_epochs=1, minibatch_size=steps)
+                       num_epochs=1, minibatch_size=None)  # as PPO does: one step
         return time.perf_counter() - start
 
     def plain_update() -> float:

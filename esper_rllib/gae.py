@@ -94,7 +94,8 @@ class FactoredGAE(GeneralAdvantageEstimation):
     ) -> dict[str, float]:
         """Adds advantages, value targets and pre-update predictions to ``batch``; returns the
         iteration's pre-update statistics."""
-        episode_lens = [len(e) for e in episodes]  # each with its artificial bootstrap step
+        # Each episode's rows hold its steps and RLlib's artificial bootstrap step.
+        episode_lens = [len(e) + 1 for e in episodes]
         if CRITIC_OUT not in batch:
             raise ValueError(f"FactoredGAE: the train batch has no {CRITIC_OUT!r} column (the "
                              "critic's outputs at rollout); sample with FactoredLSTM")

@@ -27,10 +27,12 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.sample_batch import MultiAgentBatch
 
 from envs.contract import HEADS
 from esper_rllib import loss, telemetry
 from esper_rllib.gae import FactoredGAE, log_learner_metrics
+from esper_rllib.learner_batch import REPLACED_PIECES, EpisodesToSequences
 
 LEARNER_DEFAULTS: dict[str, Any] = {
     "ratio_mode": "per_head",
@@ -87,14 +89,24 @@ class FactoredPPOLearner(PPOTorchLearner):
             raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
                              "which has no KL penalty; set training(use_kl_loss=False)")
         super().build()
-        # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
         if self._learner_connector is not None:
-            self._learner_connector.remove("GeneralAdvantageEstimation")
-            self._learner_connector.append(
-                FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_)
-            )
+            self._replace_learner_pipeline()
         self._train_batch = None
         self._before_first_step = False
+
+    def _replace_learner_pipeline(self) -> None:
+        """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
+        then our GAE in place of RLlib's."""
+        pipeline = self._learner_connector
+        names = tuple(type(piece).__name__ for piece in pipeline.connectors)
+        if names != (*REPLACED_PIECES, "GeneralAdvantageEstimation"):
+            raise ValueError(f"FactoredPPOLearner: expected RLlib's default PPO learner "
+                             f"connector pieces {REPLACED_PIECES}, got {names} (custom learner "
+                             "connectors are not supported)")
+        for name in names:
+            pipeline.remove(name)
+        pipeline.append(EpisodesToSequences(device=self._device))
+        pipeline.append(FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_))
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5.
@@ -207,8 +219,15 @@ class FactoredPPOLearner(PPOTorchLearner):
     def _make_batch_if_necessary(self, training_data: Any) -> Any:
         # Keep the iteration's whole train batch (after the learner connector, GAE included) for
         # the post-update measurements; RLlib 2.60 builds it inside `update()` and drops it.
-        self._train_batch = super()._make_batch_if_necessary(training_data)
-        return self._train_batch
+        batch = super()._make_batch_if_necessary(training_data)
+        if training_data.episodes is not None:
+            # RLlib counts the episodes' steps after its own pipeline has appended a bootstrap
+            # step to each, and its minibatch iterator needs that count (the batch's rows);
+            # EpisodesToSequences leaves the episodes as they are.
+            batch = MultiAgentBatch(batch.policy_batches,
+                                    env_steps=batch.count + len(training_data.episodes))
+        self._train_batch = batch
+        return batch
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
