@@ -52,10 +52,12 @@ def learner_metric_key(module_id: str, name: str) -> tuple[str, str, str]:
 
 
 def log_learner_metrics(
-    metrics: MetricsLogger, module_id: str, values: Mapping[str, float], reduce: str = "mean"
+    metrics: MetricsLogger, module_id: str, values: Mapping[str, float], reduce: str = "item"
 ) -> None:
-    """Log with an explicit per-iteration reduce: RLlib's default is a sticky EMA(0.01) that
-    carries over iterations and makes a metric look frozen."""
+    """Log one value per training iteration: an item, cleared when the iteration's results are
+    reduced (RLlib's default is a sticky EMA(0.01) that carries over iterations and makes a
+    metric look frozen; its "mean" costs ~0.2 ms per metric and update, an item next to
+    nothing). Values of each gradient step are reduced by the learner before they get here."""
     for name, value in values.items():
         metrics.log_value(learner_metric_key(module_id, name), value, reduce=reduce)
 

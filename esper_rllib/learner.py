@@ -20,6 +20,7 @@ explicit reduces under ``learners/<module id>/esper/<name>``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,6 +80,27 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+class StepMetrics:
+    """Values of each gradient step of one iteration, reduced over its steps (the mean, NaN
+    values skipped as RLlib's "mean" does, the max or the sum) and logged once."""
+
+    _REDUCE = {"mean": lambda v: sum(v) / len(v), "max": max, "sum": sum}
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], tuple[str, list[float]]] = {}
+
+    def add(self, module_id: str, values: Mapping[str, float], reduce: str = "mean") -> None:
+        for name, value in values.items():
+            self._values.setdefault((module_id, name), (reduce, []))[1].append(value)
+
+    def log(self, metrics: Any) -> None:
+        for (module_id, name), (reduce, values) in self._values.items():
+            finite = [v for v in values if not math.isnan(v)]
+            log_learner_metrics(metrics, module_id, {
+                name: self._REDUCE[reduce](finite) if finite else math.nan})
+        self._values.clear()
+
+
 class FactoredPPOLearner(PPOTorchLearner):
     """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
     weighted entropy bonus, and the seed document's telemetry."""
@@ -93,6 +115,7 @@ class FactoredPPOLearner(PPOTorchLearner):
             self._replace_learner_pipeline()
         self._train_batch = None
         self._before_first_step = False
+        self._step_metrics = StepMetrics()
 
     def _replace_learner_pipeline(self) -> None:
         """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
@@ -154,14 +177,14 @@ class FactoredPPOLearner(PPOTorchLearner):
             ratios = telemetry.ratio_stats(torch.exp(head_logp - head_logp_old), relevant,
                                            config.clip_param)
             ratio_max = ratios.pop("ratio_max")
-            log_learner_metrics(self.metrics, module_id, {**step_metrics, **ratios})
-            log_learner_metrics(self.metrics, module_id, {"ratio_max": ratio_max}, reduce="max")
+            self._step_metrics.add(module_id, {**step_metrics, **ratios})
+            self._step_metrics.add(module_id, {"ratio_max": ratio_max}, reduce="max")
             if self._before_first_step:
                 # The reference's approx KL: at the first step the policy equals the rollout's,
                 # so this is 0 by construction with one gradient step per batch.
                 kl_pre = telemetry.approx_kl((head_logp * relevance).sum(-1),
                                              (head_logp_old * relevance).sum(-1), mask)
-                log_learner_metrics(self.metrics, module_id, {"approx_kl_pre": kl_pre})
+                self._step_metrics.add(module_id, {"approx_kl_pre": kl_pre})
         return total
 
     # -- gradient norms, clipping, the step ---------------------------------------------------
@@ -197,10 +220,10 @@ class FactoredPPOLearner(PPOTorchLearner):
             # RLlib's global-norm clip, with the norm already taken.
             coef = config.grad_clip / torch.clamp(pre_clip + 1e-6, min=config.grad_clip)
             torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
-        log_learner_metrics(self.metrics, module_id, dict(zip(
+        self._step_metrics.add(module_id, dict(zip(
             logged, torch.stack(list(logged.values())).tolist(), strict=True)))
         # The reference takes one gradient step per batch: count them rather than trust settings.
-        log_learner_metrics(self.metrics, module_id, {"gradient_steps": 1}, reduce="sum")
+        self._step_metrics.add(module_id, {"gradient_steps": 1}, reduce="sum")
         return dict(module_gradients_dict)
 
     def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
@@ -215,6 +238,7 @@ class FactoredPPOLearner(PPOTorchLearner):
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         self._before_first_step = True
+        self._step_metrics = StepMetrics()
 
     def _make_batch_if_necessary(self, training_data: Any) -> Any:
         # Keep the iteration's whole train batch (after the learner connector, GAE included) for
@@ -231,6 +255,7 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
+        self._step_metrics.log(self.metrics)
         batch, self._train_batch = self._train_batch, None
         if batch is None:
             return
