@@ -133,9 +133,16 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         slots = self.blueprint_embedding(obs["blueprints"].long()).flatten(-2)
         x = self.feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
         state = batch[Columns.STATE_IN]
+        if x.shape[1] == 1:
+            # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
+            # (oneDNN) re-lays out its weights on every call, 7x the cost at 512 hidden.
+            lstm = self.lstm
+            h, c = torch.lstm_cell(x[:, 0], (state["h"], state["c"]), lstm.weight_ih_l0,
+                                   lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return self.lstm_norm(h.unsqueeze(1)), {"h": h, "c": c}
         h0, c0 = state["h"].unsqueeze(0), state["c"].unsqueeze(0)
         seq_lens = batch.get(Columns.SEQ_LENS)
-        if seq_lens is not None and x.shape[1] > 1:
+        if seq_lens is not None:
             # Packed so the returned state is the one at each chunk's last real step, not after
             # the zero padding (what the end-of-sequence LSTM-state telemetry needs).
             packed = nn.utils.rnn.pack_padded_sequence(
