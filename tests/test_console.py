@@ -42,6 +42,26 @@ def test_quiet_drops_exactly_the_harmless_messages(name):
     assert sum(type(f).__name__ == "_DropMessages" for f in logger.filters) == 1
 
 
+class _RaisesOnDelete:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __del__(self):
+        raise self.exc
+
+
+def test_quiet_drops_only_an_exit_raised_inside_a_destructor(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    quiet_ray()
+    quiet_ray()  # idempotent: wrapped once
+    _RaisesOnDelete(SystemExit(1))  # Ray's SIGTERM handler firing inside RLlib's __del__
+    assert capsys.readouterr().err == ""
+    _RaisesOnDelete(ValueError("a real bug in a destructor"))
+    assert "a real bug in a destructor" in capsys.readouterr().err
+
+
 @dataclass
 class _Trial:
     """The attributes of Tune's Trial that the reporter reads."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -46,12 +47,28 @@ class _DropMessages(logging.Filter):
         return not any(fragment in message for fragment in self.fragments)
 
 
+def _drop_exit_in_destructors(default: Any) -> Any:
+    """An unraisable hook that drops SystemExit only: Ray's SIGTERM handler raises it when Tune
+    ends a finished trial's actor, and if that lands inside a destructor (RLlib's
+    LearnerGroup.__del__) Python prints "Exception ignored in ..." with a traceback of the exit
+    that was asked for. Every other unraisable exception still goes to ``default``."""
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+
+    hook.drops_exit = True
+    return hook
+
+
 def quiet_ray() -> None:
     """Drop the HARMLESS messages in this process (idempotent)."""
     for name, fragments in HARMLESS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(fragments))
+    if not getattr(sys.unraisablehook, "drops_exit", False):
+        sys.unraisablehook = _drop_exit_in_destructors(sys.unraisablehook)
 
 
 def ray_init_kwargs(quiet: bool) -> dict[str, Any]:
