@@ -101,7 +101,9 @@ def _learner_metrics(learners: Mapping[str, Any]) -> dict[str, float]:
     for module_results in learners.values():
         if isinstance(module_results, Mapping) and RESULT_KEY in module_results:
             ours = module_results[RESULT_KEY]
-            return {k: float(v) for k, v in ours.items() if k in LEARNER_METRICS}
+            # None: an iteration with nothing to learn from (e.g. every env runner was down).
+            return {k: math.nan if v is None else float(v) for k, v in ours.items()
+                    if k in LEARNER_METRICS}
     return {}
 
 

@@ -141,9 +141,9 @@ def test_trial_names_are_the_axes_with_short_labels():
     names = [plan.trial_label(p) for p in plan.trials()]
     assert len(set(names)) == plan.n_trials
     # Tune turns "/" into "_" in folder names: the label is the folder name as written.
-    assert names[0] == "gain=0.01,critic=q_op_sampled_op,epochs=1,seed=0"
+    assert names[0] == "critic=q_op_sampled_op,epochs=1,norm=none,seed=0"
     assert plan.cell_label({**plan.base, "critic_variant": "v"}) == (
-        "gain=0.01,critic=v,epochs=1")
+        "critic=v,epochs=1,norm=none")
     seed = plan_sweep("seed", "quick", resolve_knobs, seeds=2, grid={"lr": [1e-4, 3e-4]})
     assert seed.trial_label(next(seed.trials())) == "gain=1.0,depth=2,coef=0.5,lr=0.0001,seed=0"
     # The report's plot legends name cells the same way.

@@ -17,6 +17,9 @@ SHORT_NAMES: Mapping[str, str] = {
     "value_coef": "coef",
     "critic_variant": "critic",
     "num_epochs": "epochs",
+    "value_target_norm": "norm",
+    "max_grad_norm": "clip",
+    "critic_lr_scale": "critic_lr",
 }
 # What Tune replaces in a trial folder name (ray/tune/experiment/trial.py _generate_dirname):
 # the label applies the same replacement, so it IS the folder name.
