@@ -1,13 +1,14 @@
 """Learner overhead: one PPO update of ``FactoredPPOLearner`` (RLlib's learner pipeline, our
-GAE connector, loss and telemetry) on a fixed batch of episodes, versus a plain-PyTorch
-implementation of the same update written here (episodes -> tensors, GAE with the sampled-op
-baseline, per-head clipped ratios over relevant steps, value loss, normalised weighted entropy,
-global-norm clip, Adam step) on an identical copy of the full-size module. Calls alternate in
-one process so a noisy machine affects both alike.
+GAE connector, loss and every telemetry metric, the post-update kl/EV pass included) on a fixed
+batch of episodes, versus a plain-PyTorch, CleanRL-style implementation of the same update
+written here (episodes -> tensors, GAE with the sampled-op baseline from the values stored at
+rollout, per-head clipped ratios over relevant steps, value loss, normalised weighted entropy,
+global-norm clip, Adam step: one forward and one backward pass, no metrics) on an identical
+copy of the module. Calls alternate in one process so a noisy machine affects both alike.
 
-Prints one summary line (ratio = RLlib seconds / plain seconds per update).
+Prints a summary line, then ``ratio=<RLlib seconds / plain seconds per update>``.
 
-    .venv/bin/python benchmarks/bench_learner.py [--profile standard] [--episodes 4] [--reps 3]
+    .venv/bin/python benchmarks/bench_learner.py [--profile standard] [--episodes 4] [--reps 9]
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from envs.contract import N_OPS, RELEVANCE, head_sizes  # noqa: E402
+from envs.contract import RELEVANCE, head_sizes  # noqa: E402
 from esper_rllib.config import build_ppo_config, resolve_knobs  # noqa: E402
-from esper_rllib.learner import HEAD_ENTROPY_COEFS  # noqa: E402
+from esper_rllib.env_runner import SeedOnceEnvRunner, bootstrap_value  # noqa: E402
+from esper_rllib.learner import HEAD_ENTROPY_COEFS, make_adam  # noqa: E402
+from esper_rllib.module import CRITIC_OUT  # noqa: E402
 
 ENTROPY_COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
 
 
 def _stack(episodes: list, get: str) -> np.ndarray:
     return np.stack([getattr(e, get)() for e in episodes])
+
+
+def _stack_outputs(episodes: list, key: str) -> np.ndarray:
+    return np.stack([e.get_extra_model_outputs(key) for e in episodes])
 
 
 def _obs_batch(episodes: list) -> dict[str, torch.Tensor]:
@@ -44,7 +51,7 @@ class PlainPPO:
 
     def __init__(self, module: torch.nn.Module, knobs: dict) -> None:
         self.module, self.k = module, knobs
-        self.opt = torch.optim.Adam(module.parameters(), lr=knobs["lr"], eps=1e-5)
+        self.opt = make_adam(module.parameters(), lr=knobs["lr"])  # the same Adam as ours
         self.sizes = head_sizes(3)
         self.relevance = torch.as_tensor(RELEVANCE)
 
@@ -59,16 +66,14 @@ class PlainPPO:
         obs = _obs_batch(episodes)  # (B, T + 1, ...): the final obs bootstraps
         actions = torch.as_tensor(_stack(episodes, "get_actions")).long()  # (B, T, heads)
         rewards = torch.as_tensor(_stack(episodes, "get_rewards")).float()
-        old_logits = torch.as_tensor(np.stack(
-            [e.get_extra_model_outputs("action_dist_inputs") for e in episodes])).float()
+        old_logits = torch.as_tensor(_stack_outputs(episodes, "action_dist_inputs")).float()
         t = actions.shape[1]
 
-        # GAE baseline: Q(s_t, op taken), and Q(s_T, argmax op) at the bootstrap step.
-        with torch.no_grad():
-            out = self._forward(obs)
-            emb, logits = out["embeddings"], out["action_dist_inputs"]
-            ops = torch.cat([actions[..., 0], logits[:, t:, :N_OPS].argmax(-1)], dim=1)
-            values = self.module.value_of_ops(emb, ops)
+        # GAE baseline, stored at rollout: Q(s_t, op taken), and the bootstrap value after the
+        # last step (Q(s_T, argmax op)).
+        q_all = torch.as_tensor(_stack_outputs(episodes, CRITIC_OUT))  # (B, T, 6)
+        values = torch.cat([q_all.gather(-1, actions[..., :1]).squeeze(-1),
+                            torch.tensor([[bootstrap_value(e)] for e in episodes])], dim=1)
         adv = torch.zeros_like(rewards)
         last = torch.zeros(rewards.shape[0])
         for i in reversed(range(t)):  # truncated at max_epochs: bootstrap from V(s_T)
@@ -78,7 +83,7 @@ class PlainPPO:
         targets = adv + values[:, :t]
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
-        out = self._forward({key: v[:, :t] for key, v in obs.items()})
+        out = self._forward({key: v[:, :t] for key, v in obs.items()})  # the one forward pass
         logits = out["action_dist_inputs"]
         rel = self.relevance[actions[..., 0]]  # (B, T, heads)
         logp, logp_old, ent, legal = [], [], [], []
@@ -118,17 +123,15 @@ def main() -> None:
     parser.add_argument("--profile", default="standard")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--max-epochs", type=int, default=30)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)
-
-    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     knobs = resolve_knobs(args.profile, overrides={
         "n_train": 256, "n_val": 128, "max_epochs": args.max_epochs,
         "episodes_per_batch": args.episodes})
     config = build_ppo_config(knobs)
-    runner = SingleAgentEnvRunner(config=config)
+    runner = SeedOnceEnvRunner(config=config)
     episodes = runner.sample(num_episodes=args.episodes, explore=True)
     learner = config.build_learner(env=runner.env.unwrapped)
     learner.module["default_policy"].load_state_dict(runner.module.state_dict())
@@ -139,7 +142,7 @@ def main() -> None:
         batch = copy.deepcopy(episodes)  # the learner connector extends episodes in place
         start = time.perf_counter()
         learner.update(episodes=batch, timesteps={"num_env_steps_sampled_lifetime": steps},
-                       num_epochs=1, minibatch_size=steps)
+                       num_epochs=1, minibatch_size=None)  # as PPO does: one step
         return time.perf_counter() - start
 
     def plain_update() -> float:
@@ -157,9 +160,10 @@ def main() -> None:
     params = sum(x.numel() for x in plain.module.parameters())
     assert math.isfinite(r) and math.isfinite(p)
     print(f"learner ({args.profile}, module {params:,} params, batch {args.episodes} episodes x "
-          f"{args.max_epochs} steps): FactoredPPOLearner {r:.3f}s/update, plain PyTorch "
-          f"{p:.3f}s/update, ratio {r / p:.2f} (median of {args.reps}; one gradient step)")
+          f"{args.max_epochs} steps): FactoredPPOLearner {r:.4f}s/update, plain PyTorch "
+          f"{p:.4f}s/update (median of {args.reps}; one gradient step)")
     runner.stop()
+    print(f"ratio={r / p:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Sampling overhead: env steps per second through an RLlib SingleAgentEnvRunner (connectors,
-the full-size FactoredLSTM, our callbacks) versus a raw loop over the same env with random
-legal actions. Rounds alternate in one process so a noisy machine affects both alike.
+"""Sampling overhead: env steps per second through our RLlib env runner (SeedOnceEnvRunner:
+connectors, the FactoredLSTM forward with the critic's outputs and bootstrap values, episode
+bookkeeping, our callbacks) versus a raw loop that replays the very same actions on an
+identically seeded copy of the env. Both sides then do exactly the same env work (the same host
+epochs, seeds and resets; the replay checks it gets the runner's rewards), so the ratio is the
+runner's own cost and not the luck of which ops a round happened to draw. Rounds alternate in
+one process so a noisy machine affects both alike; episodes run on across rounds on both sides.
 
-Prints one summary line (ratio = runner steps/s / raw steps/s; 1.0 = no overhead).
+Prints a summary line, then ``ratio=<runner steps/s / raw steps/s>`` (1.0 = no overhead).
 
-    .venv/bin/python benchmarks/bench_sampling.py [--profile standard] [--steps 60] [--rounds 3]
+    .venv/bin/python benchmarks/bench_sampling.py [--profile standard] [--n-train 2048]
+        [--steps 40] [--rounds 5]
 
-The module has the profile's sizes (`standard`: the reference LSTM 512); the env is the
-profile's task with --n-train images so an epoch is short and the overhead shows.
+The module has the profile's sizes (`standard`: the reference LSTM 512, `quick`: 64); the env is
+the profile's task with --n-train images.
 """
 
 from __future__ import annotations
@@ -23,66 +28,65 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from esper_rllib.config import build_ppo_config, env_config, resolve_knobs  # noqa: E402
-from esper_rllib.random_actions import random_legal_action  # noqa: E402
+from esper_rllib.env_runner import SeedOnceEnvRunner  # noqa: E402
 
 
-class RawLoop:
-    """The same env stepped directly with random legal actions; episodes run on across rounds,
-    resets included, as in the runner."""
+class Replay:
+    """The runner's env, stepped directly with the actions the runner took."""
 
-    def __init__(self, env: gym.Env, rng: np.random.Generator) -> None:
-        self.env, self.rng = env, rng
-        self.n_slots = len(env.observation_space["blueprints"].nvec)
-        self.obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+    def __init__(self, env: gym.Env, seed: int) -> None:
+        self.env = env
+        env.reset(seed=seed)
 
-    def steps_per_s(self, steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            action = random_legal_action(self.obs["action_mask"], self.n_slots, self.rng)
-            self.obs, _, terminated, truncated, _ = self.env.step(action)
-            if terminated or truncated:
-                self.obs, _ = self.env.reset()
-        return steps / (time.perf_counter() - start)
-
-
-def runner_steps_per_s(runner: object, steps: int) -> float:
-    start = time.perf_counter()
-    episodes = runner.sample(num_timesteps=steps, explore=True)
-    done = sum(len(e) for e in episodes)
-    return done / (time.perf_counter() - start)
+    def seconds(self, episodes: list) -> float:
+        """Replays the episode chunks in order (resetting after each finished episode) and
+        returns the time it took; raises if the env does not follow the runner's."""
+        took = 0.0
+        for episode in episodes:
+            actions, rewards = episode.get_actions(), episode.get_rewards()
+            start = time.perf_counter()
+            got = [self.env.step(a)[1] for a in actions]
+            if episode.is_done:
+                self.env.reset()
+            took += time.perf_counter() - start
+            if not np.allclose(got, rewards):
+                raise RuntimeError("the replayed env diverged from the runner's")
+        return took
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="standard")
-    parser.add_argument("--n-train", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=60, help="env steps per round and side")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n-train", type=int, default=2048)
+    parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=40, help="env steps per round")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-
     knobs = resolve_knobs(args.profile, overrides={"n_train": args.n_train, "n_val": 256,
-                                                   "max_epochs": 30, "episodes_per_batch": 1})
-    config = build_ppo_config(knobs)
-    runner = SingleAgentEnvRunner(config=config)
-    env = gym.make(f"envs:{knobs['env']}", **env_config(knobs))
-    raw_loop = RawLoop(env, np.random.default_rng(0))
-    raw_loop.steps_per_s(2)  # warm-up: first allocations
-    runner_steps_per_s(runner, 2)
-    raw, rllib = [], []
-    for _ in range(args.rounds):
-        raw.append(raw_loop.steps_per_s(args.steps))
-        rllib.append(runner_steps_per_s(runner, args.steps))
-    raw_rate, rllib_rate = float(np.median(raw)), float(np.median(rllib))
+                                                   "max_epochs": args.max_epochs,
+                                                   "episodes_per_batch": 1})
+    runner = SeedOnceEnvRunner(config=build_ppo_config(knobs))
+    replay = Replay(gym.make(f"envs:{knobs['env']}", **env_config(knobs)), runner._seed)
+    runner_rates, raw_rates = [], []
+    for round_ in range(args.rounds + 1):  # round 0 warms both up
+        start = time.perf_counter()
+        episodes = runner.sample(num_timesteps=args.steps, explore=True)
+        runner_s = time.perf_counter() - start
+        raw_s = replay.seconds(episodes)
+        steps = sum(len(e) for e in episodes)
+        if round_:
+            runner_rates.append(steps / runner_s)
+            raw_rates.append(steps / raw_s)
+    runner_rate, raw_rate = float(np.median(runner_rates)), float(np.median(raw_rates))
     params = sum(p.numel() for p in runner.module.parameters())
     print(f"sampling ({args.profile}, module {params:,} params, n_train {args.n_train}): "
-          f"raw env loop {raw_rate:.1f} steps/s, RLlib env runner {rllib_rate:.1f} steps/s, "
-          f"ratio {rllib_rate / raw_rate:.2f} (median of {args.rounds} rounds of "
-          f"{args.steps} steps)")
+          f"raw env loop {raw_rate:.2f} steps/s, RLlib env runner {runner_rate:.2f} steps/s "
+          f"(median of {args.rounds} rounds of {args.steps} steps, same actions on both)")
     runner.stop()
-    env.close()
+    replay.env.close()
+    print(f"ratio={runner_rate / raw_rate:.3f}")
 
 
 if __name__ == "__main__":

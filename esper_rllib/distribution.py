@@ -9,9 +9,11 @@ compares the env runner's ``logp`` with the learner's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import gymnasium as gym
+import numpy as np
 import torch
 from ray.rllib.core.distribution.distribution import Distribution
 from ray.rllib.utils.torch_utils import FLOAT_MIN
@@ -37,9 +39,13 @@ class FactoredCategorical(Distribution):
 
     Build it with ``make_factored_distribution(nvec)``: ``nvec`` (values per head, in
     ``HEADS`` order) is a class attribute because RLlib calls ``from_logits(logits)`` only.
+    The heads are held side by side, (..., n_heads, max(nvec)), each padded with -inf, so every
+    operation runs once for all heads (this distribution serves every env step and every loss).
     """
 
     nvec: tuple[int, ...] = ()
+    _pad_index: Tensor  # (n_heads, max(nvec)): where each padded entry sits in the logits
+    _real: Tensor  # (n_heads, max(nvec)) bool: the entries that are not padding
 
     def __init__(self, logits: Tensor, greedy: bool = False) -> None:
         super().__init__()
@@ -51,10 +57,14 @@ class FactoredCategorical(Distribution):
                 f"{self.nvec}, got shape {tuple(logits.shape)}"
             )
         self.logits = logits
-        # Normalised log-probabilities per head; masked values stay finite (~FLOAT_MIN).
-        self._head_logps = [
-            torch.log_softmax(x, dim=-1) for x in torch.split(logits, list(self.nvec), dim=-1)
-        ]
+        pad = logits.new_full((*logits.shape[:-1], 1), -math.inf)
+        self._padded = torch.cat([logits, pad], -1)[..., self._pad_index.to(logits.device)]
+        # Normalised log-probabilities per head; masked values stay finite (~FLOAT_MIN). The
+        # padding has probability exactly 0 and log-probability 0 here, so it adds 0 to every
+        # sum over a head's values (and no NaN to any gradient).
+        logp = torch.log_softmax(self._padded, dim=-1)
+        self._probs = logp.exp()
+        self._logp = torch.where(self._real.to(logits.device), logp, 0.0)
         self._greedy = greedy
 
     # -- construction -----------------------------------------------------------------------
@@ -82,14 +92,14 @@ class FactoredCategorical(Distribution):
         if self._greedy:
             return self.deterministic_sample()
         shape = torch.Size(sample_shape or ())
-        return torch.stack(
-            [torch.distributions.Categorical(logits=lp, validate_args=False).sample(shape)
-             for lp in self._head_logps],
-            dim=-1,
-        )
+        probs = self._probs
+        rows = probs.reshape(-1, probs.shape[-1])
+        draws = torch.multinomial(rows, max(shape.numel(), 1), replacement=True)  # (rows, n)
+        draws = draws.T.reshape(*shape, *probs.shape[:-1])
+        return draws
 
     def deterministic_sample(self) -> Tensor:
-        return torch.stack([lp.argmax(dim=-1) for lp in self._head_logps], dim=-1)
+        return self._padded.argmax(dim=-1)
 
     def rsample(self, *, sample_shape: Sequence[int] | None = None, **kwargs) -> Tensor:
         raise NotImplementedError("FactoredCategorical is discrete: no reparameterised sample")
@@ -98,36 +108,25 @@ class FactoredCategorical(Distribution):
     def head_logps(self, actions: Tensor) -> Tensor:
         """(..., n_heads): log pi_h(a_h) of each head (actions broadcast against the batch)."""
         shape = torch.broadcast_shapes(actions.shape[:-1], self.logits.shape[:-1])
-        idx = actions.long().expand(*shape, len(self.nvec)).unsqueeze(-1)
-        return torch.cat(
-            [lp.expand(*shape, -1).gather(-1, i)
-             for lp, i in zip(self._head_logps, idx.unbind(-2), strict=True)],
-            dim=-1,
-        )
+        logp = self._logp.expand(*shape, *self._logp.shape[-2:])
+        index = actions.long().expand(*shape, len(self.nvec)).unsqueeze(-1)
+        return logp.gather(-1, index).squeeze(-1)
 
     def head_entropies(self) -> Tensor:
         """(..., n_heads) in nats. Masked values contribute 0 * finite = 0."""
-        return torch.stack([-(lp.exp() * lp).sum(-1) for lp in self._head_logps], dim=-1)
+        return -(self._probs * self._logp).sum(-1)
 
     def head_kls(self, other: FactoredCategorical) -> Tensor:
         """(..., n_heads): KL(self_h || other_h) of each head."""
-        return torch.stack(
-            [(lp.exp() * (lp - lq)).sum(-1)
-             for lp, lq in zip(self._head_logps, other._head_logps, strict=True)],
-            dim=-1,
-        )
+        return (self._probs * (self._logp - other._logp)).sum(-1)
 
     def legal_counts(self) -> Tensor:
         """(..., n_heads): number of legal values of each head, read off the masked logits."""
-        return torch.stack(
-            [(x > _LEGAL_THRESHOLD).sum(-1)
-             for x in torch.split(self.logits, list(self.nvec), dim=-1)],
-            dim=-1,
-        )
+        return (self._padded > _LEGAL_THRESHOLD).sum(-1)
 
     def op_probs(self) -> Tensor:
         """(..., 6): pi(op | s) over the masked op head."""
-        return self._head_logps[0].exp()
+        return self._probs[..., 0, :self.nvec[0]]
 
     def relevance(self, actions: Tensor) -> Tensor:
         """(..., n_heads) 0/1 float: which heads matter for each action's op."""
@@ -162,4 +161,11 @@ def make_factored_distribution(nvec: Sequence[int]) -> type[FactoredCategorical]
             f"nvec: expected {N_HEADS} positive head sizes in order {HEADS} with op = {N_OPS}, "
             f"got {nvec}"
         )
-    return type("FactoredCategorical", (FactoredCategorical,), {"nvec": nvec})
+    width = max(nvec)
+    pad_index = torch.full((len(nvec), width), sum(nvec))  # the -inf column appended last
+    real = torch.zeros(len(nvec), width, dtype=torch.bool)
+    for head, (start, n) in enumerate(zip(np.cumsum((0, *nvec[:-1])), nvec, strict=True)):
+        pad_index[head, :n] = torch.arange(start, start + n)
+        real[head, :n] = True
+    return type("FactoredCategorical", (FactoredCategorical,),
+                {"nvec": nvec, "_pad_index": pad_index, "_real": real})

@@ -2,7 +2,10 @@
 
 Replaces RLlib's ``GeneralAdvantageEstimation`` in the learner pipeline (``FactoredPPOLearner.
 build``). Differences, each on purpose:
-- the critic's forward runs under ``no_grad`` (RLlib's keeps autograd on: memory only);
+- it runs no forward pass: the critic's outputs were taken at rollout by the env runner (every
+  step's ``module.CRITIC_OUT``, and each unfinished episode's bootstrap value in its
+  ``custom_data``, ``env_runner.bootstrap_value``), with the very weights the learner holds
+  before this iteration's update (PPO samples, then updates, then syncs weights);
 - advantages are normalised with the statistics of the REAL steps (RLlib's include the
   artificial bootstrap steps);
 - it records, once per training iteration and before the update: raw advantage mean/std,
@@ -11,9 +14,9 @@ build``). Differences, each on purpose:
 - it stores the critic's pre-update prediction in the batch (``Columns.VF_PREDS``) for reference
   value clipping and the post-update explained variance.
 
-The GAE baseline is ``module.compute_values(batch)`` (the critic's configured baseline: V(s), or
-for the Q(s, op) critic the sampled op's Q or the policy's expectation over ops); the prediction
-the critic regresses (and whose quality EV measures) is ``compute_values(batch, embeddings)``.
+The GAE baseline is ``module.baseline_value`` (the critic's configured baseline: V(s), or for the
+Q(s, op) critic the sampled op's Q or the policy's expectation over ops); the prediction the
+critic regresses (and whose quality EV measures) is ``module.predicted_value``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from ray.rllib.utils.postprocessing.zero_padding import (
     unpad_data_if_necessary,
 )
 
+from envs.contract import N_OPS
 from esper_rllib import telemetry
+from esper_rllib.env_runner import bootstrap_value
 from esper_rllib.metric_names import RESULT_KEY
+from esper_rllib.module import CRITIC_OUT
 
 
 def learner_metric_key(module_id: str, name: str) -> tuple[str, str, str]:
@@ -46,10 +52,12 @@ def learner_metric_key(module_id: str, name: str) -> tuple[str, str, str]:
 
 
 def log_learner_metrics(
-    metrics: MetricsLogger, module_id: str, values: Mapping[str, float], reduce: str = "mean"
+    metrics: MetricsLogger, module_id: str, values: Mapping[str, float], reduce: str = "item"
 ) -> None:
-    """Log with an explicit per-iteration reduce: RLlib's default is a sticky EMA(0.01) that
-    carries over iterations and makes a metric look frozen."""
+    """Log one value per training iteration: an item, cleared when the iteration's results are
+    reduced (RLlib's default is a sticky EMA(0.01) that carries over iterations and makes a
+    metric look frozen; its "mean" costs ~0.2 ms per metric and update, an item next to
+    nothing). Values of each gradient step are reduced by the learner before they get here."""
     for name, value in values.items():
         metrics.log_value(learner_metric_key(module_id, name), value, reduce=reduce)
 
@@ -88,20 +96,28 @@ class FactoredGAE(GeneralAdvantageEstimation):
     ) -> dict[str, float]:
         """Adds advantages, value targets and pre-update predictions to ``batch``; returns the
         iteration's pre-update statistics."""
-        episode_lens = [len(e) for e in episodes]
+        # Each episode's rows hold its steps and RLlib's artificial bootstrap step.
+        episode_lens = [len(e) + 1 for e in episodes]
+        if CRITIC_OUT not in batch:
+            raise ValueError(f"FactoredGAE: the train batch has no {CRITIC_OUT!r} column (the "
+                             "critic's outputs at rollout); sample with FactoredLSTM")
         with torch.no_grad():
-            embeddings = module.forward_train(batch)[Columns.EMBEDDINGS]
-            predicted = module.compute_values(batch, embeddings=embeddings)
-            q_critic = has_q_critic(module)
-            # The state-value critic's baseline is its prediction: no second forward pass.
-            baseline = module.compute_values(batch) if q_critic else predicted
-            q_all = module.q_all_ops(embeddings) if q_critic else None
+            critic_out = batch[CRITIC_OUT]
+            predicted = module.predicted_value(critic_out, batch)
+            # On the artificial bootstrap steps this is stale (a copy of the last real step):
+            # the env runner's bootstrap value replaces it below.
+            baseline = module.baseline_value(critic_out,
+                                             batch[Columns.ACTION_DIST_INPUTS][..., :N_OPS],
+                                             batch[Columns.ACTIONS][..., 0])
+            q_all = critic_out if has_q_critic(module) else None
 
         def flat(x: Any) -> np.ndarray:
             return unpad_data_if_necessary(episode_lens, convert_to_numpy(x))
 
+        values = np.array(flat(baseline))  # a copy: the bootstrap steps are overwritten
+        values[np.cumsum(episode_lens) - 1] = [bootstrap_value(e) for e in episodes]
         targets = compute_value_targets(
-            values=flat(baseline),
+            values=values,
             rewards=flat(batch[Columns.REWARDS]),
             terminateds=flat(batch[Columns.TERMINATEDS]),
             truncateds=flat(batch[Columns.TRUNCATEDS]),

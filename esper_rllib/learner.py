@@ -35,6 +35,7 @@ explicit reduces under ``learners/<module id>/esper/<name>``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,10 +44,12 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.sample_batch import MultiAgentBatch
 
 from envs.contract import HEADS
 from esper_rllib import loss, telemetry
 from esper_rllib.gae import FactoredGAE, log_learner_metrics
+from esper_rllib.learner_batch import REPLACED_PIECES, EpisodesToSequences
 from esper_rllib.minibatches import episode_minibatches
 
 LEARNER_DEFAULTS: dict[str, Any] = {
@@ -73,6 +76,12 @@ LR_SCALE = "lr_scale"
 # that takes their place.
 IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
                                           "vf_loss_coeff": "value_coef"}
+
+
+def make_adam(params: Any, lr: float = 1e-3) -> torch.optim.Adam:
+    """The reference's Adam (eps 1e-5), fused: one kernel per step instead of a dozen ops per
+    parameter tensor (6x faster on CPU, same update up to float rounding)."""
+    return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS, fused=True)
 
 
 def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -117,6 +126,27 @@ def check_rllib_loss_settings(config: Any) -> None:
                 f"learners(learner_config_dict={{{ours!r}: ...}}) (the {ours!r} knob) instead")
 
 
+class StepMetrics:
+    """Values of each gradient step of one iteration, reduced over its steps (the mean, NaN
+    values skipped as RLlib's "mean" does, the max or the sum) and logged once."""
+
+    _REDUCE = {"mean": lambda v: sum(v) / len(v), "max": max, "sum": sum}
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], tuple[str, list[float]]] = {}
+
+    def add(self, module_id: str, values: Mapping[str, float], reduce: str = "mean") -> None:
+        for name, value in values.items():
+            self._values.setdefault((module_id, name), (reduce, []))[1].append(value)
+
+    def log(self, metrics: Any) -> None:
+        for (module_id, name), (reduce, values) in self._values.items():
+            finite = [v for v in values if not math.isnan(v)]
+            log_learner_metrics(metrics, module_id, {
+                name: self._REDUCE[reduce](finite) if finite else math.nan})
+        self._values.clear()
+
+
 class FactoredPPOLearner(PPOTorchLearner):
     """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
     weighted entropy bonus, and the seed document's telemetry."""
@@ -128,14 +158,25 @@ class FactoredPPOLearner(PPOTorchLearner):
                              "which has no KL penalty; set training(use_kl_loss=False)")
         check_rllib_loss_settings(self.config)
         super().build()
-        # Our GAE piece in place of RLlib's (same position: the end of the learner pipeline).
         if self._learner_connector is not None:
-            self._learner_connector.remove("GeneralAdvantageEstimation")
-            self._learner_connector.append(
-                FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_)
-            )
+            self._replace_learner_pipeline()
         self._train_batch = None
         self._before_first_step = False
+        self._step_metrics = StepMetrics()
+
+    def _replace_learner_pipeline(self) -> None:
+        """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
+        then our GAE in place of RLlib's."""
+        pipeline = self._learner_connector
+        names = tuple(type(piece).__name__ for piece in pipeline.connectors)
+        if names != (*REPLACED_PIECES, "GeneralAdvantageEstimation"):
+            raise ValueError(f"FactoredPPOLearner: expected RLlib's default PPO learner "
+                             f"connector pieces {REPLACED_PIECES}, got {names} (custom learner "
+                             "connectors are not supported)")
+        for name in names:
+            pipeline.remove(name)
+        pipeline.append(EpisodesToSequences(device=self._device))
+        pipeline.append(FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_))
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
@@ -149,7 +190,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         ]
         self.register_optimizer(
             module_id=module_id,
-            optimizer=torch.optim.Adam(groups, eps=ADAM_EPS),
+            optimizer=make_adam(groups),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
@@ -201,53 +242,82 @@ class FactoredPPOLearner(PPOTorchLearner):
             ratios = telemetry.ratio_stats(torch.exp(head_logp - head_logp_old), relevant,
                                            config.clip_param)
             ratio_max = ratios.pop("ratio_max")
-            log_learner_metrics(self.metrics, module_id, {**step_metrics, **ratios})
-            log_learner_metrics(self.metrics, module_id, {"ratio_max": ratio_max}, reduce="max")
+            self._step_metrics.add(module_id, {**step_metrics, **ratios})
+            self._step_metrics.add(module_id, {"ratio_max": ratio_max}, reduce="max")
             if self._before_first_step:
                 # The reference's approx KL: at the first step the policy equals the rollout's,
                 # so this is 0 by construction with one gradient step per batch.
                 kl_pre = telemetry.approx_kl((head_logp * relevance).sum(-1),
                                              (head_logp_old * relevance).sum(-1), mask)
-                log_learner_metrics(self.metrics, module_id, {"approx_kl_pre": kl_pre})
+                self._step_metrics.add(module_id, {"approx_kl_pre": kl_pre})
         return total
 
-    # -- gradient norms -----------------------------------------------------------------------
+    # -- gradient norms, clipping, the step ---------------------------------------------------
     def postprocess_gradients_for_module(
         self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
     ) -> dict[Any, Any]:
+        """Logs the gradient norms and clips by global norm, from one norm per gradient tensor
+        (RLlib's own clipping and its non-finite checks would take every norm again)."""
         self._before_first_step = False
         module = self.module[module_id].unwrapped()
-        pre_clip = telemetry.global_norm(module_gradients_dict.values())
+        refs = [ref for ref, g in module_gradients_dict.items() if g is not None]
+        grads = [module_gradients_dict[ref] for ref in refs]
+        norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
+        if not bool(torch.isfinite(norms).all()):
+            # Non-finite entries become 0 (RLlib zeroes NaN too), so one bad batch does not
+            # poison the weights; the norms logged are those of what is applied.
+            for g in grads:
+                g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            norms = torch.stack(torch._foreach_norm(grads))
+        index = {ref: i for i, ref in enumerate(refs)}
         parts = {f"grad_norm_{h}": module.policy_heads[h] for h in HEADS}
         parts["grad_norm_value"] = module.value_head
-        norms = {
-            name: telemetry.global_norm(
-                module_gradients_dict.get(self.get_param_ref(p)) for p in part.parameters()
-            )
+        values = {
+            name: [index[r] for r in map(self.get_param_ref, part.parameters()) if r in index]
             for name, part in parts.items()
         }
-        norms["grad_norm_pre_clip"] = pre_clip
+        pre_clip = torch.linalg.vector_norm(norms)
+        logged = {name: torch.linalg.vector_norm(norms[i]) for name, i in values.items()}
+        logged["grad_norm_pre_clip"] = pre_clip
         if config.grad_clip:
             # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
-            norms["clip_ratio"] = pre_clip / config.grad_clip
-        log_learner_metrics(self.metrics, module_id, norms)
+            logged["clip_ratio"] = pre_clip / config.grad_clip
+            # RLlib's global-norm clip, with the norm already taken.
+            coef = config.grad_clip / torch.clamp(pre_clip + 1e-6, min=config.grad_clip)
+            torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+        self._step_metrics.add(module_id, dict(zip(
+            logged, torch.stack(list(logged.values())).tolist(), strict=True)))
         # The reference takes one gradient step per batch: count them rather than trust settings.
-        log_learner_metrics(self.metrics, module_id, {"gradient_steps": 1}, reduce="sum")
-        return super().postprocess_gradients_for_module(
-            module_id=module_id, config=config, module_gradients_dict=module_gradients_dict
-        )
+        self._step_metrics.add(module_id, {"gradient_steps": 1}, reduce="sum")
+        return dict(module_gradients_dict)
+
+    def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        # RLlib's version checks every gradient tensor for NaN/inf, twice; ours were made
+        # finite where their norms were taken.
+        for ref, grad in gradients_dict.items():
+            self._params[ref].grad = grad
+        for optimizer in self._optimizer_parameters:
+            optimizer.step()
 
     # -- before / after the iteration's gradient steps -----------------------------------------
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         self._before_first_step = True
+        self._step_metrics = StepMetrics()
 
     def _make_batch_if_necessary(self, training_data: Any) -> Any:
         # Keep the iteration's whole train batch (after the learner connector, GAE included) for
         # the post-update measurements; RLlib 2.60 builds it inside `update()` and drops it.
-        self._train_batch = super()._make_batch_if_necessary(training_data)
-        self._update_value_norms(self._train_batch)
-        return self._train_batch
+        batch = super()._make_batch_if_necessary(training_data)
+        if training_data.episodes is not None:
+            # RLlib counts the episodes' steps after its own pipeline has appended a bootstrap
+            # step to each, and its minibatch iterator needs that count (the batch's rows);
+            # EpisodesToSequences leaves the episodes as they are.
+            batch = MultiAgentBatch(batch.policy_batches,
+                                    env_steps=batch.count + len(training_data.episodes))
+        self._train_batch = batch
+        self._update_value_norms(batch)
+        return batch
 
     def _update_value_norms(self, batch: Any) -> None:
         """PopArt: fold the batch's value targets (real steps) into each module's statistics
@@ -280,6 +350,7 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
+        self._step_metrics.log(self.metrics)
         batch, self._train_batch = self._train_batch, None
         if batch is None:
             return

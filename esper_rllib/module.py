@@ -26,6 +26,12 @@ from esper_rllib.value_norm import PopArt
 _RELU_GAIN = math.sqrt(2)
 _POLICY_OUT_GAIN = 0.01
 
+# Extra model output of every env-runner forward pass, stored with each sampled step: the
+# critic's outputs, so the learner's GAE needs no forward pass of its own. Q(s, op) of every op
+# ((..., N_OPS), q_op critic: the taken op's value and the expectation over ops both follow once
+# the action is sampled) or V(s) ((..., 1), v critic).
+CRITIC_OUT = "critic_out"
+
 
 def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
     layer = nn.Linear(in_dim, out_dim)
@@ -118,11 +124,11 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         return self._forward_env_runner(batch)
 
     def _forward_env_runner(self, batch: dict[str, Any]) -> dict[str, Any]:
-        # The env runner stores every extra output in the episode: drop the (B, 1, H) embeddings
-        # so they are not shipped to the learner with each step.
+        # The env runner stores every extra output in the episode: the (B, 1, H) embeddings
+        # become the critic's few outputs, so no embedding is shipped to the learner.
         with torch.no_grad():
             out = self._forward(batch)
-        del out[Columns.EMBEDDINGS]
+            out[CRITIC_OUT] = self.critic_out(out.pop(Columns.EMBEDDINGS))
         return out
 
     def _embed(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -131,9 +137,16 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         slots = self.blueprint_embedding(obs["blueprints"].long()).flatten(-2)
         x = self.feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
         state = batch[Columns.STATE_IN]
+        if x.shape[1] == 1:
+            # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
+            # (oneDNN) re-lays out its weights on every call, 7x the cost at 512 hidden.
+            lstm = self.lstm
+            h, c = torch.lstm_cell(x[:, 0], (state["h"], state["c"]), lstm.weight_ih_l0,
+                                   lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return self.lstm_norm(h.unsqueeze(1)), {"h": h, "c": c}
         h0, c0 = state["h"].unsqueeze(0), state["c"].unsqueeze(0)
         seq_lens = batch.get(Columns.SEQ_LENS)
-        if seq_lens is not None and x.shape[1] > 1:
+        if seq_lens is not None:
             # Packed so the returned state is the one at each chunk's last real step, not after
             # the zero padding (what the end-of-sequence LSTM-state telemetry needs).
             packed = nn.utils.rnn.pack_padded_sequence(
@@ -156,31 +169,59 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         """(B, T) values.
 
         With ``embeddings`` (the loss path): the regression target's prediction, Q(s, op taken)
-        for ``q_op`` or V(s) for ``v``.
-        Without (the GAE path, forward run here): the baseline GAE uses, V(s) for ``v``;
-        for ``q_op``/``expected`` sum over legal ops pi(op|s) Q(s, op); for ``q_op``/
-        ``sampled_op`` (the reference) Q(s, op taken) on real steps, and on RLlib's artificial
-        bootstrap step (LOSS_MASK False, which carries a stale copy of the previous action)
-        Q(s', argmax op of the policy), as the reference bootstrapped. That baseline makes the
-        taken op's advantage ~0 by construction, which is the ablation's point.
+        for ``q_op`` or V(s) for ``v`` (``predicted_value``).
+        Without (forward run here): the baseline GAE uses (``baseline_value``), with the op
+        taken on real steps and, on RLlib's artificial bootstrap step (LOSS_MASK False, which
+        carries a stale copy of the previous action), the bootstrap's choice of op.
+        The learner's GAE reads the same quantities off the env runner's ``CRITIC_OUT``.
         """
-        if self.critic_type == "v":
-            if embeddings is None:
-                embeddings, _ = self._embed(batch)
-            return self._value(embeddings)
         if embeddings is not None:
+            if self.critic_type == "v":
+                return self._value(embeddings)
+            # One op per step through the value head, not all six (this path has gradients).
             return self.value_of_ops(embeddings, self._ops_taken(batch))
         embeddings, _ = self._embed(batch)
-        # Only the op head is needed here (GAE runs this over the whole train batch).
+        critic_out = self.critic_out(embeddings)
+        if self.critic_type == "v":
+            return self.baseline_value(critic_out, None)
+        # Only the op head is needed here, not the whole policy.
         op_logits = mask_logits(self.policy_heads["op"](embeddings),
                                 batch[Columns.OBS]["action_mask"][..., :N_OPS])
-        if self.q_baseline == "expected":
-            return (torch.softmax(op_logits, dim=-1) * self.q_all_ops(embeddings)).sum(-1)
         ops = self._ops_taken(batch)
         loss_mask = batch.get(Columns.LOSS_MASK)
         if loss_mask is not None:
-            ops = torch.where(loss_mask.bool(), ops, op_logits.argmax(-1))
-        return self.value_of_ops(embeddings, ops)
+            ops = torch.where(loss_mask.bool(), ops, -1)
+        return self.baseline_value(critic_out, op_logits, ops)
+
+    def critic_out(self, embeddings: Tensor) -> Tensor:
+        """(..., n): Q(s, op) of every op (``q_op``, n = 6) or V(s) (``v``, n = 1)."""
+        if self.critic_type == "q_op":
+            return self.q_all_ops(embeddings)
+        return self._value(embeddings).unsqueeze(-1)
+
+    def predicted_value(self, critic_out: Tensor, batch: dict[str, Any]) -> Tensor:
+        """(B, T): what the critic regresses and EV measures: Q(s, op taken) or V(s)."""
+        if self.critic_type == "v":
+            return critic_out[..., 0]
+        return critic_out.gather(-1, self._ops_taken(batch).unsqueeze(-1)).squeeze(-1)
+
+    def baseline_value(self, critic_out: Tensor, op_logits: Tensor | None,
+                       ops: Tensor | None = None) -> Tensor:
+        """The value of a state that GAE uses, from ``critic_out`` (..., n).
+
+        V(s) for ``v``. For ``q_op``/``expected``: sum over legal ops of pi(op|s) Q(s, op)
+        (``op_logits``: the masked op-head logits). For ``q_op``/``sampled_op`` (the reference):
+        Q(s, op taken) where ``ops`` (..,) holds an op, and Q(s, argmax op of the policy) where
+        it holds -1 or is None: the bootstrap, as the reference bootstrapped. That baseline
+        makes the taken op's advantage ~0 by construction, which is the ablation's point.
+        """
+        if self.critic_type == "v":
+            return critic_out[..., 0]
+        if self.q_baseline == "expected":
+            return (torch.softmax(op_logits, dim=-1) * critic_out).sum(-1)
+        greedy = op_logits.argmax(-1)
+        ops = greedy if ops is None else torch.where(ops >= 0, ops.long(), greedy)
+        return critic_out.gather(-1, ops.unsqueeze(-1)).squeeze(-1)
 
     def q_all_ops(self, embeddings: Tensor) -> Tensor:
         """(B, T, 6): Q(s, op) for every op (``q_op`` critic only)."""
