@@ -62,6 +62,20 @@ def test_masked_values_are_never_sampled():
         assert seen == legal_values
 
 
+def test_samples_follow_each_heads_probabilities():
+    # One draw per call, as the env runner samples; every head at once from one padded table.
+    nvec = head_sizes(3)
+    dist, _ = _dist(nvec, batch=(3,), seed=2)
+    torch.manual_seed(0)
+    draws = torch.stack([dist.sample() for _ in range(4000)])  # (4000, 3, 8)
+    for h, n in enumerate(nvec):
+        freq = torch.stack([(draws[..., h] == v).float().mean(0) for v in range(n)], -1)
+        every_value = torch.arange(n)[:, None, None].expand(n, 3, N_HEADS)
+        probs = dist.head_logps(every_value)[..., h].T.exp()  # (3, n)
+        # 5 standard errors of a proportion from 4,000 draws (p(1 - p) <= 1/4).
+        assert torch.allclose(freq, probs, atol=5 * 0.5 / math.sqrt(4000)), HEADS[h]
+
+
 def test_deterministic_sample_is_the_legal_argmax_and_keeps_logp():
     nvec = head_sizes(3)
     dist, mask = _dist(nvec, batch=(8,), seed=2)

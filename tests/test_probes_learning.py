@@ -84,7 +84,10 @@ def test_probe2_critic_tracks_the_observed_feature():
 
 def test_probe3_first_step_value_approaches_gamma():
     gamma = 0.9  # far enough from 1 to tell discounting apart from no discounting
-    algo = build(3, critic="v", gamma=gamma)
+    # Four epochs per batch, as probe 2: with two, the critic's fit at lr 1e-2 depends on the
+    # random actions' policy gradients through the shared LSTM, and fails on 3-4 of 9 seeds
+    # (the same on main and with the throughput changes; with four, 8 of 8 pass on both).
+    algo = build(3, critic="v", gamma=gamma, num_epochs=4)
     env = Probe3Env()
     first, _ = env.reset(seed=0)
     second = env.step(env.action_space.sample())[0]
