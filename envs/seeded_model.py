@@ -42,24 +42,18 @@ class SeededModel(nn.Module):
     ) -> list[torch.Tensor]:
         """Logits for each ablation config, computing each shared prefix only once.
 
-        The configurations differ only from their first ablated slot onward, so the main pass
-        is run once and each config branches off at the block where it first differs.
+        Configs that agree on which of slots 0..i-1 are ablated have the same input to block i,
+        so each block runs once per distinct prefix (a trie over the configs): the main pass
+        runs once, {0} and the all-ablated config share block 1, {2} is the main pass's block 2.
         """
-        block_out: list[torch.Tensor] = []  # features after block i, before slot i
-        h = x
+        wanted = [tuple(i in cfg for i in range(self.n_slots)) for cfg in configs]
+        features: dict[tuple[bool, ...], torch.Tensor] = {(): x}
         for i in range(self.n_slots):
-            h = self.host.blocks[i](h)
-            block_out.append(h)
-            h = self.slots[i](h)
-        main = self.host.classifier(h)
-        results = []
-        for cfg in configs:
-            if not cfg:
-                results.append(main)
-                continue
-            first = min(cfg)
-            h = block_out[first]  # identical to the main pass up to here; ablating gives h
-            for i in range(first + 1, self.n_slots):
-                h = self.slots[i](self.host.blocks[i](h), ablate=i in cfg)
-            results.append(self.host.classifier(h))
-        return results
+            after: dict[tuple[bool, ...], torch.Tensor] = {}
+            for prefix, h in features.items():
+                h = self.host.blocks[i](h)
+                for ablated in sorted({w[i] for w in wanted if w[:i] == prefix}):
+                    after[(*prefix, ablated)] = self.slots[i](h, ablate=ablated)
+            features = after
+        logits = {path: self.host.classifier(h) for path, h in features.items()}
+        return [logits[w] for w in wanted]
