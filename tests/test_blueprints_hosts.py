@@ -10,7 +10,7 @@ from envs.blueprints import (
     is_identity_at_init,
 )
 from envs.contract import CNN_BLUEPRINTS
-from envs.hosts import HOST_KINDS, PointwiseConv2d, build_host
+from envs.hosts import HOST_KINDS, MaxPool2x2, PointwiseConv2d, build_host
 
 # (channels, spatial size) at every slot of both hosts.
 SLOTS = [(1, 16), (2, 8), (4, 4), (8, 16), (16, 8), (32, 4)]
@@ -53,6 +53,20 @@ def test_host_init_follows_global_rng():
 def test_unknown_host_kind_names_allowed():
     with pytest.raises(ValueError, match="impaired"):
         build_host("resnet")
+
+
+def test_pool_without_gradients_is_maxpool2d_bit_for_bit():
+    # Validation's fast pool must give exactly the stock op's values (accuracies to the last
+    # digit, ties included: ReLU outputs many exact zeros); with gradients the stock op runs.
+    x = torch.randn(64, 3, 16, 16).relu()
+    x[:, :, ::2] = x[:, :, 1::2]  # ties between rows
+    with torch.no_grad():
+        assert torch.equal(MaxPool2x2()(x), F.max_pool2d(x, 2))
+    xg = x.clone().requires_grad_(True)
+    MaxPool2x2()(xg).sum().backward()
+    expected = x.clone().requires_grad_(True)
+    F.max_pool2d(expected, 2).sum().backward()
+    assert torch.equal(xg.grad, expected.grad)
 
 
 def test_impaired_host_uses_einsum_matching_conv2d():
