@@ -32,9 +32,10 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def env_with_three_blending_seeds(n_train, n_val):
+def env_with_three_blending_seeds(n_train, n_val, device="cpu"):
     """A seed in each slot, alpha > 0, so every step measures three counterfactuals."""
-    env = SeedMorphogenesisEnv(n_train=n_train, n_val=n_val, max_seeds=0, max_epochs=10_000)
+    env = SeedMorphogenesisEnv(n_train=n_train, n_val=n_val, max_seeds=0, max_epochs=10_000,
+                               device=device)
     env.reset(seed=0)
     blueprints = (1, 7, 4)  # conv_light, conv_heavy, depthwise
     for slot, bp in enumerate(blueprints):
