@@ -23,6 +23,7 @@ from esper_rllib.audit import (
 from esper_rllib.commands.signal import (
     OracleFinder,
     Progress,
+    add_oracle_arguments,
     command_line,
     make_out_dir,
     write_atomic,
@@ -58,10 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the most likely legal value of each head instead of sampling")
     parser.add_argument("--seeds", type=int, default=HELD_OUT_SEED, metavar="START",
                         help=f"first env seed (default {HELD_OUT_SEED}, held out from training)")
-    parser.add_argument("--oracle", metavar="BLUEPRINT@SLOT",
-                        help="skip the oracle search, e.g. bottleneck@r0c1")
-    parser.add_argument("--search-seeds", type=int, default=2,
-                        help="episodes per candidate in the oracle search (default 2)")
+    add_oracle_arguments(parser)
     parser.add_argument("--out", help="output folder (default: the checkpoint's trial folder "
                         "/evaluation)")
     parser.set_defaults(func=run)

@@ -31,15 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--seeds", type=int, default=6, help="episodes per policy (default 6)")
     parser.add_argument("--out", help="output folder (default runs/signal/<profile>-<reward>)")
-    parser.add_argument("--oracle", metavar="BLUEPRINT@SLOT",
-                        help="skip the oracle search, e.g. bottleneck@r0c1")
-    parser.add_argument("--search-seeds", type=int, default=2,
-                        help="episodes per candidate in the oracle search (default 2)")
+    add_oracle_arguments(parser)
     parser.add_argument("--ev-states", type=int, default=30,
                         help="states the EV ceiling branches at (default 30)")
     parser.add_argument("--ev-continuations", type=int, default=4,
                         help="returns per state, the sampled one included (default 4)")
     parser.set_defaults(func=run)
+
+
+def add_oracle_arguments(parser: argparse.ArgumentParser) -> None:
+    """--oracle and --search-seeds (``signal`` and ``evaluate`` both play the oracle)."""
+    parser.add_argument("--oracle", metavar="BLUEPRINT@SLOT",
+                        help="skip the oracle search, e.g. bottleneck@r0c1")
+    parser.add_argument("--search-seeds", type=int, default=2,
+                        help="episodes per candidate in the oracle search (default 2)")
 
 
 class Progress:
