@@ -81,12 +81,17 @@ def separate_passes(model, x, y, configs):
                 (model(xb, ablate=cfg).argmax(1) == yb).sum()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_sizes(description: str) -> argparse.Namespace:
+    """--n-train, --n-val and --repeats (this benchmark and gpu_env_step.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n-train", type=int, default=5000)
     parser.add_argument("--n-val", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_sizes(__doc__.splitlines()[0])
     torch.set_num_threads(1)  # the env runs one per env-runner core
 
     env = env_with_three_blending_seeds(args.n_train, args.n_val)

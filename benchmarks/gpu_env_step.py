@@ -9,7 +9,6 @@ Usage: python benchmarks/gpu_env_step.py [--n-train 5000 --n-val 1000 --repeats 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,7 +19,7 @@ from envs.contract import Op
 from envs.heuristic import make_action
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_env import env_with_three_blending_seeds  # noqa: E402
+from bench_env import env_with_three_blending_seeds, parse_sizes  # noqa: E402
 
 
 def step_seconds(env, device: str) -> float:
@@ -32,11 +31,7 @@ def step_seconds(env, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=5000)
-    parser.add_argument("--n-val", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_sizes(__doc__.splitlines()[0])
     if not torch.cuda.is_available():
         sys.exit("gpu_env_step: no CUDA device here (torch.cuda.is_available() is False)")
     torch.set_num_threads(1)  # the env runs one per env-runner core
