@@ -14,12 +14,10 @@ import sys
 import time
 
 import torch
+from bench_env import env_with_three_blending_seeds, parse_sizes  # this script's folder
 
 from envs.contract import Op
 from envs.heuristic import make_action
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_env import env_with_three_blending_seeds, parse_sizes  # noqa: E402
 
 
 def step_seconds(env, device: str) -> float:
