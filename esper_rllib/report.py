@@ -81,6 +81,7 @@ BROKEN_RUN = (1.0, 2, 0.5)
 SEED_FIX = (0.01, 4, 1.0)
 NAMED_CELLS = {BROKEN_RUN: "the broken run", SEED_FIX: "the seed document's fix"}
 BEST_CELL = "the best final EV"
+BASELINE_CELL = "the baseline"  # a sweep without the broken run compares with its first cell
 
 
 @dataclass
@@ -312,6 +313,7 @@ class Analysis:
     ceiling: dict[str, Any] | None
     ceiling_note: str  # why no ceiling is shown ("" when one is)
     reps: int
+    baseline: Cell | None = None  # the broken run, else the sweep's first cell
 
     def best(self, sweep: Sweep) -> Cell:
         return _best(sweep, self.estimates)
@@ -390,7 +392,7 @@ def analyse(sweep: Sweep, reps: int = N_BOOTSTRAP) -> Analysis:
         cell.scores(m), baseline.scores(m), reps) for m, _ in OUTCOMES})
         for name, cell in contenders if baseline is not None]
     return Analysis(estimates, axis_effects(sweep, reps), baseline_note, comparisons,
-                    *ceiling_for(sweep), reps)
+                    *ceiling_for(sweep), reps, baseline)
 
 
 def _reference_knobs(sweep: Sweep) -> dict[str, Any] | None:
@@ -461,11 +463,10 @@ class CellEvaluation:
 
 
 def evaluated_cells(sweep: Sweep, analysis: Analysis) -> list[tuple[str, Cell]]:
-    """(name, cell) of the broken run, the seed document's fix and the cell with the best final
-    EV, those present, each once."""
+    """(name, cell) of the baseline (the broken run, else the sweep's first cell), the seed
+    document's fix and the cell with the best final EV, those present, each once."""
     chosen: list[Cell] = []
-    for cell in (_named_cell(sweep, BROKEN_RUN), _named_cell(sweep, SEED_FIX),
-                 analysis.best(sweep)):
+    for cell in (analysis.baseline, _named_cell(sweep, SEED_FIX), analysis.best(sweep)):
         if cell is not None and all(cell is not c for c in chosen):
             chosen.append(cell)
     return [(cell_note(sweep, cell, analysis) or "the only cell", cell) for cell in chosen]
@@ -526,6 +527,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def cell_note(sweep: Sweep, cell: Cell, analysis: Analysis) -> str:
     """The seed document's name of the cell, and whether it has the best final EV."""
     notes = [name for knobs, name in NAMED_CELLS.items() if _named_cell(sweep, knobs) is cell]
+    if cell is analysis.baseline and not notes:
+        notes.append(BASELINE_CELL)
     if len(sweep.cells) > 1 and analysis.best(sweep) is cell:
         notes.append(BEST_CELL)
     return "; ".join(notes)
@@ -590,7 +593,8 @@ def evaluation_lines(sweep: Sweep, evaluations: Sequence[CellEvaluation] | None,
     if evaluations is None:
         return [f"Not run (--evaluate-episodes 0). `esper-rllib report {sweep.path} "
                 f"--evaluate-episodes {EVALUATE_EPISODES}` evaluates the final checkpoints of "
-                "the broken run, the seed document's fix and the best cell."]
+                "the baseline (the broken run, else the first cell), the seed document's fix "
+                "and the best cell."]
     done = [e for e in evaluations if e.results]
     skipped = [s for e in evaluations for s in e.skipped]
     lines = []

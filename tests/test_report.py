@@ -281,8 +281,8 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     assert "](plots/final_ev.png)" in report
     assert section(report, "Trained policies against WAIT, the heuristic and the oracle") == (
         f"\nNot run (--evaluate-episodes 0). `esper-rllib report {root} --evaluate-episodes 4` "
-        "evaluates the final checkpoints of the broken run, the seed document's fix and the "
-        "best cell.\n")
+        "evaluates the final checkpoints of the baseline (the broken run, else the first cell), "
+        "the seed document's fix and the best cell.\n")
 
 
 def test_ev_ceiling_loader(tmp_path):
@@ -429,6 +429,26 @@ def test_evaluations_of_the_broken_fixed_and_best_cells_are_reused_and_tabled(tm
     assert f"{fix[1].name}: --restore {fix[1] / 'checkpoint_000006'}: not a complete RLlib " \
         "checkpoint" in skipped
     assert f"{best[0].name}: no checkpoint; {best[1].name}: no checkpoint." in skipped
+
+
+def test_a_sweep_without_the_broken_run_evaluates_its_baseline(tmp_path):
+    root = fake_sweep(tmp_path, grid={"value_coef": [1.0]})
+    sweep = load_sweep(root)
+    baseline = next(c for c in sweep.cells if c.values == (1.0, 2, 1.0))
+    evaluated = [c for c in sweep.cells if c.values[0] == 0.01]  # the fix and the best cell
+    for trial in [t.path for c in (baseline, *evaluated) for t in c.trials]:
+        fake_evaluation(trial, "checkpoint_000006", [10.0, 12.0])
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=2)
+    report = (root / "report.md").read_text()
+    evaluation = section(report, "Trained policies against WAIT, the heuristic and the oracle")
+    trained = [line.split(" | ")[0] for line in evaluation.splitlines()
+               if line.startswith("| trained: ")]
+    assert trained == ["| trained: the baseline (gain=1.0,depth=2,coef=1.0)",
+                       "| trained: the seed document's fix (gain=0.01,depth=4,coef=1.0)",
+                       "| trained: the best final EV (gain=0.01,depth=2,coef=1.0)"]
+    assert "Not evaluated" not in evaluation
+    cells = section(report, "Cells")
+    assert "| 1.0 | 2 | 1.0 | 2 |" in cells and "| the baseline |" in cells
 
 
 TINY_ENV = {"n_train": 128, "n_val": 64, "max_epochs": 3}  # env steps of milliseconds

@@ -46,8 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="heuristic/WAIT-only episodes for the report (0 = skip)")
     parser.add_argument("--evaluate-episodes", type=int, default=0, metavar="N",
                         help="held-out episodes per policy when the report evaluates the last "
-                        "checkpoints of the broken, fixed and best cells (default 0: off, it "
-                        "would add minutes to a quick sweep; `esper-rllib report DIR` "
+                        "checkpoints of the baseline (broken), fixed and best cells (default 0: "
+                        "off, it would add minutes to a quick sweep; `esper-rllib report DIR` "
                         "evaluates them later, 4 episodes by default)")
     parser.add_argument("--verbose", action="store_true",
                         help="Tune's own trial tables and every Ray message (default: one line "

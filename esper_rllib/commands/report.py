@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         f"{REFERENCE_EPISODES}; cached in DIR)")
     parser.add_argument("--evaluate-episodes", type=int, default=EVALUATE_EPISODES,
                         metavar="N", help="held-out episodes per policy when evaluating the "
-                        "last checkpoint of each trial of the broken, fixed and best cells "
-                        f"(0 = skip; default {EVALUATE_EPISODES}; cached in each trial's "
+                        "last checkpoint of each trial of the baseline (broken), fixed and best "
+                        f"cells (0 = skip; default {EVALUATE_EPISODES}; cached in each trial's "
                         "evaluation/ folder, the scripted policies played once)")
     parser.add_argument("--signal-seeds", type=int, default=0, metavar="N",
                         help="when no signal.json of the sweep's profile, reward and episode "
