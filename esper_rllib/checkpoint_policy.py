@@ -45,6 +45,9 @@ class CheckpointPolicy:
         checkpoint."""
         from ray.rllib.core.rl_module.rl_module import RLModule
 
+        from tuning.output import quiet_ray
+
+        quiet_ray()  # RLlib's own module building prints a deprecation notice; nothing of ours
         checkpoint = check_checkpoint(path)
         if not (checkpoint / MODULE_PATH).is_dir():
             raise ConfigError(f"{path}: no RLModule in the checkpoint ({MODULE_PATH} missing)")

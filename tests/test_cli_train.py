@@ -228,12 +228,15 @@ def test_evaluate_plays_the_checkpoint_on_its_env_next_to_the_scripted_policies(
                                                                                 tmp_path):
     _, _, trial = trained
     checkpoint = str(trial / "checkpoint_000001")
-    runs = []
-    for out in ("a", "b"):
-        assert main(["evaluate", checkpoint, "--episodes", "2", "--greedy", "--oracle",
-                     "conv_light@r0c1", "--out", str(tmp_path / out)]) == 0
-        runs.append(json.loads((tmp_path / out / "evaluation.json").read_text()))
-    first, second = runs
+    args = ["evaluate", checkpoint, "--episodes", "2", "--greedy", "--oracle", "conv_light@r0c1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    # Again in a process of its own, as a user runs it: its console holds no RLlib notice about
+    # building a module from its checkpoint.
+    proc = _cli(*args, "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RLModule(config=" not in proc.stdout + proc.stderr
+    first, second = (json.loads((tmp_path / out / "evaluation.json").read_text())
+                     for out in ("a", "b"))
     assert first["meta"]["env_config"]["n_train"] == 256, "the env the run trained on"
     assert first["meta"]["seeds"] == [500_000, 500_001], "held-out seeds"
     assert set(first["policies"]) == {"trained", "wait", "random", "heuristic", "oracle",
