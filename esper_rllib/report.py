@@ -313,7 +313,7 @@ class Analysis:
     ceiling: dict[str, Any] | None
     ceiling_note: str  # why no ceiling is shown ("" when one is)
     reps: int
-    baseline: Cell | None = None  # the broken run, else the sweep's first cell
+    baseline: Cell | None  # the broken run, else the sweep's first cell; None with one cell
 
     def best(self, sweep: Sweep) -> Cell:
         return _best(sweep, self.estimates)
