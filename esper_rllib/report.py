@@ -455,11 +455,11 @@ class CellEvaluation:
     written: list[Path]  # evaluation files this report wrote (the others were cached)
 
     def accuracies(self, policy: str) -> np.ndarray:
-        """Final accuracy per (trial, env seed); a scripted policy's (1 x env seeds) from the
-        first trial (its episodes are the same in every trial of the cell)."""
-        results = self.results if policy == TRAINED else self.results[:1]
+        """Final accuracy per (trial, env seed) of ``policy`` in each trial's evaluation: the
+        trained policy's, or a scripted one's as played beside it (the same in every trial when
+        they were all evaluated on one machine with one code)."""
         return np.array([[e["final_acc"] for e in r["policies"][policy]["episodes"]]
-                         for r in results])
+                         for r in self.results])
 
 
 def evaluated_cells(sweep: Sweep, analysis: Analysis) -> list[tuple[str, Cell]]:
@@ -612,6 +612,14 @@ def evaluation_lines(sweep: Sweep, evaluations: Sequence[CellEvaluation] | None,
                      "- WAIT [95% CI]", "- heuristic [95% CI]"],
                     _evaluation_rows(sweep, done, reps)),
         ]
+        differing = _differing_references(done)
+        if differing:
+            lines += ["", "The scripted policies' episodes differ between these evaluations "
+                      "(made on another machine or with other code: host training is not "
+                      "bit-reproducible across CPUs) in " + ", ".join(differing) + ". Each "
+                      "trained policy is paired with the scripted episodes of its own "
+                      "evaluation; the WAIT, heuristic and oracle rows are those of the first "
+                      "evaluation on each env."]
     else:
         lines.append("No trial of these cells could be evaluated.")
     if skipped:
@@ -629,12 +637,16 @@ def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
         groups.setdefault(env, []).append(evaluation)
     rows = []
     for group in groups.values():
-        references = {policy: group[0].accuracies(policy) for policy, _ in EVALUATION_REFERENCES}
+        # Each trained trial is paired with the scripted episodes of its own evaluation (played on
+        # the same machine); the scripted rows show the group's first evaluation.
+        references = {policy: group[0].accuracies(policy)[:1]
+                      for policy, _ in EVALUATION_REFERENCES}
         for evaluation in group:
             acc = evaluation.accuracies(TRAINED)
+            paired = {policy: evaluation.accuracies(policy) for policy, _ in EVALUATION_REFERENCES}
             rows.append(_evaluation_row(
                 f"trained: {evaluation.name} ({evaluation.cell.label(sweep.axes)})", TRAINED,
-                acc, f"{acc.shape[0]} x {acc.shape[1]}", references, reps))
+                acc, f"{acc.shape[0]} x {acc.shape[1]}", paired, reps))
         where = f" (env of {', '.join(e.name for e in group)})" if len(groups) > 1 else ""
         oracle = group[0].results[0]["meta"]["oracle"]
         for policy, title in EVALUATION_REFERENCES:
@@ -642,6 +654,20 @@ def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
             rows.append(_evaluation_row(name + where, policy, references[policy],
                                         str(references[policy].shape[1]), references, reps))
     return rows
+
+
+def _differing_references(done: Sequence[CellEvaluation]) -> list[str]:
+    """Trials whose scripted policies' episodes differ from those of the first evaluation on
+    the same env."""
+    first: dict[str, dict[str, Any]] = {}
+    differing = []
+    for evaluation in done:
+        for result in evaluation.results:
+            env = json.dumps(result["meta"]["env_config"], sort_keys=True)
+            scripted = {p: result["policies"][p]["episodes"] for p, _ in EVALUATION_REFERENCES}
+            if first.setdefault(env, scripted) != scripted:
+                differing.append(Path(str(result["meta"]["checkpoint"])).parent.name)
+    return differing
 
 
 def _evaluation_row(title: str, policy: str, acc: np.ndarray, size: str,

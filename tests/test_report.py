@@ -369,13 +369,13 @@ HELD_OUT = [500_000, 500_001]
 
 
 def fake_evaluation(trial: Path, checkpoint: str, trained: list[float],
-                    seeds: list[int] = HELD_OUT) -> None:
+                    seeds: list[int] = HELD_OUT, scripted: dict | None = None) -> None:
     """<trial>/evaluation/evaluation.json as `esper-rllib evaluate` writes it (the parts the
     report reads), for an empty checkpoint folder: any attempt to evaluate it again fails."""
     (trial / checkpoint).mkdir(exist_ok=True)
     policies = {name: {"episodes": [{"seed": s, "final_acc": a}
                                     for s, a in zip(seeds, accs, strict=True)]}
-                for name, accs in {"trained": trained, **SCRIPTED}.items()}
+                for name, accs in {"trained": trained, **(scripted or SCRIPTED)}.items()}
     meta = {"checkpoint": str(trial / checkpoint), "seeds": seeds, "greedy": False,
             "oracle": "conv_heavy@r0c1", "env_config": {"max_epochs": 3}}
     (trial / "evaluation").mkdir(exist_ok=True)
@@ -429,6 +429,26 @@ def test_evaluations_of_the_broken_fixed_and_best_cells_are_reused_and_tabled(tm
     assert f"{fix[1].name}: --restore {fix[1] / 'checkpoint_000006'}: not a complete RLlib " \
         "checkpoint" in skipped
     assert f"{best[0].name}: no checkpoint; {best[1].name}: no checkpoint." in skipped
+
+
+def test_each_trained_trial_is_paired_with_the_scripted_episodes_of_its_own_evaluation(
+        tmp_path):
+    # One trial evaluated on another machine: its host trained to other accuracies, WAIT's too.
+    root = fake_sweep(tmp_path, grid={"value_head_gain": [1.0], "value_head_depth": [2]})
+    broken = [t.path for t in load_sweep(root).cells[0].trials]
+    fake_evaluation(broken[0], "checkpoint_000006", [10.0, 12.0])
+    fake_evaluation(broken[1], "checkpoint_000006", [12.0, 14.0],
+                    scripted={**SCRIPTED, "wait": [11.0, 13.0]})
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=2)
+    text = section((root / "report.md").read_text(),
+                   "Trained policies against WAIT, the heuristic and the oracle")
+    trained = next(line for line in text.splitlines() if line.startswith("| trained: "))
+    # Paired within each evaluation: 10-10, 12-12 and 12-11, 14-13 (not 12-10, 14-12).
+    assert " | +0.50 [+0.00, +1.00] | " in trained
+    assert f"episodes differ between these evaluations (made on another machine or with other " \
+        f"code: host training is not bit-reproducible across CPUs) in {broken[1].name}." in \
+        " ".join(text.split())
+    assert "| WAIT | 2 | 11.00 [10.00, 12.00] |" in text  # the first evaluation's
 
 
 def test_a_sweep_without_the_broken_run_evaluates_its_baseline(tmp_path):
