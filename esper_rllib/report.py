@@ -633,7 +633,7 @@ def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
     policies' rows on that env."""
     groups: dict[str, list[CellEvaluation]] = {}
     for evaluation in done:
-        env = json.dumps(evaluation.results[0]["meta"]["env_config"], sort_keys=True)
+        env = _env_of(evaluation.results[0])
         groups.setdefault(env, []).append(evaluation)
     rows = []
     for group in groups.values():
@@ -656,6 +656,11 @@ def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
     return rows
 
 
+def _env_of(result: dict[str, Any]) -> str:
+    """The env an evaluation played, as a key: evaluations of one env share their references."""
+    return json.dumps(result["meta"]["env_config"], sort_keys=True)
+
+
 def _differing_references(done: Sequence[CellEvaluation]) -> list[str]:
     """Trials whose scripted policies' episodes differ from those of the first evaluation on
     the same env."""
@@ -663,7 +668,7 @@ def _differing_references(done: Sequence[CellEvaluation]) -> list[str]:
     differing = []
     for evaluation in done:
         for result in evaluation.results:
-            env = json.dumps(result["meta"]["env_config"], sort_keys=True)
+            env = _env_of(result)
             scripted = {p: result["policies"][p]["episodes"] for p, _ in EVALUATION_REFERENCES}
             if first.setdefault(env, scripted) != scripted:
                 differing.append(Path(str(result["meta"]["checkpoint"])).parent.name)
