@@ -25,10 +25,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from envs.contract import RELEVANCE, head_sizes  # noqa: E402
-from esper_rllib.config import build_ppo_config, resolve_knobs  # noqa: E402
-from esper_rllib.env_runner import SeedOnceEnvRunner, bootstrap_value  # noqa: E402
-from esper_rllib.learner import HEAD_ENTROPY_COEFS, make_adam  # noqa: E402
-from esper_rllib.module import CRITIC_OUT  # noqa: E402
+from esper_rllib.model.module import CRITIC_OUT  # noqa: E402
+from esper_rllib.ppo.env_runner import SeedOnceEnvRunner, bootstrap_value  # noqa: E402
+from esper_rllib.ppo.learner import HEAD_ENTROPY_COEFS, make_adam  # noqa: E402
+from esper_rllib.run.config import build_ppo_config, resolve_knobs  # noqa: E402
 
 ENTROPY_COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
 

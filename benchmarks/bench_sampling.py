@@ -27,8 +27,8 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from esper_rllib.config import build_ppo_config, env_config, resolve_knobs  # noqa: E402
-from esper_rllib.env_runner import SeedOnceEnvRunner  # noqa: E402
+from esper_rllib.ppo.env_runner import SeedOnceEnvRunner  # noqa: E402
+from esper_rllib.run.config import build_ppo_config, env_config, resolve_knobs  # noqa: E402
 
 
 class Replay:

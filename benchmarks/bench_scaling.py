@@ -16,7 +16,7 @@ import time
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from esper_rllib.config import build_ppo_config, resolve_knobs  # noqa: E402
+from esper_rllib.run.config import build_ppo_config, resolve_knobs  # noqa: E402
 from tuning.plan import plan_sweep  # noqa: E402
 from tuning.runner import run_sweep  # noqa: E402
 

@@ -1,0 +1,18 @@
+"""esper-rllib: PPO on the seed-morphogenesis env with RLlib's new API stack, by role.
+
+- ``model``: the policy model (the factored LSTM RLModule, its masked action distribution, the
+  model knobs, value-target normalisation); imports ``envs`` only.
+- ``ppo``: the PPO learner (reference loss, GAE, batches and minibatches, telemetry and the
+  metric names, callbacks, the env runner, the collapse monitor); imports ``model``.
+- ``run``: one run's configuration and life (knobs, profiles and presets -> a PPOConfig,
+  preflight checks, the trainer, checkpoint policies); imports ``ppo`` and ``model``.
+- ``analysis``: what is measured after a run (the sweep report and its plots, statistics,
+  post-mortem, the learnability audit, the evaluation of checkpoints); imports ``run`` down.
+- ``cli`` and ``commands``: argument parsing and printing only; import everything below.
+
+``tuning`` (Tune orchestration) imports only ``ppo.metric_names`` and receives the rest.
+"""
+
+from esper_rllib import legacy
+
+legacy.install()

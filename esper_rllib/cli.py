@@ -16,8 +16,8 @@ from esper_rllib.commands import (
     signal,
     train,
 )
-from esper_rllib.config import ConfigError
-from esper_rllib.trainer import TrainingError
+from esper_rllib.run.config import ConfigError
+from esper_rllib.run.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
 COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate)

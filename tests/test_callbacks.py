@@ -10,10 +10,10 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from envs.contract import Op
-from esper_rllib.callbacks import EsperCallbacks, env_metrics
-from esper_rllib.learner import FactoredPPOLearner
-from esper_rllib.metric_names import ALL_METRICS, ENV_STEPS, RESULT_KEY, VERDICT, VERDICT_CODE
-from esper_rllib.module import FactoredLSTM
+from esper_rllib.model.module import FactoredLSTM
+from esper_rllib.ppo.callbacks import EsperCallbacks, env_metrics
+from esper_rllib.ppo.learner import FactoredPPOLearner
+from esper_rllib.ppo.metric_names import ALL_METRICS, ENV_STEPS, RESULT_KEY, VERDICT, VERDICT_CODE
 
 
 class FakeEpisode:

@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny_sweep import dashboard, never_defined, unmatched_patterns
 
 from envs.datasets import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
-from esper_rllib import metric_names as mn
 from esper_rllib.cli import main
+from esper_rllib.ppo import metric_names as mn
 from tuning.tensorboard import tag_pattern
 
 TINY = ["--set", "n_train=256", "--set", "n_val=128", "--set", "max_epochs=4",
@@ -163,7 +163,7 @@ def test_unwritable_storage_is_one_clear_error(tmp_path, capsys):
 
 
 def test_knobs_lists_every_knob(capsys):
-    from esper_rllib.config import KNOBS
+    from esper_rllib.run.config import KNOBS
 
     assert main(["knobs"]) == 0
     out = capsys.readouterr().out

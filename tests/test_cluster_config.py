@@ -70,7 +70,7 @@ def test_a_seed_profile_trial_fits_on_one_worker_node(cfg, node_type, gpus_per_t
     resources the node type declares: Tune packs a trial's bundles onto one node if it can."""
     from ray.rllib.algorithms.ppo import PPO
 
-    from esper_rllib.config import build_ppo_config, resolve_knobs
+    from esper_rllib.run.config import build_ppo_config, resolve_knobs
     from tuning.plan import plan_sweep
 
     plan = plan_sweep("seed", "seed", resolve_knobs, seeds=1, gpus_per_trial=gpus_per_trial,

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from esper_rllib.collapse import UNDETERMINED, CollapseMonitor
-from esper_rllib.metric_names import COLLAPSE_FLAGS, MONITOR_METRICS, VERDICTS
+from esper_rllib.ppo.collapse import UNDETERMINED, CollapseMonitor
+from esper_rllib.ppo.metric_names import COLLAPSE_FLAGS, MONITOR_METRICS, VERDICTS
 
 HEALTHY = {"value_loss": 1.0, "explained_variance": 0.5, "q_spread": 0.1, "return_std": 1.0,
            "clip_ratio": 2.0, "kl": 0.02}

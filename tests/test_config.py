@@ -1,4 +1,4 @@
-"""The knob table, profiles, presets and the PPOConfig builder (esper_rllib.config)."""
+"""The knob table, profiles, presets and the PPOConfig builder (esper_rllib.run.config)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 
 from envs import ENV_ID
 from envs.contract import action_space, observation_space
-from esper_rllib.config import (
+from esper_rllib.run.config import (
     KNOBS,
     PRESETS,
     PROFILES,
@@ -119,9 +119,9 @@ def test_search_spaces_are_validated_per_value_and_only_where_copied():
 
 
 def test_built_config_has_the_reference_ppo_settings():
-    from esper_rllib.callbacks import EsperCallbacks
-    from esper_rllib.learner import FactoredPPOLearner
-    from esper_rllib.module import FactoredLSTM
+    from esper_rllib.model.module import FactoredLSTM
+    from esper_rllib.ppo.callbacks import EsperCallbacks
+    from esper_rllib.ppo.learner import FactoredPPOLearner
 
     knobs = resolve_knobs("quick", "seed_after", {"n_train": 256, "seed": 7})
     config = build_ppo_config(knobs)
@@ -198,9 +198,9 @@ def test_presets_give_the_reference_parameter_counts(preset, total):
 
 
 def test_knob_defaults_are_the_module_and_learner_defaults():
-    from esper_rllib.learner import LEARNER_DEFAULTS
-    from esper_rllib.loss import RATIO_MODES
-    from esper_rllib.model_config import DEFAULTS
+    from esper_rllib.model.model_config import DEFAULTS
+    from esper_rllib.ppo.learner import LEARNER_DEFAULTS
+    from esper_rllib.ppo.loss import RATIO_MODES
 
     for where, defaults in (("model_config", DEFAULTS), ("learner_config_dict", LEARNER_DEFAULTS)):
         knobs = {n: k for n, k in KNOBS.items() if k.where == where}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from esper_rllib.config import resolve_knobs
+from esper_rllib.run.config import resolve_knobs
 from tuning.console import SweepConsole
 from tuning.output import HARMLESS, clock, quiet_ray
 from tuning.plan import plan_sweep

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from envs.contract import HEADS, N_HEADS, RELEVANCE, Op, head_sizes
-from esper_rllib.distribution import FactoredCategorical, make_factored_distribution, mask_logits
+from esper_rllib.model.distribution import (
+    FactoredCategorical,
+    make_factored_distribution,
+    mask_logits,
+)
 
 # Small heads so the joint action space can be enumerated exactly (6 * 2^7 = 768 actions).
 SMALL_NVEC = (6, 2, 2, 2, 2, 2, 2, 2)

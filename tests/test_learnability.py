@@ -13,7 +13,7 @@ from envs.env import SeedMorphogenesisEnv
 from envs.heuristic import make_action
 from envs.probes import Probe2Env, Probe4Env
 from envs.scripted import OraclePolicy, RandomPolicy, parse_oracle
-from esper_rllib import learnability as lb
+from esper_rllib.analysis import learnability as lb
 from esper_rllib.cli import main
 
 

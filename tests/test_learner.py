@@ -15,15 +15,15 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from envs.contract import HEADS, RELEVANCE, Op, action_space, observation_space
-from esper_rllib import loss
-from esper_rllib.gae import learner_metric_key
-from esper_rllib.learner import (
+from esper_rllib.model.module import FactoredLSTM
+from esper_rllib.ppo import loss
+from esper_rllib.ppo.gae import learner_metric_key
+from esper_rllib.ppo.learner import (
     HEAD_ENTROPY_COEFS,
     LEARNER_DEFAULTS,
     FactoredPPOLearner,
     resolve_learner_config,
 )
-from esper_rllib.module import FactoredLSTM
 
 H = len(HEADS)
 COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
@@ -211,7 +211,7 @@ def test_one_gradient_step_kl_after_step_while_approx_kl_pre_is_zero(probe3):
     assert m["explained_variance_post"] != m["explained_variance"]
     assert m["lstm_h_norm"] > 0 and m["lstm_c_norm"] > 0
     # Every learner metric arrives, once, with a per-iteration reduce (not the sticky EMA).
-    from esper_rllib.metric_names import LEARNER_METRICS, POPART_METRICS
+    from esper_rllib.ppo.metric_names import LEARNER_METRICS, POPART_METRICS
     assert set(LEARNER_METRICS) - set(POPART_METRICS) <= set(m)
     assert not set(POPART_METRICS) & set(m)  # PopArt is off
     # One item per iteration (per-step values are reduced over the iteration's steps first),

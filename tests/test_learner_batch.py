@@ -12,10 +12,10 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from envs.contract import action_space, observation_space
-from esper_rllib.config import build_ppo_config, resolve_knobs
-from esper_rllib.env_runner import SeedOnceEnvRunner
-from esper_rllib.learner_batch import ZERO_PADDED_KEY, EpisodesToSequences
-from esper_rllib.module import FactoredLSTM
+from esper_rllib.model.module import FactoredLSTM
+from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
+from esper_rllib.ppo.learner_batch import ZERO_PADDED_KEY, EpisodesToSequences
+from esper_rllib.run.config import build_ppo_config, resolve_knobs
 
 KNOBS = {"n_train": 128, "n_val": 64, "max_epochs": 4, "episodes_per_batch": 2,
          "lstm_hidden": 8, "feature_dim": 8, "head_hidden": 8, "blueprint_head_hidden": (8,)}

@@ -8,9 +8,9 @@ from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from envs.contract import N_OPS, Op, action_space, observation_space
-from esper_rllib.distribution import FactoredCategorical
-from esper_rllib.model_config import DEFAULTS, PRESETS, resolve_model_config
-from esper_rllib.module import FactoredLSTM
+from esper_rllib.model.distribution import FactoredCategorical
+from esper_rllib.model.model_config import DEFAULTS, PRESETS, resolve_model_config
+from esper_rllib.model.module import FactoredLSTM
 
 # Gain 1 on the value output so values are O(1) and comparisons between them mean something.
 SMALL = {"lstm_hidden": 32, "feature_dim": 12, "embed_dim": 3, "head_hidden": 8,

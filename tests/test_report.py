@@ -14,21 +14,12 @@ import numpy as np
 import pytest
 from rliable import metrics
 
-from esper_rllib.cli import main
-from esper_rllib.config import resolve_knobs
-from esper_rllib.postmortem import nearest_iterations, postmortem
-from esper_rllib.report import (
-    analyse,
-    ceiling_for,
-    last_checkpoint,
-    load_ev_ceiling,
-    load_sweep,
-    measure_signal,
-    render,
-    write_report,
-)
-from esper_rllib.report_plots import PANEL_METRICS, panel_figure
-from esper_rllib.stats import (
+from esper_rllib.analysis.cells import analyse
+from esper_rllib.analysis.evaluation import last_checkpoint
+from esper_rllib.analysis.plots import PANEL_METRICS, panel_figure
+from esper_rllib.analysis.postmortem import nearest_iterations, postmortem
+from esper_rllib.analysis.render import render, write_report
+from esper_rllib.analysis.stats import (
     bootstrap_iqm,
     column_iqm,
     crossed_mean,
@@ -38,6 +29,9 @@ from esper_rllib.stats import (
     mean_difference,
     probability_of_improvement,
 )
+from esper_rllib.analysis.sweep import ceiling_for, load_ev_ceiling, load_sweep, measure_signal
+from esper_rllib.cli import main
+from esper_rllib.run.config import resolve_knobs
 from tuning.plan import plan_sweep
 from tuning.results import TrialRecord, read_ablation_csv, summarize, write_ablation_csv
 

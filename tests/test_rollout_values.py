@@ -12,9 +12,9 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
 from ray.rllib.utils.postprocessing.zero_padding import unpad_data_if_necessary
 
-from esper_rllib.config import build_ppo_config, resolve_knobs
-from esper_rllib.env_runner import BOOTSTRAP_VALUE, SeedOnceEnvRunner, bootstrap_value
-from esper_rllib.module import CRITIC_OUT
+from esper_rllib.model.module import CRITIC_OUT
+from esper_rllib.ppo.env_runner import BOOTSTRAP_VALUE, SeedOnceEnvRunner, bootstrap_value
+from esper_rllib.run.config import build_ppo_config, resolve_knobs
 
 MAX_EPOCHS = 4
 TINY = {"n_train": 128, "n_val": 64, "max_epochs": MAX_EPOCHS, "episodes_per_batch": 2,

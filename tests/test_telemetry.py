@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray.rllib.utils.torch_utils import explained_variance as rllib_explained_variance
 
-from esper_rllib import telemetry
+from esper_rllib.ppo import telemetry
 
 
 def test_explained_variance_formula_and_unclamped():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from esper_rllib.analysis.sweep import Cell
 from esper_rllib.cli import main
-from esper_rllib.config import ConfigError, resolve_knobs
-from esper_rllib.report import Cell
+from esper_rllib.run.config import ConfigError, resolve_knobs
 from tuning.plan import plan_sweep
 from tuning.storage import StorageError, check_storage
 

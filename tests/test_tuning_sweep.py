@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tiny_sweep import dashboard, never_defined, run_cli, tiny_args, unmatched_patterns
 
+from esper_rllib.analysis import evaluation
+from esper_rllib.analysis.evaluation import last_checkpoint
 from esper_rllib.cli import main
-from esper_rllib.commands import evaluate as evaluate_command
-from esper_rllib.report import last_checkpoint
 from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
 from tuning.tensorboard import SUMMARY_TAG, tag_pattern
 
@@ -205,15 +205,15 @@ def test_report_evaluates_the_last_checkpoints_of_the_broken_fixed_and_best_cell
 def test_evaluations_of_one_experiment_play_the_scripted_policies_once(sweep, monkeypatch):
     experiment, _ = sweep
     played = []
-    real = evaluate_command.play_policies
+    real = evaluation.play_policies
 
     def recording(make_env, policies, **kwargs):
         played.extend(policies)
         return real(make_env, policies, **kwargs)
 
-    monkeypatch.setattr(evaluate_command, "play_policies", recording)
-    scripted = evaluate_command.ScriptedEpisodes()
-    first, second = (evaluate_command.evaluate(last_checkpoint(trial), episodes=2, greedy=True,
+    monkeypatch.setattr(evaluation, "play_policies", recording)
+    scripted = evaluation.ScriptedEpisodes()
+    first, second = (evaluation.evaluate(last_checkpoint(trial), episodes=2, greedy=True,
                                                first_seed=7, scripted=scripted)
                      for trial in trial_dirs(experiment)[:2])
     assert sorted(played) == sorted(["trained", "trained", "wait", "random", "heuristic",

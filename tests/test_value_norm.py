@@ -1,4 +1,4 @@
-"""PopArt (esper_rllib.value_norm): target statistics, output preservation, and the module's
+"""PopArt (esper_rllib.model.value_norm): target statistics, output preservation, and the module's
 unnormalised values and checkpointed statistics."""
 
 import numpy as np
@@ -8,8 +8,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
 from envs.contract import action_space, observation_space
-from esper_rllib.module import FactoredLSTM
-from esper_rllib.value_norm import BETA, STD_MIN, PopArt
+from esper_rllib.model.module import FactoredLSTM
+from esper_rllib.model.value_norm import BETA, STD_MIN, PopArt
 
 SMALL = {"lstm_hidden": 16, "feature_dim": 8, "embed_dim": 2, "head_hidden": 8,
          "blueprint_head_hidden": [8], "max_seq_len": 4, "value_head_gain": 1.0}

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import ProgressReporter
 
-from esper_rllib.metric_names import EV, RESULT_KEY, VERDICT
+from esper_rllib.ppo.metric_names import EV, RESULT_KEY, VERDICT
 from tuning.output import clock
 from tuning.plan import SEED, SweepPlan
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esper_rllib.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE
+from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"

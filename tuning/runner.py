@@ -25,7 +25,7 @@ from tuning.trainable import ConfigBuilder, make_trainable, placement
 
 # A placement request computed from a trial's flat knobs (see run_sweep's ``resources``).
 ResourceRequest = Callable[[Mapping[str, Any]], Any]
-# Writes the report into a local experiment folder (the CLI passes esper_rllib.report's).
+# Writes the report into a local experiment folder (the CLI passes esper_rllib.analysis.render's).
 ReportWriter = Callable[[Path], Any]
 
 

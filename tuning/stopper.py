@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from ray.tune.stopper import Stopper
 
-from esper_rllib.metric_names import RESULT_KEY, VERDICT
+from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT
 
 FAILURE = "failure"
 

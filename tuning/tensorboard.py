@@ -13,7 +13,7 @@ from numbers import Real
 
 from ray.tune.logger import TBXLoggerCallback
 
-from esper_rllib import metric_names as mn
+from esper_rllib.ppo import metric_names as mn
 from tuning.results import hparams_metrics, load_trial, summarize
 
 # Scalars the HParams view reads its metric columns from (it shows a run's last value of a tag).

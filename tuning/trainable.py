@@ -15,7 +15,7 @@ import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from esper_rllib.metric_names import RESULT_KEY, VERDICT
+from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT
 
 ConfigBuilder = Callable[[Mapping[str, Any]], AlgorithmConfig]
 

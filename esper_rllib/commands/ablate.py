@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from esper_rllib.commands.knob_args import add_knob_arguments
-from esper_rllib.config import ConfigError, parse_set
+from esper_rllib.run.config import ConfigError, parse_set
 from tuning.sweeps import SWEEPS, get_sweep
 
 
@@ -73,7 +73,7 @@ def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    from esper_rllib.report import check_counts
+    from esper_rllib.analysis.render import check_counts
 
     for flag, value in (("--max-concurrent", args.max_concurrent),
                         ("--stop-on-collapse", args.stop_on_collapse)):
@@ -85,9 +85,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_rllib.config import build_ppo_config, resolve_knobs
-    from esper_rllib.preflight import check_env_inputs, runs_here
-    from esper_rllib.report import write_report
+    from esper_rllib.analysis.render import write_report
+    from esper_rllib.run.config import build_ppo_config, resolve_knobs
+    from esper_rllib.run.preflight import check_env_inputs, runs_here
     from tuning.output import COMPACT, TUNE_TABLES
     from tuning.plan import plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep

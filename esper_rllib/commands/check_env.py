@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args, make_env
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.run.preflight import make_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from gymnasium.utils.env_checker import check_env
 
-    from esper_rllib.config import ConfigError, env_config
-    from esper_rllib.random_actions import random_legal_action
+    from esper_rllib.run.config import ConfigError, env_config
+    from esper_rllib.run.random_actions import random_legal_action
 
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args, make_env
+from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.run.preflight import make_env
 
 POLICIES = ("heuristic", "wait")
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
-    from esper_rllib.config import ConfigError
+    from esper_rllib.run.config import ConfigError
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: allowed: an int >= 1")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esper_rllib.config import (
+from esper_rllib.run.config import (
     PRESETS,
     PROFILES,
-    ConfigError,
-    env_config,
     parse_set,
     resolve_knobs,
 )
@@ -31,16 +29,3 @@ def knobs_from_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     overrides = parse_set(args.overrides)
     overrides.update({k: v for k, v in extra.items() if v is not None})
     return resolve_knobs(args.profile, getattr(args, "preset", None), overrides)
-
-
-def make_env(knobs: dict[str, Any]) -> Any:
-    """The env the knobs describe; the env's own validation errors become one CLI line."""
-    import gymnasium as gym
-
-    from esper_rllib.preflight import check_env_inputs
-
-    check_env_inputs(knobs)
-    try:
-        return gym.make(f"envs:{knobs['env']}", **env_config(knobs))
-    except ValueError as err:  # e.g. a missing data_dir
-        raise ConfigError(f"env: {err}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from esper_rllib.config import KNOBS, PRESETS, PROFILES
+from esper_rllib.run.config import KNOBS, PRESETS, PROFILES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

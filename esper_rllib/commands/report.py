@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from esper_rllib.report import EVALUATE_EPISODES, REFERENCE_EPISODES
+from esper_rllib.analysis.evaluation import EVALUATE_EPISODES, REFERENCE_EPISODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not root.is_dir():
             raise ValueError(f"{root}: no such folder")
-        from esper_rllib.report import check_counts, write_report
+        from esper_rllib.analysis.render import check_counts, write_report
 
         check_counts(args.reference_episodes, args.evaluate_episodes, args.signal_seeds)
         if args.postmortem is not None:
-            from esper_rllib.postmortem import postmortem
+            from esper_rllib.analysis.postmortem import postmortem
 
             print(postmortem(find_trial(root, args.postmortem)))
             return 0

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_rllib.trainer import train
+    from esper_rllib.run.trainer import train
 
     knobs = knobs_from_args(args, gpus=args.gpus, iterations=args.iterations,
                             checkpoint_every=args.checkpoint_every)

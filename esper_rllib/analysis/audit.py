@@ -1,0 +1,230 @@
+"""The learnability audit behind ``esper-rllib signal``: scripted policies on one profile and
+reward, their accuracy and return, whether the return tracks final accuracy, and the critic
+headroom (ridge R^2 and the EV ceiling). Writes nothing; ``render_markdown`` formats the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.contract import BLUEPRINT_NAMES, CNN_BLUEPRINTS
+from envs.heuristic import HeuristicPolicy, WaitPolicy
+from envs.scripted import OraclePolicy, RandomPolicy
+from esper_rllib.analysis import learnability as lb
+
+POLICIES = ("wait", "random", "heuristic", "oracle", "oracle_hold")  # scripted_policies()
+REFERENCE = "wait"
+# Stochastic policies whose EV ceiling is measured (a deterministic policy's is 1 by definition).
+CEILING_POLICIES = ("random",)
+RIDGE_POLICIES = ("random", "heuristic")
+SEARCH_SEED_BASE = 100_000  # oracle search episodes never share a seed with the audit's
+RANDOM_SEED_BASE = 1_000  # the random policy's own stream, per episode
+
+Tick = Callable[[int, str], None]
+
+
+def oracle_name(blueprint: int, slot: int) -> str:
+    return f"{BLUEPRINT_NAMES[blueprint]}@r0c{slot}"
+
+
+def search_oracle(make_env: Callable[[], Any], max_epochs: int, n_seeds: int,
+                  tick: Tick) -> dict[str, Any]:
+    """Every CNN blueprint at every slot, germinated at the first step and fossilized as soon
+    as possible; the best mean final accuracy over ``n_seeds`` search episodes wins."""
+    env = make_env()
+    seeds = [SEARCH_SEED_BASE + i for i in range(n_seeds)]
+    means: dict[str, float] = {}
+    for slot in range(env.n_slots):
+        for blueprint in CNN_BLUEPRINTS:
+            name = oracle_name(blueprint, slot)
+            accs = []
+            for seed in seeds:
+                accs.append(lb.play(env, OraclePolicy(blueprint, slot, max_epochs), seed,
+                                    name).final_acc)
+                tick(max_epochs, f"oracle search {name}")
+            means[name] = float(np.mean(accs))
+    best = max(means, key=means.__getitem__)
+    return {"choice": best, "mean_final_acc": means, "seeds": seeds}
+
+
+PolicyFactory = Callable[[int], Any]  # env seed -> a policy ready for that episode
+
+
+def scripted_policies(oracle: tuple[int, int], max_epochs: int) -> dict[str, PolicyFactory]:
+    """The audit's reference policies, each built for one episode's env seed."""
+    return {
+        "wait": lambda seed: WaitPolicy(),
+        "random": lambda seed: RandomPolicy(RANDOM_SEED_BASE + seed),
+        "heuristic": lambda seed: HeuristicPolicy(),
+        "oracle": lambda seed: OraclePolicy(*oracle, max_epochs),
+        "oracle_hold": lambda seed: OraclePolicy(*oracle, max_epochs, hold=True),
+    }
+
+
+def _branch_steps(rng: np.random.Generator, n_states: int, n_episodes: int, episode: int,
+                  max_epochs: int) -> list[int]:
+    """This episode's share of the ceiling's states, at uniformly drawn steps."""
+    share = n_states // n_episodes + (episode < n_states % n_episodes)
+    return sorted(rng.choice(max_epochs, size=min(share, max_epochs), replace=False).tolist())
+
+
+Episodes = dict[str, list[lb.Episode]]  # policy -> its episodes, in seed order
+
+
+def run_audit(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
+              seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
+              ev_continuations: int, tick: Tick) -> dict[str, Any]:
+    """Episodes of every policy on the same env seeds and their statistics (``summarize``);
+    the EV ceiling of CEILING_POLICIES when ``ev_states`` > 0."""
+    return summarize(*play_policies(make_env, policies, seeds=seeds, max_epochs=max_epochs,
+                                    gamma=gamma, ev_states=ev_states,
+                                    ev_continuations=ev_continuations, tick=tick), gamma)
+
+
+def play_policies(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
+                  seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
+                  ev_continuations: int, tick: Tick) -> tuple[Episodes, dict[str, list]]:
+    """Episodes of every policy on the same env seeds (one env object per policy, episodes one
+    after another, so a reward normaliser carries over as in an env runner) and, when
+    ``ev_states`` > 0, the EV ceiling's groups of returns of CEILING_POLICIES.
+    ``ev_continuations`` counts the sampled episode's own continuation."""
+    episodes: Episodes = {}
+    ceiling_groups: dict[str, list[list[float]]] = {}
+    for name, factory in policies.items():
+        env, rng = make_env(), np.random.default_rng(0)
+        episodes[name], ceiling_groups[name] = [], []
+        for i, seed in enumerate(seeds):
+            branch_at = (_branch_steps(rng, ev_states, len(seeds), i, max_epochs)
+                         if name in CEILING_POLICIES and ev_states else [])
+            episode = lb.play(env, factory(seed), seed, name, branch_at)
+            episodes[name].append(episode)
+            tick(max_epochs, f"{name} episode {i + 1}/{len(seeds)}")
+            own = lb.returns_to_go(episode.rewards, gamma)
+            for branch in episode.branches:
+                others = lb.continuation_returns(branch, ev_continuations - 1, gamma,
+                                                 lb.reseed_rng, seed=10_000 * (seed + 1)
+                                                 + 100 * branch.t)
+                ceiling_groups[name].append([float(own[branch.t]), *others])
+                tick((ev_continuations - 1) * (max_epochs - branch.t),
+                     f"{name} EV ceiling, state at step {branch.t}")
+    return episodes, ceiling_groups
+
+
+def summarize(episodes: Episodes, ceiling_groups: dict[str, list], gamma: float
+              ) -> dict[str, Any]:
+    reference = episodes[REFERENCE]
+    policies = {}
+    for name, eps in episodes.items():
+        keys = sorted({k for e in eps for k in e.components})
+        policies[name] = {
+            "final_acc": lb.mean_std([e.final_acc for e in eps]),
+            "return": lb.mean_std([e.ret for e in eps]),
+            "raw_return": lb.mean_std([e.raw_return for e in eps]),
+            "components": {k: float(np.mean([e.components.get(k, 0.0) for e in eps]))
+                           for k in keys},
+            "op_mix": lb.op_mix(eps),
+            "vs_wait": {
+                "final_acc": lb.paired([e.final_acc for e in eps],
+                                       [e.final_acc for e in reference]),
+                "return": lb.paired([e.ret for e in eps], [e.ret for e in reference]),
+            },
+            "episodes": [{"seed": e.seed, "final_acc": e.final_acc, "return": e.ret,
+                          "raw_return": e.raw_return} for e in eps],
+        }
+    everyone = [e for eps in episodes.values() for e in eps]
+    return {
+        "policies": policies,
+        "correlation": lb.correlations([e.ret for e in everyone],
+                                       [e.final_acc for e in everyone]),
+        "ridge_r2": {name: lb.ridge_r2(episodes[name], gamma) for name in RIDGE_POLICIES
+                     if name in episodes},
+        "ev_ceiling": {name: lb.ev_ceiling(groups) for name, groups in ceiling_groups.items()
+                       if groups},
+    }
+
+
+# ---- markdown ---------------------------------------------------------------------------
+def _f(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _diff(p: dict[str, float], digits: int) -> str:
+    return (f"{p['diff']:+.{digits}f} [{_f(p['low'], digits)}, {_f(p['high'], digits)}] "
+            f"({_f(p['t'])}, {p['wins']}/{p['n']})")
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """signal.md: the tables a reader needs before judging any critic on this env and reward."""
+    meta = result["meta"]
+    lines = [
+        "# " + meta.get("title", f"Learnability audit: profile `{meta['profile']}`, "
+                                 f"reward `{meta['reward']}`"),
+        "",
+        f"{len(meta['seeds'])} env seeds ({meta['seeds'][0]}..{meta['seeds'][-1]}), "
+        f"{meta['max_epochs']} epochs per episode, reward normalisation "
+        f"`{meta['reward_normalization']}`, gamma {meta['gamma']}. Oracle: "
+        f"`{meta['oracle']}` ({meta['oracle_source']}). Command: `{meta['command']}`.",
+        "",
+        "## Policies",
+        "",
+        "| policy | final acc % | return | raw return | acc - WAIT [95% CI] (t, wins) "
+        "| return - WAIT [95% CI] (t, wins) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, p in result["policies"].items():
+        acc, ret = p["vs_wait"]["final_acc"], p["vs_wait"]["return"]
+        lines.append(
+            f"| {name} | {_f(p['final_acc']['mean'])} +- {_f(p['final_acc']['std'])} "
+            f"| {_f(p['return']['mean'], 3)} +- {_f(p['return']['std'], 3)} "
+            f"| {_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)} "
+            f"| {_diff(acc, 2)} | {_diff(ret, 3)} |")
+    corr = result["correlation"]
+    lines += [
+        "",
+        f"**Return vs final accuracy** over all {corr['n']} episodes: Pearson "
+        f"{_f(corr['pearson'])}, Spearman {_f(corr['spearman'])}.",
+        "",
+        "## Critic headroom",
+        "",
+        "| policy | EV ceiling [95% CI] | states x continuations | ridge R^2 held out "
+        "| ridge R^2 in sample |",
+        "|---|---|---|---|---|",
+    ]
+    for name in sorted(set(result["ev_ceiling"]) | set(result["ridge_r2"])):
+        ev, ridge = result["ev_ceiling"].get(name), result["ridge_r2"].get(name)
+        ev_text = (f"{_f(ev['estimate'])} [{_f(ev['low'])}, {_f(ev['high'])}]" if ev
+                   else "n/a (deterministic policy)")
+        size = f"{ev['states']} x {ev['continuations']}" if ev else "-"
+        lines.append(f"| {name} | {ev_text} | {size} "
+                     f"| {_f(ridge['held_out']) if ridge else '-'} "
+                     f"| {_f(ridge['in_sample']) if ridge else '-'} |")
+    lines += [
+        "",
+        "The EV ceiling is 1 - E[Var(G | s)] / Var(G) for discounted returns-to-go G: the most "
+        "explained variance any critic can reach under that policy (the state is the whole env, "
+        "so no observation history can do better). Ridge: a linear critic on the observation "
+        "and the step, held out by episode.",
+        "",
+        "## Reward components (mean total per episode)",
+        "",
+    ]
+    keys = sorted({k for p in result["policies"].values() for k in p["components"]})
+    lines += ["| policy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, p in result["policies"].items():
+        lines.append(f"| {name} | " + " | ".join(_f(p["components"].get(k, 0.0), 3)
+                                                 for k in keys) + " |")
+    ops = list(next(iter(result["policies"].values()))["op_mix"])
+    lines += ["", "## Op mix (fraction of effective ops)", "",
+              "| policy | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
+    for name, p in result["policies"].items():
+        lines.append(f"| {name} | " + " | ".join(_f(p["op_mix"][o]) for o in ops) + " |")
+    search = result.get("oracle_search")
+    if search:
+        ranked = sorted(search["mean_final_acc"].items(), key=lambda kv: -kv[1])
+        lines += ["", f"## Oracle search ({len(search['seeds'])} seeds each, top 5)", ""]
+        lines += [f"- `{name}`: {acc:.2f}%" for name, acc in ranked[:5]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,314 @@
+"""The ablation report (experiments.md section 4): ``report.md`` plus PNG plots, from a sweep's
+experiment folder.
+
+Per cell (the swept axes but the seed), over seeds: IQM and 95% stratified-bootstrap interval of
+each summary metric (rliable), verdict counts, final EV against the EV ceiling that `esper-rllib
+signal` measured; the probability that the seed document's fix and the best cell beat the broken
+run; the main effect of each axis on final EV and final accuracy; the final checkpoints of the
+best, broken and fixed cells evaluated next to WAIT, the heuristic and the oracle (`esper-rllib
+evaluate`); heuristic and WAIT-only episode accuracy as reference rows; small multiples of EV, value
+loss and clip ratio against iteration. With ``signal_seeds`` it measures the EV ceiling of the
+sweep's own env when no signal.json applies (`esper-rllib signal`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esper_rllib.analysis.cells import (
+    BEST_CELL,
+    CELL_METRICS,
+    OUTCOMES,
+    Analysis,
+    analyse,
+    cell_note,
+)
+from esper_rllib.analysis.evaluation import (
+    EVALUATE_EPISODES,
+    EVALUATION_REFERENCES,
+    REFERENCE_EPISODES,
+    REFERENCE_FILE,
+    TRAINED,
+    CellEvaluation,
+    evaluate_cells,
+    reference_accuracies,
+)
+from esper_rllib.analysis.plots import plot_report
+from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
+from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
+from esper_rllib.run.config import ConfigError
+from tuning.plan import SEED
+
+REPORT_FILE = "report.md"
+
+
+PLOTS_DIR = "plots"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def cell_table(sweep: Sweep, analysis: Analysis) -> list[str]:
+    header = [*sweep.axes, "seeds", *(title for _, title in CELL_METRICS), "verdicts", "note"]
+    rows = []
+    for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True):
+        counts = cell.verdicts()
+        verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        rows.append([*map(str, cell.values), str(len(cell.trials)),
+                     *(estimates[m].format() for m, _ in CELL_METRICS), verdicts,
+                     cell_note(sweep, cell, analysis)])
+    return _table(header, rows)
+
+
+def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
+    ceiling = analysis.ceiling
+    if ceiling is None:
+        return [analysis.ceiling_note]
+    possible = f"{ceiling['estimate']:.3g} [{ceiling['low']:.3g}, {ceiling['high']:.3g}]"
+    what = f"EV ceiling under the {ceiling['policy']} policy"
+    best = analysis.best(sweep)
+    best_ev = analysis.final_ev(sweep, best)
+
+    def fraction(value: float) -> str:
+        return f"{value / ceiling['estimate']:.1%}" if ceiling["estimate"] > 0 else "n/a"
+
+    rows = [[*map(str, cell.values), analysis.final_ev(sweep, cell).format(),
+             fraction(analysis.final_ev(sweep, cell).value)] for cell in sweep.cells]
+    return [
+        f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
+        f"continuations (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
+        f"{ceiling['profile']}); a trained policy's returns may be more or less predictable "
+        f"than the {ceiling['policy']} policy's. The cell with {BEST_CELL} "
+        f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "
+        f"{fraction(best_ev.value)} of it.",
+        "",
+        *_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
+                 "fraction of the ceiling"], rows),
+    ]
+
+
+def comparison_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
+    lines = [analysis.baseline_note]
+    if analysis.comparisons:
+        rows = [[f"{c.name} ({c.cell.label(sweep.axes)})",
+                 *(c.estimates[m].format(".2f") for m, _ in OUTCOMES)]
+                for c in analysis.comparisons]
+        lines += ["", *_table(["cell", *(f"P({title} higher) [95% CI]" for _, title in OUTCOMES)],
+                              rows),
+                  "", "P(X higher) is the chance that a seed of the cell ends above a seed of the "
+                  "baseline (ties count half): 0.5 = no difference, 1 = every seed above. The "
+                  "best cell is picked on the same final EVs, so its probability on final EV is "
+                  "optimistic."]
+    return lines
+
+
+def evaluation_lines(sweep: Sweep, evaluations: Sequence[CellEvaluation] | None,
+                     reps: int) -> list[str]:
+    if evaluations is None:
+        return [f"Not run (--evaluate-episodes 0). `esper-rllib report {sweep.path} "
+                f"--evaluate-episodes {EVALUATE_EPISODES}` evaluates the final checkpoints of "
+                "the baseline (the broken run, else the first cell), the seed document's fix "
+                "and the best cell."]
+    done = [e for e in evaluations if e.results]
+    skipped = [s for e in evaluations for s in e.skipped]
+    lines = []
+    if done:
+        seeds = done[0].results[0]["meta"]["seeds"]
+        lines += [
+            f"Each trial's last checkpoint plays {len(seeds)} episodes with sampled actions on "
+            f"held-out env seeds {seeds[0]}..{seeds[-1]} of the env it trained on (`esper-rllib "
+            "evaluate`, cached in each trial's evaluation/ folder); WAIT, the heuristic and the "
+            "oracle play the same seeds. Final accuracy %: mean over trials x env seeds; "
+            "differences are paired by env seed. 95% intervals from a bootstrap that resamples "
+            "trials and env seeds.",
+            "",
+            *_table(["policy", "episodes (trials x env seeds)", "final accuracy % [95% CI]",
+                     "- WAIT [95% CI]", "- heuristic [95% CI]"],
+                    _evaluation_rows(sweep, done, reps)),
+        ]
+        differing = _differing_references(done)
+        if differing:
+            lines += ["", "The scripted policies' episodes differ between these evaluations "
+                      "(made on another machine or with other code: host training is not "
+                      "bit-reproducible across CPUs) in " + ", ".join(differing) + ". Each "
+                      "trained policy is paired with the scripted episodes of its own "
+                      "evaluation; the WAIT, heuristic and oracle rows are those of the first "
+                      "evaluation on each env."]
+    else:
+        lines.append("No trial of these cells could be evaluated.")
+    if skipped:
+        lines += ["", "Not evaluated: " + "; ".join(skipped) + "."]
+    return lines
+
+
+def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
+                     ) -> list[list[str]]:
+    """The trained rows of the cells, each group of cells on one env followed by the scripted
+    policies' rows on that env."""
+    groups: dict[str, list[CellEvaluation]] = {}
+    for evaluation in done:
+        env = _env_of(evaluation.results[0])
+        groups.setdefault(env, []).append(evaluation)
+    rows = []
+    for group in groups.values():
+        # Each trained trial is paired with the scripted episodes of its own evaluation (played on
+        # the same machine); the scripted rows show the group's first evaluation.
+        references = {policy: group[0].accuracies(policy)[:1]
+                      for policy, _ in EVALUATION_REFERENCES}
+        for evaluation in group:
+            acc = evaluation.accuracies(TRAINED)
+            paired = {policy: evaluation.accuracies(policy) for policy, _ in EVALUATION_REFERENCES}
+            rows.append(_evaluation_row(
+                f"trained: {evaluation.name} ({evaluation.cell.label(sweep.axes)})", TRAINED,
+                acc, f"{acc.shape[0]} x {acc.shape[1]}", paired, reps))
+        where = f" (env of {', '.join(e.name for e in group)})" if len(groups) > 1 else ""
+        oracle = group[0].results[0]["meta"]["oracle"]
+        for policy, title in EVALUATION_REFERENCES:
+            name = f"{title} ({oracle})" if policy == "oracle" else title
+            rows.append(_evaluation_row(name + where, policy, references[policy],
+                                        str(references[policy].shape[1]), references, reps))
+    return rows
+
+
+def _env_of(result: dict[str, Any]) -> str:
+    """The env an evaluation played, as a key: evaluations of one env share their references."""
+    return json.dumps(result["meta"]["env_config"], sort_keys=True)
+
+
+def _differing_references(done: Sequence[CellEvaluation]) -> list[str]:
+    """Trials whose scripted policies' episodes differ from those of the first evaluation on
+    the same env."""
+    first: dict[str, dict[str, Any]] = {}
+    differing = []
+    for evaluation in done:
+        for result in evaluation.results:
+            env = _env_of(result)
+            scripted = {p: result["policies"][p]["episodes"] for p, _ in EVALUATION_REFERENCES}
+            if first.setdefault(env, scripted) != scripted:
+                differing.append(Path(str(result["meta"]["checkpoint"])).parent.name)
+    return differing
+
+
+def _evaluation_row(title: str, policy: str, acc: np.ndarray, size: str,
+                    references: Mapping[str, np.ndarray], reps: int) -> list[str]:
+    """Accuracy and its paired differences against WAIT and the heuristic (blank against
+    the policy itself)."""
+    differences = [crossed_mean(acc - references[p], reps).format("+.2f") if p != policy else ""
+                   for p in ("wait", "heuristic")]
+    return [title, size, crossed_mean(acc, reps).format(".2f"), *differences]
+
+
+def main_effect_table(sweep: Sweep, analysis: Analysis) -> list[str]:
+    if not analysis.effects:
+        return ["(one cell only: no axis to compare)"]
+    rows = [[e.axis, f"{e.level} vs {e.first}", *(e.estimates[m].format("+.3g") for m, _ in
+                                                   OUTCOMES)]
+            for e in analysis.effects]
+    return _table(["axis", "levels",
+                   *(f"difference of mean {title} [95% CI]" for _, title in OUTCOMES)], rows)
+
+
+def _reference_lines(accuracy: Mapping[str, list[float]] | None, reps: int) -> list[str]:
+    if accuracy is None:
+        return ["(not run: the sweep is not on the real env, or references were turned off)"]
+    rows = [[name, bootstrap_iqm(values, reps).format(".4g"),
+             ", ".join(f"{v:.2f}" for v in values)] for name, values in accuracy.items()]
+    return _table(["policy", "final episode accuracy % (IQM [95% CI])", "per seed"], rows)
+
+
+def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]] | None,
+           plots: Sequence[Path], evaluations: Sequence[CellEvaluation] | None = None) -> str:
+    """report.md; ``evaluations`` None: none were run."""
+    plan = sweep.plan
+    iterations = max((t.iterations[-1] for t in sweep.trials if t.iterations), default=0)
+    seeds = sorted({t.params.get(SEED) for t in sweep.trials}, key=str)
+    title = f"sweep `{plan.sweep}`, profile `{plan.profile}`" if plan else sweep.path.name
+    lines = [
+        f"# Ablation report: {title}",
+        "",
+        f"Experiment folder: `{sweep.path}`; {len(sweep.trials)} trials in "
+        f"{len(sweep.cells)} cells; seeds {', '.join(map(str, seeds))}; up to {iterations} "
+        "iterations. Statistics from rliable (Agarwal et al., NeurIPS 2021): interquartile mean "
+        f"(IQM) over seeds, 95% stratified-bootstrap intervals ({analysis.reps} replicates, "
+        "seeded), probability of improvement.",
+        "",
+        "## Cells",
+        "",
+        "IQM over seeds with a 95% interval (n=1: a single seed, no interval). Final EV is the "
+        "collapse monitor's trailing-window EV at the last iteration; verdicts use the seed "
+        "document's thresholds (failure EV < 0 after iteration 5, weak 0..0.2, strong > 0.2).",
+        "",
+        *cell_table(sweep, analysis),
+        "",
+        "## Final EV against the EV ceiling",
+        "",
+        *ceiling_lines(sweep, analysis),
+        "",
+        "## Does a cell beat the baseline?",
+        "",
+        *comparison_lines(sweep, analysis),
+        "",
+        "## Trained policies against WAIT, the heuristic and the oracle",
+        "",
+        *evaluation_lines(sweep, evaluations, analysis.reps),
+        "",
+        "## Main effects on final EV and final accuracy",
+        "",
+        "Mean at a level minus the mean at the axis's first level, over all trials (the other "
+        "axes averaged over); 95% stratified-bootstrap interval.",
+        "",
+        *main_effect_table(sweep, analysis),
+        "",
+        "## Reference policies",
+        "",
+        *_reference_lines(accuracy, analysis.reps),
+        "",
+        "## Plots",
+        "",
+        *(f"![{p.stem}]({PLOTS_DIR}/{p.name})" for p in plots),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def check_counts(reference_episodes: int, evaluate_episodes: int, signal_seeds: int = 0) -> None:
+    """ConfigError naming the flag when a count of the report's episodes is not allowed."""
+    if reference_episodes < 0:
+        raise ConfigError(f"--reference-episodes {reference_episodes}: allowed: >= 0")
+    # evaluate and signal need two episodes per policy for a spread.
+    for flag, value in (("--evaluate-episodes", evaluate_episodes),
+                        ("--signal-seeds", signal_seeds)):
+        if value < 0 or value == 1:
+            raise ConfigError(f"{flag} {value}: allowed: 0 (off) or an int >= 2")
+
+
+def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE_EPISODES,
+                 reps: int = N_BOOTSTRAP, evaluate_episodes: int = EVALUATE_EPISODES,
+                 signal_seeds: int = 0) -> list[Path]:
+    """Write report.md and plots/*.png into the experiment folder (and signal.json, signal.md
+    with ``signal_seeds``, see ``measure_signal``; and the evaluations of ``evaluate_cells``
+    with ``evaluate_episodes`` > 0); returns the written files, report.md first."""
+    check_counts(reference_episodes, evaluate_episodes, signal_seeds)
+    sweep = load_sweep(experiment_dir)
+    measured = measure_signal(sweep, signal_seeds)
+    analysis = analyse(sweep, reps)
+    accuracy = reference_accuracies(sweep, reference_episodes)
+    evaluations = evaluate_cells(sweep, analysis, evaluate_episodes) if evaluate_episodes \
+        else None
+    labels = [cell.label(sweep.axes) + (f" ({note})" if note else "")
+              for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
+    plots = plot_report(sweep, analysis, labels, OUTCOMES, sweep.path / PLOTS_DIR)
+    report = sweep.path / REPORT_FILE
+    report.write_text(render(sweep, analysis, accuracy, plots, evaluations))
+    written = [report, *plots, *measured]
+    if accuracy is not None:
+        written.append(sweep.path / REFERENCE_FILE)
+    return written + [p for e in evaluations or () for p in e.written]

@@ -1,0 +1,241 @@
+"""A sweep's experiment folder as the report sees it: its trials grouped into cells (the swept
+axes but the seed), the seed document's named cells, and the EV ceiling that applies to it (the
+signal.json of `esper-rllib signal`, or measured for it)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.analysis.signal import SIGNAL_JSON, SIGNAL_MD
+from esper_rllib.ppo.metric_names import VERDICT, VERDICTS
+from tuning.naming import label
+from tuning.plan import SEED, SweepPlan
+from tuning.results import TrialRecord, load_experiment, summarize
+
+UNDETERMINED = "undetermined"
+
+
+CEILING_POLICY = "random"
+
+
+SIGNAL_SEEDS_HINT = 6  # the episodes per policy the notes suggest (signal's default)
+
+
+# The seed document's two runs: (gain, depth, value_coef) -> name.
+NAMED_AXES = ("value_head_gain", "value_head_depth", "value_coef")
+
+
+BROKEN_RUN = (1.0, 2, 0.5)
+
+
+SEED_FIX = (0.01, 4, 1.0)
+
+
+NAMED_CELLS = {BROKEN_RUN: "the broken run", SEED_FIX: "the seed document's fix"}
+
+
+@dataclass
+class Cell:
+    values: tuple  # one value per cell axis
+    trials: list[TrialRecord]
+    summaries: list[dict[str, Any]]
+
+    def label(self, axes: Sequence[str]) -> str:
+        # The cell part of its trials' names (folders, console, TensorBoard runs).
+        return label(dict(zip(axes, self.values, strict=True))) or "all"
+
+    def knob(self, name: str) -> Any:
+        """The cell's value of any knob, swept or fixed (its trials differ only in the seed)."""
+        return self.trials[0].params.get(name)
+
+    def scores(self, metric: str) -> list[float]:
+        return [s[metric] for s in self.summaries]
+
+    def verdicts(self) -> dict[str, int]:
+        counts = {v: 0 for v in (*VERDICTS, UNDETERMINED)}
+        for s in self.summaries:
+            counts[s[VERDICT] if s[VERDICT] in counts else UNDETERMINED] += 1
+        return counts
+
+
+@dataclass
+class Sweep:
+    """An experiment folder as the report sees it."""
+
+    path: Path
+    plan: SweepPlan | None
+    axes: list[str]  # cell axes (the seed excluded)
+    trials: list[TrialRecord]
+    cells: list[Cell]
+
+
+def _varying_axes(trials: Sequence[TrialRecord]) -> list[str]:
+    """Without sweep.json: the params that differ between trials are the axes."""
+    keys = sorted({k for t in trials for k in t.params})
+    return [k for k in keys if k != SEED
+            and len({json.dumps(t.params.get(k), sort_keys=True, default=str)
+                     for t in trials}) > 1]
+
+
+def load_sweep(experiment_dir: str | Path) -> Sweep:
+    path = Path(experiment_dir)
+    trials = load_experiment(path)
+    if not trials:
+        raise ValueError(f"{experiment_dir}: no trial folders (params.json) found")
+    try:
+        plan: SweepPlan | None = SweepPlan.load(path)
+    except ValueError:
+        plan = None
+    axes = plan.cell_axes if plan else _varying_axes(trials)
+    order = {a: (plan.axes[a] if plan else []) for a in axes}
+
+    def sort_key(values: tuple) -> tuple:
+        return tuple(order[a].index(v) if v in order[a] else str(v)
+                     for a, v in zip(axes, values, strict=True))
+
+    groups: dict[tuple, list[TrialRecord]] = {}
+    for trial in trials:
+        groups.setdefault(tuple(trial.params.get(a) for a in axes), []).append(trial)
+    cells = [Cell(values, group, [summarize(t) for t in group])
+             for values, group in sorted(groups.items(), key=lambda kv: sort_key(kv[0]))]
+    return Sweep(path, plan, axes, trials, cells)
+
+
+def _check(path: Path, field: str, value: Any, allowed: str, ok: bool) -> None:
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"{path}: {field}: {value!r}; allowed: {allowed}")
+
+
+def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
+                    ) -> dict[str, Any] | None:
+    """The EV ceiling under ``policy`` from the ``signal.json`` that `esper-rllib signal` wrote in
+    the experiment folder or its parent: {policy, estimate, low, high, states, continuations,
+    profile, reward, max_epochs, path}; estimate, low and high are NaN when the audit measured
+    none under ``policy`` (--ev-states 0, or returns without variance). None when there is no
+    signal.json; a ValueError naming the file and the field when it is malformed."""
+    folder = Path(experiment_dir)
+    path = next((d / SIGNAL_JSON for d in (folder, folder.parent) if (d / SIGNAL_JSON).is_file()),
+                None)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta: missing; expected the audit's profile, reward and "
+                         "max_epochs")
+    fields: dict[str, Any] = {}
+    for key, kind in (("profile", str), ("reward", str), ("max_epochs", int)):
+        _check(path, f"meta.{key}", meta.get(key), "a string" if kind is str else "an int",
+                isinstance(meta.get(key), kind))
+        fields[key] = meta[key]
+    ceilings = data.get("ev_ceiling", {})
+    entry = ceilings.get(policy, {}) if isinstance(ceilings, dict) else None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: ev_ceiling: expected an object of policy -> {{estimate, low, "
+                         "high, states, continuations}")
+    for key in ("estimate", "low", "high"):  # null: the audit's NaN
+        value = entry.get(key)
+        _check(path, f"ev_ceiling.{policy}.{key}", value, "a finite number or null",
+                value is None or (isinstance(value, int | float) and math.isfinite(value)))
+        fields[key] = math.nan if value is None else float(value)
+    for key in ("states", "continuations"):
+        value = entry.get(key, 0)
+        _check(path, f"ev_ceiling.{policy}.{key}", value, "an int >= 0",
+                isinstance(value, int) and value >= 0)
+        fields[key] = value
+    return {"policy": policy, **fields, "path": path}
+
+
+# The knobs a sweep's trials and the audit must share for its ceiling to apply (with the profile).
+CEILING_KNOBS = ("reward", "max_epochs")
+
+
+def _signal_hint(sweep: Sweep) -> str:
+    profile = sweep.plan.profile if sweep.plan else "PROFILE"
+    knobs = []
+    for knob in CEILING_KNOBS:
+        values = {str(t.params.get(knob)) for t in sweep.trials}
+        knobs.append(f"--set {knob}={values.pop() if len(values) == 1 else knob.upper()}")
+    return (f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`, "
+            f"or let the report measure it: `esper-rllib report {sweep.path} --signal-seeds "
+            f"{SIGNAL_SEEDS_HINT}`")
+
+
+def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
+    """What differs between the audit and this sweep's profile, reward and episode length
+    ("" when nothing does: the ceiling applies)."""
+    ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
+            **{k: {t.params.get(k) for t in sweep.trials} for k in CEILING_KNOBS}}
+    if all(values == {ceiling[k]} for k, values in ours.items()):
+        return ""
+    theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)
+    mine = ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in ours.items())
+    return f"`{ceiling['path']}` was measured with {theirs}; this sweep runs {mine}"
+
+
+def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
+    """The EV ceiling that applies to this sweep, or None with a one-line reason."""
+    ceiling = load_ev_ceiling(sweep.path)
+    if ceiling is None:
+        return None, (f"No EV ceiling: no {SIGNAL_JSON} in or beside the experiment folder. "
+                      f"Measure one with {_signal_hint(sweep)}.")
+    mismatch = _mismatch(sweep, ceiling)
+    if mismatch:
+        return None, f"No EV ceiling: {mismatch}. Measure one with {_signal_hint(sweep)}."
+    if math.isnan(ceiling["estimate"]):
+        return None, (f"No EV ceiling: `{ceiling['path']}` has none under the "
+                      f"{ceiling['policy']} policy (measured with --ev-states 0, or its returns "
+                      "did not vary).")
+    return ceiling, ""
+
+
+def trial_knobs(plan: SweepPlan, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved knobs a trial ran with: its params (the flat knobs and the axes) with the
+    sweep's labels dropped and its derived knobs set, as the trial built them."""
+    from esper_rllib.run.config import resolve_knobs
+
+    return resolve_knobs(plan.profile, overrides=plan.cell_knobs(params))
+
+
+def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
+    """With ``seeds`` > 0 and no signal.json of this sweep's profile, reward and episode length
+    in or beside the folder: `esper-rllib signal`'s audit of the sweep's env (``seeds`` episodes
+    per policy, its other settings at their defaults), written into the folder. Returns the
+    files written (none when nothing was measured)."""
+    if seeds <= 0:
+        return []
+    found = load_ev_ceiling(sweep.path)
+    if found is not None and not _mismatch(sweep, found):
+        return []
+    from esper_rllib.analysis.outputs import command_line
+    from esper_rllib.analysis.signal import signal_audit, write_signal
+    from esper_rllib.run.config import env_config
+
+    if sweep.plan is None:
+        raise ValueError(f"--signal-seeds: {sweep.path} has no sweep.json: the profile its "
+                         "trials ran is unknown")
+    knobs = [trial_knobs(sweep.plan, t.params) for t in sweep.trials]
+    settings = {json.dumps(env_config(k), sort_keys=True, default=str) for k in knobs}
+    if len(settings) > 1:
+        raise ValueError(f"--signal-seeds: the trials run {len(settings)} different env "
+                         "settings; one signal.json cannot serve them (run `esper-rllib signal` "
+                         "per setting)")
+    first = min(knobs, key=lambda k: k[SEED])  # the audit's env seeds count up from it
+    result = signal_audit(first, profile=sweep.plan.profile, seeds=seeds)
+    result["meta"]["command"] = command_line("report")
+    write_signal(sweep.path, result)
+    return [sweep.path / SIGNAL_JSON, sweep.path / SIGNAL_MD]
+
+
+def named_cell(sweep: Sweep, knobs: tuple) -> Cell | None:
+    """The one cell with these (gain, depth, value_coef); None when none or several have them."""
+    matches = [c for c in sweep.cells if tuple(c.knob(a) for a in NAMED_AXES) == knobs]
+    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,256 @@
+"""``FactoredLSTM``: the reference policy as an RLlib 2.60 stateful ``TorchRLModule``.
+
+blueprint embedding + features -> feature net -> LSTM -> LayerNorm -> one policy head per action
+head (masked logits) and a value head that is either Q(s, op) (``q_op``, the reference) or V(s).
+Layers, sizes and initialisation follow policy-and-ppo.md section 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from torch import Tensor, nn
+
+from envs.contract import EMPTY_BLUEPRINT, HEADS, N_OPS
+from esper_rllib.model.distribution import make_factored_distribution, mask_logits
+from esper_rllib.model.model_config import resolve_model_config
+from esper_rllib.model.value_norm import PopArt
+
+_RELU_GAIN = math.sqrt(2)
+_POLICY_OUT_GAIN = 0.01
+
+# Extra model output of every env-runner forward pass, stored with each sampled step: the
+# critic's outputs, so the learner's GAE needs no forward pass of its own. Q(s, op) of every op
+# ((..., N_OPS), q_op critic: the taken op's value and the expectation over ops both follow once
+# the action is sampled) or V(s) ((..., 1), v critic).
+CRITIC_OUT = "critic_out"
+
+
+def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
+         layernorm: bool = False) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> ReLU per hidden width, then the output Linear.
+
+    With ``layernorm``, every hidden layer but the last gets a LayerNorm (the spec's value head).
+    """
+    layers: list[nn.Module] = []
+    for i, width in enumerate(hidden):
+        layers.append(_linear(in_dim, width, _RELU_GAIN))
+        if layernorm and i < len(hidden) - 1:
+            layers.append(nn.LayerNorm(width))
+        layers.append(nn.ReLU())
+        in_dim = width
+    layers.append(_linear(in_dim, out_dim, out_gain))
+    return nn.Sequential(*layers)
+
+
+class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
+    """The factored-action LSTM actor-critic; its keys are in ``esper_rllib.model.model_config``."""
+
+    def setup(self) -> None:
+        # Defaults written back so RLlib's connectors find max_seq_len in module.model_config.
+        self.model_config = cfg = resolve_model_config(self.model_config)
+        self.critic_type = cfg["critic"]
+        self.q_baseline = cfg["q_baseline"]
+        self.nvec = tuple(int(n) for n in self.action_space.nvec)
+        self.action_dist_cls = make_factored_distribution(self.nvec)
+
+        obs = self.observation_space
+        n_features = obs["features"].shape[0]
+        n_slots = len(obs["blueprints"].nvec)
+        hidden = cfg["lstm_hidden"]
+
+        self.blueprint_embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
+        nn.init.normal_(self.blueprint_embedding.weight, std=0.02)
+        self.feature_net = nn.Sequential(
+            _linear(n_features + n_slots * cfg["embed_dim"], cfg["feature_dim"], _RELU_GAIN),
+            nn.LayerNorm(cfg["feature_dim"]),
+            nn.ReLU(),
+        )
+        self.lstm = nn.LSTM(cfg["feature_dim"], hidden, num_layers=1, batch_first=True)
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(param, gain=1.0)
+            else:
+                # Gate order i, f, g, o: a forget bias of 1 (in both vectors) keeps memory early.
+                nn.init.zeros_(param)
+                param.data[hidden:2 * hidden] = 1.0
+        self.lstm_norm = nn.LayerNorm(hidden)
+
+        head_hidden = {h: [cfg["head_hidden"]] for h in HEADS}
+        head_hidden["blueprint"] = cfg["blueprint_head_hidden"]
+        self.policy_heads = nn.ModuleDict({
+            head: _mlp(hidden, head_hidden[head], n, _POLICY_OUT_GAIN)
+            for head, n in zip(HEADS, self.nvec, strict=True)
+        })
+        value_hidden = [hidden >> i for i in range(1, cfg["value_head_depth"])]
+        value_in = hidden + (N_OPS if self.critic_type == "q_op" else 0)
+        self.value_head = _mlp(value_in, value_hidden, 1, cfg["value_head_gain"],
+                               layernorm=cfg["value_head_layernorm"])
+        # With PopArt the head outputs normalised values; every value leaving the module is
+        # unnormalised (GAE, telemetry and env runners never see the normalised scale).
+        self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None
+
+    def get_initial_state(self) -> dict[str, np.ndarray]:
+        hidden = self.model_config["lstm_hidden"]
+        return {"h": np.zeros(hidden, np.float32), "c": np.zeros(hidden, np.float32)}
+
+    # -- forward passes ---------------------------------------------------------------------
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        embeddings, state_out = self._embed(batch)
+        return {
+            Columns.ACTION_DIST_INPUTS: self._masked_logits(embeddings, batch),
+            Columns.STATE_OUT: state_out,
+            Columns.EMBEDDINGS: embeddings,
+        }
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward_env_runner(batch)
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward_env_runner(batch)
+
+    def _forward_env_runner(self, batch: dict[str, Any]) -> dict[str, Any]:
+        # The env runner stores every extra output in the episode: the (B, 1, H) embeddings
+        # become the critic's few outputs, so no embedding is shipped to the learner.
+        with torch.no_grad():
+            out = self._forward(batch)
+            out[CRITIC_OUT] = self.critic_out(out.pop(Columns.EMBEDDINGS))
+        return out
+
+    def _embed(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """LSTM output after LayerNorm (B, T, H) and the final state {h, c} (B, H)."""
+        obs = batch[Columns.OBS]
+        slots = self.blueprint_embedding(obs["blueprints"].long()).flatten(-2)
+        x = self.feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
+        state = batch[Columns.STATE_IN]
+        if x.shape[1] == 1:
+            # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
+            # (oneDNN) re-lays out its weights on every call, 7x the cost at 512 hidden.
+            lstm = self.lstm
+            h, c = torch.lstm_cell(x[:, 0], (state["h"], state["c"]), lstm.weight_ih_l0,
+                                   lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return self.lstm_norm(h.unsqueeze(1)), {"h": h, "c": c}
+        h0, c0 = state["h"].unsqueeze(0), state["c"].unsqueeze(0)
+        seq_lens = batch.get(Columns.SEQ_LENS)
+        if seq_lens is not None:
+            # Packed so the returned state is the one at each chunk's last real step, not after
+            # the zero padding (what the end-of-sequence LSTM-state telemetry needs).
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, torch.as_tensor(seq_lens).cpu().long(), batch_first=True, enforce_sorted=False
+            )
+            out, (h, c) = self.lstm(packed, (h0, c0))
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                      total_length=x.shape[1])
+        else:
+            out, (h, c) = self.lstm(x, (h0, c0))
+        return self.lstm_norm(out), {"h": h.squeeze(0), "c": c.squeeze(0)}
+
+    def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
+        logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)
+        # Read the mask, never pop it: RLlib shares this batch between the GAE and loss passes.
+        return mask_logits(logits, batch[Columns.OBS]["action_mask"])
+
+    # -- critic -----------------------------------------------------------------------------
+    def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        """(B, T) values.
+
+        With ``embeddings`` (the loss path): the regression target's prediction, Q(s, op taken)
+        for ``q_op`` or V(s) for ``v`` (``predicted_value``).
+        Without (forward run here): the baseline GAE uses (``baseline_value``), with the op
+        taken on real steps and, on RLlib's artificial bootstrap step (LOSS_MASK False, which
+        carries a stale copy of the previous action), the bootstrap's choice of op.
+        The learner's GAE reads the same quantities off the env runner's ``CRITIC_OUT``.
+        """
+        if embeddings is not None:
+            if self.critic_type == "v":
+                return self._value(embeddings)
+            # One op per step through the value head, not all six (this path has gradients).
+            return self.value_of_ops(embeddings, self._ops_taken(batch))
+        embeddings, _ = self._embed(batch)
+        critic_out = self.critic_out(embeddings)
+        if self.critic_type == "v":
+            return self.baseline_value(critic_out, None)
+        # Only the op head is needed here, not the whole policy.
+        op_logits = mask_logits(self.policy_heads["op"](embeddings),
+                                batch[Columns.OBS]["action_mask"][..., :N_OPS])
+        ops = self._ops_taken(batch)
+        loss_mask = batch.get(Columns.LOSS_MASK)
+        if loss_mask is not None:
+            ops = torch.where(loss_mask.bool(), ops, -1)
+        return self.baseline_value(critic_out, op_logits, ops)
+
+    def critic_out(self, embeddings: Tensor) -> Tensor:
+        """(..., n): Q(s, op) of every op (``q_op``, n = 6) or V(s) (``v``, n = 1)."""
+        if self.critic_type == "q_op":
+            return self.q_all_ops(embeddings)
+        return self._value(embeddings).unsqueeze(-1)
+
+    def predicted_value(self, critic_out: Tensor, batch: dict[str, Any]) -> Tensor:
+        """(B, T): what the critic regresses and EV measures: Q(s, op taken) or V(s)."""
+        if self.critic_type == "v":
+            return critic_out[..., 0]
+        return critic_out.gather(-1, self._ops_taken(batch).unsqueeze(-1)).squeeze(-1)
+
+    def baseline_value(self, critic_out: Tensor, op_logits: Tensor | None,
+                       ops: Tensor | None = None) -> Tensor:
+        """The value of a state that GAE uses, from ``critic_out`` (..., n).
+
+        V(s) for ``v``. For ``q_op``/``expected``: sum over legal ops of pi(op|s) Q(s, op)
+        (``op_logits``: the masked op-head logits). For ``q_op``/``sampled_op`` (the reference):
+        Q(s, op taken) where ``ops`` (..,) holds an op, and Q(s, argmax op of the policy) where
+        it holds -1 or is None: the bootstrap, as the reference bootstrapped. That baseline
+        makes the taken op's advantage ~0 by construction, which is the ablation's point.
+        """
+        if self.critic_type == "v":
+            return critic_out[..., 0]
+        if self.q_baseline == "expected":
+            return (torch.softmax(op_logits, dim=-1) * critic_out).sum(-1)
+        greedy = op_logits.argmax(-1)
+        ops = greedy if ops is None else torch.where(ops >= 0, ops.long(), greedy)
+        return critic_out.gather(-1, ops.unsqueeze(-1)).squeeze(-1)
+
+    def q_all_ops(self, embeddings: Tensor) -> Tensor:
+        """(B, T, 6): Q(s, op) for every op (``q_op`` critic only)."""
+        self._require_q_op("q_all_ops")
+        ops = torch.arange(N_OPS, device=embeddings.device).expand(*embeddings.shape[:-1], N_OPS)
+        expanded = embeddings.unsqueeze(-2).expand(*embeddings.shape[:-1], N_OPS, -1)
+        return self._q(expanded, ops)
+
+    def value_of_ops(self, embeddings: Tensor, ops: Tensor) -> Tensor:
+        """(B, T): Q(s, ops) for the given (B, T) ops (``q_op`` critic only)."""
+        self._require_q_op("value_of_ops")
+        return self._q(embeddings, ops)
+
+    def _q(self, embeddings: Tensor, ops: Tensor) -> Tensor:
+        one_hot = nn.functional.one_hot(ops.long(), N_OPS).to(embeddings.dtype)
+        return self._value(torch.cat([embeddings, one_hot], dim=-1))
+
+    def _value(self, x: Tensor) -> Tensor:
+        """(B, T) unnormalised output of the value head."""
+        out = self.value_head(x).squeeze(-1)
+        return out if self.value_norm is None else self.value_norm.denormalize(out)
+
+    def _ops_taken(self, batch: dict[str, Any]) -> Tensor:
+        if Columns.ACTIONS not in batch:
+            raise ValueError("compute_values: the q_op critic needs batch[ACTIONS] (the op taken)")
+        return batch[Columns.ACTIONS][..., 0].long()
+
+    def _require_q_op(self, name: str) -> None:
+        if self.critic_type != "q_op":
+            raise ValueError(
+                f"{name}: needs model_config['critic'] = 'q_op', got {self.critic_type!r}"
+            )

@@ -1,0 +1,388 @@
+"""``FactoredPPOLearner``: the reference PPO loss and its telemetry on RLlib 2.60's learner.
+
+Replaces RLlib's PPO loss (policy-and-ppo.md section 3, guide sections 3 and 9 for why: its value
+clipping clamps the squared error, its explained variance is t=0 only, its KL is 0 without the KL
+penalty, its GAE normalises over bootstrap steps). Settings come from
+``config.learners(learner_config_dict={...})`` (keys and defaults: ``LEARNER_DEFAULTS``) plus
+RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
+``num_epochs`` and ``lr``.
+
+Optimisation: one Adam over all parameters, the value head in its own parameter group at
+``lr x critic_lr_scale`` (RLlib's lr schedule sets both groups). RLlib clips gradients per
+optimizer (``Learner.postprocess_gradients_for_module``), so a single optimizer keeps
+``max_grad_norm`` one global norm over every parameter. Each epoch (``num_epochs``) is split into
+``minibatches`` gradient steps on whole episodes (``esper_rllib.ppo.minibatches``); RLlib's
+``minibatch_size`` counts env steps and would cut through the LSTM sequences, so it must be unset
+when ``minibatches > 1``.
+
+With PopArt (model_config ``value_target_norm="popart"``, ``esper_rllib.model.value_norm``) the
+target statistics are updated once per batch, after GAE and before the first gradient step, and the
+value loss is computed on normalised values and targets (``value_clip`` is then in normalised
+units). Every reported value metric stays on the unnormalised (return) scale, comparable across
+cells: EV, value and return mean/std, and ``value_loss`` (the optimised normalised loss times
+std^2); ``popart_mean`` / ``popart_std`` are the statistics after the batch's update.
+
+Metrics (names of ``metric_names.LEARNER_METRICS``) are logged once per training iteration with
+explicit reduces under ``learners/<module id>/esper/<name>``:
+- before the update (the GAE pass, ``esper_rllib.ppo.gae``): EV, return/value/advantage statistics,
+  q_spread; the PopArt statistics after their update;
+- per gradient step, averaged over the iteration's steps: losses, entropies, ratio statistics,
+  gradient norms and clip ratio (``ratio_max`` is the max);
+- before the first gradient step: ``approx_kl_pre``;
+- after the last gradient step (``after_gradient_based_update``): ``kl``,
+  ``explained_variance_post`` and the LSTM state norms, on the whole train batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.sample_batch import MultiAgentBatch
+
+from envs.contract import HEADS
+from esper_rllib.ppo import loss, telemetry
+from esper_rllib.ppo.gae import FactoredGAE, log_learner_metrics
+from esper_rllib.ppo.learner_batch import REPLACED_PIECES, EpisodesToSequences
+from esper_rllib.ppo.minibatches import episode_minibatches
+
+LEARNER_DEFAULTS: dict[str, Any] = {
+    "ratio_mode": "per_head",
+    "value_clip": None,
+    "entropy_coef": 0.05,
+    "value_coef": 0.5,
+    "critic_lr_scale": 1.0,
+    "minibatches": 1,
+}
+
+# Per-head entropy weights of the reference (sum 9.4: the ceiling of the `entropy` metric).
+HEAD_ENTROPY_COEFS: dict[str, float] = {
+    "op": 1.0, "slot": 1.0, "blueprint": 1.3, "style": 1.2, "tempo": 1.3,
+    "alpha_target": 1.2, "alpha_speed": 1.2, "alpha_curve": 1.2,
+}
+assert tuple(HEAD_ENTROPY_COEFS) == HEADS
+
+ADAM_EPS = 1e-5
+# Key of an Adam parameter group's learning-rate multiplier.
+LR_SCALE = "lr_scale"
+
+# RLlib's own loss coefficients, which our loss never reads, and the learner_config_dict key
+# that takes their place.
+IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
+                                          "vf_loss_coeff": "value_coef"}
+
+
+def make_adam(params: Any, lr: float = 1e-3) -> torch.optim.Adam:
+    """The reference's Adam (eps 1e-5), fused: one kernel per step instead of a dozen ops per
+    parameter tensor (6x faster on CPU, same update up to float rounding)."""
+    return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS, fused=True)
+
+
+def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(LEARNER_DEFAULTS))
+    if unknown:
+        raise ValueError(f"learner_config_dict: unknown key(s) {unknown}; known keys: "
+                         f"{sorted(LEARNER_DEFAULTS)}")
+    cfg = {**LEARNER_DEFAULTS, **given}
+    if cfg["ratio_mode"] not in loss.RATIO_MODES:
+        raise ValueError(f"learner_config_dict['ratio_mode']: must be one of {loss.RATIO_MODES}, "
+                         f"got {cfg['ratio_mode']!r}")
+    for key in ("entropy_coef", "value_coef", "value_clip"):
+        value = cfg[key]
+        if key == "value_clip" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            allowed = "a number >= 0" + (" or None (off)" if key == "value_clip" else "")
+            raise ValueError(f"learner_config_dict[{key!r}]: must be {allowed}, got {value!r}")
+        cfg[key] = float(value)
+    scale = cfg["critic_lr_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"learner_config_dict['critic_lr_scale']: must be a number > 0, got "
+                         f"{scale!r}")
+    cfg["critic_lr_scale"] = float(scale)
+    n = cfg["minibatches"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"learner_config_dict['minibatches']: must be an int >= 1, got {n!r}")
+    return cfg
+
+
+def check_rllib_loss_settings(config: Any) -> None:
+    """ValueError when the PPOConfig sets one of RLlib's loss coefficients away from its
+    default: our loss would silently ignore it."""
+    defaults = PPOConfig()
+    for name, ours in IGNORED_RLLIB_SETTINGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            raise ValueError(
+                f"training({name}={value!r}) is ignored by FactoredPPOLearner; set "
+                f"learners(learner_config_dict={{{ours!r}: ...}}) (the {ours!r} knob) instead")
+
+
+class StepMetrics:
+    """Values of each gradient step of one iteration, reduced over its steps (the mean, NaN
+    values skipped as RLlib's "mean" does, the max or the sum) and logged once."""
+
+    _REDUCE = {"mean": lambda v: sum(v) / len(v), "max": max, "sum": sum}
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], tuple[str, list[float]]] = {}
+
+    def add(self, module_id: str, values: Mapping[str, float], reduce: str = "mean") -> None:
+        for name, value in values.items():
+            self._values.setdefault((module_id, name), (reduce, []))[1].append(value)
+
+    def log(self, metrics: Any) -> None:
+        for (module_id, name), (reduce, values) in self._values.items():
+            finite = [v for v in values if not math.isnan(v)]
+            log_learner_metrics(metrics, module_id, {
+                name: self._REDUCE[reduce](finite) if finite else math.nan})
+        self._values.clear()
+
+
+class FactoredPPOLearner(PPOTorchLearner):
+    """PPO with per-head (or joint) clipped ratios, reference value clipping, a normalised
+    weighted entropy bonus, and the seed document's telemetry."""
+
+    def build(self) -> None:
+        self.esper_config = resolve_learner_config(self.config.learner_config_dict)
+        if self.config.use_kl_loss:
+            raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
+                             "which has no KL penalty; set training(use_kl_loss=False)")
+        check_rllib_loss_settings(self.config)
+        super().build()
+        if self._learner_connector is not None:
+            self._replace_learner_pipeline()
+        self._train_batch = None
+        self._before_first_step = False
+        self._step_metrics = StepMetrics()
+
+    def _replace_learner_pipeline(self) -> None:
+        """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
+        then our GAE in place of RLlib's."""
+        pipeline = self._learner_connector
+        names = tuple(type(piece).__name__ for piece in pipeline.connectors)
+        if names != (*REPLACED_PIECES, "GeneralAdvantageEstimation"):
+            raise ValueError(f"FactoredPPOLearner: expected RLlib's default PPO learner "
+                             f"connector pieces {REPLACED_PIECES}, got {names} (custom learner "
+                             "connectors are not supported)")
+        for name in names:
+            pipeline.remove(name)
+        pipeline.append(EpisodesToSequences(device=self._device))
+        pipeline.append(FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_))
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
+        # gradient clip stays global), the value head in a group of its own lr multiplier.
+        params = self.get_parameters(self._module[module_id])
+        critic = {id(p) for p in self._module[module_id].unwrapped().value_head.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) not in critic], LR_SCALE: 1.0},
+            {"params": [p for p in params if id(p) in critic],
+             LR_SCALE: self.esper_config["critic_lr_scale"]},
+        ]
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=make_adam(groups),
+            params=params,
+            lr_or_lr_schedule=config.lr,
+        )
+
+    @staticmethod
+    def _set_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        # RLlib sets (and schedules) one lr per optimizer; each group takes it times its scale.
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get(LR_SCALE, 1.0)
+
+    # -- the loss ---------------------------------------------------------------------------
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        cfg = self.esper_config
+        module = self.module[module_id].unwrapped()
+        dist_cls = module.get_train_action_dist_cls()
+        new = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+        actions = batch[Columns.ACTIONS]
+        mask = batch[Columns.LOSS_MASK].bool()
+        relevance = new.relevance(actions)
+        head_logp, head_logp_old = new.head_logps(actions), old.head_logps(actions)
+
+        policy = loss.policy_loss(head_logp, head_logp_old, relevance,
+                                  batch[Postprocessing.ADVANTAGES], mask, config.clip_param,
+                                  cfg["ratio_mode"])
+        values = module.compute_values(batch, embeddings=fwd_out[Columns.EMBEDDINGS])
+        value_terms = (values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS])
+        norm = module.value_norm
+        if norm is not None:  # PopArt: normalised outputs regress normalised targets
+            value_terms = tuple(norm.normalize(x) for x in value_terms)
+        value = loss.value_loss(*value_terms, mask, cfg["value_clip"])
+        coefs = torch.tensor(list(HEAD_ENTROPY_COEFS.values()), device=values.device)
+        entropy, head_entropy = loss.entropy_bonus(new.head_entropies(), new.legal_counts(),
+                                                   relevance, mask, coefs)
+        total = policy + cfg["value_coef"] * value - cfg["entropy_coef"] * entropy
+
+        with torch.no_grad():
+            relevant = relevance.bool() & mask.unsqueeze(-1)
+            step_metrics = {
+                "policy_loss": float(policy),
+                # On the return scale whatever the normalisation.
+                "value_loss": float(value) * (1.0 if norm is None else float(norm.std) ** 2),
+                "total_loss": float(total), "entropy": float(entropy),
+                **{f"entropy_{h}": float(e) if relevant[..., i].any() else float("nan")
+                   for i, (h, e) in enumerate(zip(HEADS, head_entropy, strict=True))},
+            }
+            ratios = telemetry.ratio_stats(torch.exp(head_logp - head_logp_old), relevant,
+                                           config.clip_param)
+            ratio_max = ratios.pop("ratio_max")
+            self._step_metrics.add(module_id, {**step_metrics, **ratios})
+            self._step_metrics.add(module_id, {"ratio_max": ratio_max}, reduce="max")
+            if self._before_first_step:
+                # The reference's approx KL: at the first step the policy equals the rollout's,
+                # so this is 0 by construction with one gradient step per batch.
+                kl_pre = telemetry.approx_kl((head_logp * relevance).sum(-1),
+                                             (head_logp_old * relevance).sum(-1), mask)
+                self._step_metrics.add(module_id, {"approx_kl_pre": kl_pre})
+        return total
+
+    # -- gradient norms, clipping, the step ---------------------------------------------------
+    def postprocess_gradients_for_module(
+        self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
+    ) -> dict[Any, Any]:
+        """Logs the gradient norms and clips by global norm, from one norm per gradient tensor
+        (RLlib's own clipping and its non-finite checks would take every norm again)."""
+        self._before_first_step = False
+        module = self.module[module_id].unwrapped()
+        refs = [ref for ref, g in module_gradients_dict.items() if g is not None]
+        grads = [module_gradients_dict[ref] for ref in refs]
+        norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
+        if not bool(torch.isfinite(norms).all()):
+            # Non-finite entries become 0 (RLlib zeroes NaN too), so one bad batch does not
+            # poison the weights; the norms logged are those of what is applied.
+            for g in grads:
+                g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            norms = torch.stack(torch._foreach_norm(grads))
+        index = {ref: i for i, ref in enumerate(refs)}
+        parts = {f"grad_norm_{h}": module.policy_heads[h] for h in HEADS}
+        parts["grad_norm_value"] = module.value_head
+        values = {
+            name: [index[r] for r in map(self.get_param_ref, part.parameters()) if r in index]
+            for name, part in parts.items()
+        }
+        pre_clip = torch.linalg.vector_norm(norms)
+        logged = {name: torch.linalg.vector_norm(norms[i]) for name, i in values.items()}
+        logged["grad_norm_pre_clip"] = pre_clip
+        if config.grad_clip:
+            # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
+            logged["clip_ratio"] = pre_clip / config.grad_clip
+            # RLlib's global-norm clip, with the norm already taken.
+            coef = config.grad_clip / torch.clamp(pre_clip + 1e-6, min=config.grad_clip)
+            torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+        self._step_metrics.add(module_id, dict(zip(
+            logged, torch.stack(list(logged.values())).tolist(), strict=True)))
+        # The reference takes one gradient step per batch: count them rather than trust settings.
+        self._step_metrics.add(module_id, {"gradient_steps": 1}, reduce="sum")
+        return dict(module_gradients_dict)
+
+    def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        # RLlib's version checks every gradient tensor for NaN/inf, twice; ours were made
+        # finite where their norms were taken.
+        for ref, grad in gradients_dict.items():
+            self._params[ref].grad = grad
+        for optimizer in self._optimizer_parameters:
+            optimizer.step()
+
+    # -- before / after the iteration's gradient steps -----------------------------------------
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._before_first_step = True
+        self._step_metrics = StepMetrics()
+
+    def _make_batch_if_necessary(self, training_data: Any) -> Any:
+        # Keep the iteration's whole train batch (after the learner connector, GAE included) for
+        # the post-update measurements; RLlib 2.60 builds it inside `update()` and drops it.
+        batch = super()._make_batch_if_necessary(training_data)
+        if training_data.episodes is not None:
+            # RLlib counts the episodes' steps after its own pipeline has appended a bootstrap
+            # step to each, and its minibatch iterator needs that count (the batch's rows);
+            # EpisodesToSequences leaves the episodes as they are.
+            batch = MultiAgentBatch(batch.policy_batches,
+                                    env_steps=batch.count + len(training_data.episodes))
+        self._train_batch = batch
+        self._update_value_norms(batch)
+        return batch
+
+    def _update_value_norms(self, batch: Any) -> None:
+        """PopArt: fold the batch's value targets (real steps) into each module's statistics
+        before any gradient step; the pre-update predictions in the batch stay valid."""
+        for module_id, module_batch in batch.policy_batches.items():
+            module = self.module[module_id].unwrapped()
+            if module.value_norm is None:
+                continue
+            mask = module_batch[Columns.LOSS_MASK].bool()
+            module.value_norm.update(module_batch[Postprocessing.VALUE_TARGETS][mask],
+                                     module.value_head[-1])
+            log_learner_metrics(self.metrics, module_id, {
+                "popart_mean": float(module.value_norm.mean),
+                "popart_std": float(module.value_norm.std)})
+
+    def _create_iterator_if_necessary(self, *, training_data: Any, num_epochs: int = 1,
+                                      minibatch_size: int | None = None, **kwargs) -> Any:
+        minibatches = self.esper_config["minibatches"]
+        if minibatches == 1:
+            return super()._create_iterator_if_necessary(
+                training_data=training_data, num_epochs=num_epochs,
+                minibatch_size=minibatch_size, **kwargs)
+        if minibatch_size:
+            raise ValueError(f"minibatch_size={minibatch_size}: counts env steps and cuts LSTM "
+                             f"sequences; with learner_config_dict minibatches={minibatches} "
+                             "set training(minibatch_size=None)")
+        batch = self._make_batch_if_necessary(training_data=training_data)
+        return episode_minibatches(self._set_slicing_by_batch_id(batch, value=True),
+                                   num_epochs, minibatches)
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        self._step_metrics.log(self.metrics)
+        batch, self._train_batch = self._train_batch, None
+        if batch is None:
+            return
+        for module_id, module_batch in batch.policy_batches.items():
+            log_learner_metrics(self.metrics, module_id, self._post_update_metrics(
+                self.module[module_id].unwrapped(), module_batch))
+
+    @staticmethod
+    def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
+        """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
+        (at each chunk's last real step): on the whole batch, after the iteration's last
+        gradient step."""
+        with torch.no_grad():
+            mask = batch[Columns.LOSS_MASK].bool()
+            # Sequences cut at their last real step, so the returned state is not advanced by
+            # RLlib's artificial bootstrap step; the masked metrics below never read past it.
+            real_steps = mask.sum(-1)
+            fwd = module.forward_train({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
+            dist_cls = module.get_train_action_dist_cls()
+            old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+            new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
+            values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
+            ev_post, _ = telemetry.explained_variance(
+                batch[Postprocessing.VALUE_TARGETS], values, mask)
+            metrics = {
+                "kl": float(telemetry.masked_mean(old.kl(new), mask)),
+                "explained_variance_post": ev_post,
+            }
+            state = fwd.get(Columns.STATE_OUT)
+            if state:
+                # A chunk holding only a bootstrap step has no real state to report.
+                has_real = real_steps > 0
+                metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
+                metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
+        return metrics

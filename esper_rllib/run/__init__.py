@@ -1,0 +1,7 @@
+"""One run's configuration and life: the knobs, profiles and presets that build a validated
+PPOConfig (``config``), the env inputs checked in the driver before Ray starts (``preflight``),
+the trainer with its checkpoints (``trainer``, ``checkpoint_policy``) and random legal actions
+(``random_actions``).
+
+May import ``ppo``, ``model`` and ``envs``; never ``analysis`` or the CLI. ``tuning``
+receives the config builder from here through the CLI."""

@@ -1,0 +1,197 @@
+"""One PPO run (``esper-rllib train``): a single Tune trial, so its directory, TensorBoard tags
+(``esper/<name>`` and ``ray/tune/...``, env steps on the x axis, the same dashboard), result.json
+and checkpoints look exactly like one trial of a sweep.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.ppo import metric_names as mn
+from esper_rllib.run.config import ConfigError, build_ppo_config
+from esper_rllib.run.preflight import check_env_inputs, runs_here
+from tuning.output import SILENT, TUNE_TABLES, clock, ray_init_kwargs, tune_console
+
+# What Algorithm.save_to_path writes that a restore cannot do without.
+_REQUIRED_FILES = (
+    "rllib_checkpoint.json",
+    "class_and_ctor_args.pkl",
+    "algorithm_state.pkl",
+    "learner_group/learner/state.pkl",
+    "learner_group/learner/rl_module/default_policy/module_state.pkl",
+)
+
+
+class TrainingError(RuntimeError):
+    """The run failed: one line saying why and where the full error is."""
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint directory, or ConfigError when it is missing, incomplete or truncated."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"--restore {path}: no such checkpoint directory")
+    missing = [f for f in _REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        raise ConfigError(f"--restore {path}: not a complete RLlib checkpoint (missing "
+                          f"{', '.join(missing)})")
+    for file in sorted(root.rglob("*")):
+        if file.suffix not in (".json", ".pkl"):
+            continue
+        try:
+            with open(file, "rb") as f:
+                json.load(f) if file.suffix == ".json" else pickle.load(f)
+        except Exception as err:  # truncated or corrupt: any unpickling error
+            raise ConfigError(f"--restore {path}: {file.relative_to(root)} is unreadable "
+                              f"(truncated or corrupt: {type(err).__name__})") from None
+    return root
+
+
+def check_storage(path: str | os.PathLike) -> Path:
+    """An absolute, writable storage directory (created if needed), or ConfigError."""
+    root = Path(path).expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--storage {path}: cannot create it ({err.strerror})") from None
+    if not os.access(root, os.W_OK):
+        raise ConfigError(f"--storage {path}: not writable")
+    return root
+
+
+def progress_line(result: Mapping[str, Any], iterations: int) -> str:
+    """One line per iteration: the numbers the seed document's failure shows up in, the time
+    so far and the time left (the mean iteration so far times the iterations left)."""
+    esper = result.get(mn.RESULT_KEY, {})
+
+    def num(name: str, fmt: str) -> str:
+        value = esper.get(name)
+        return "n/a" if value is None or math.isnan(value) else format(value, fmt)
+
+    steps = result.get("timesteps_total") or esper.get(mn.ENV_STEPS, 0)
+    iteration = result.get("training_iteration", 0)
+    elapsed = result.get("time_total_s", 0.0)
+    left = elapsed / iteration * max(iterations - iteration, 0) if iteration else 0.0
+    return (f"iter {iteration:>3}/{iterations} | env steps {int(steps):>7} | "
+            f"EV {num(mn.EV, '+.3f')} | value loss {num(mn.VALUE_LOSS, '.4g')} | "
+            f"clip ratio {num(mn.CLIP_RATIO, '.2f')}x | kl {num(mn.KL, '.2e')} | "
+            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, ETA {clock(left)}")
+
+
+def _progress_callback(out: Callable[[str], None] | None, iterations: int) -> Any:
+    from ray import tune
+
+    class ProgressLine(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            # print is looked up here: Ray may replace builtins.print, and Tune pickles this.
+            (out or print)(progress_line(result, iterations))
+
+    return ProgressLine()
+
+
+def _run_name(label: str, trial: Any) -> str:
+    return label
+
+
+def _restoring_trainable(checkpoint: Path) -> type:
+    """PPO that starts from ``checkpoint``'s weights, optimiser state and counters."""
+    from ray.rllib.algorithms.ppo import PPO
+
+    def setup(self: PPO, config: Any) -> None:
+        PPO.setup(self, config)
+        self.restore_from_path(str(checkpoint))
+
+    # Built here so cloudpickle ships it (and the path) to the trial actor by value.
+    return type("RestoredPPO", (PPO,), {"setup": setup})
+
+
+def _init_ray(knobs: Mapping[str, Any], quiet: bool) -> None:
+    import ray
+
+    if not _runs_here():
+        ray.init(ignore_reinit_error=True, **ray_init_kwargs(quiet))
+        return  # a cluster may autoscale to the GPUs the trial asks for
+    ray.init(include_dashboard=False, **ray_init_kwargs(quiet))
+    # On a machine of its own the trial would wait forever for GPUs that never come.
+    wanted = knobs["gpus"] + knobs["num_env_runners"] * knobs["gpus_per_env_runner"]
+    have = ray.cluster_resources().get("GPU", 0)
+    if wanted > have:
+        ray.shutdown()
+        raise ConfigError(f"gpus={knobs['gpus']}, gpus_per_env_runner="
+                          f"{knobs['gpus_per_env_runner']}: the run needs {wanted:g} GPUs, "
+                          f"this machine has {have:g}")
+
+
+def _runs_here() -> bool:
+    import ray
+
+    return not ray.is_initialized() and runs_here()
+
+
+def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None = None,
+          restore: str | os.PathLike | None = None,
+          out: Callable[[str], None] | None = None, label: str | None = None,
+          verbose: bool = False) -> dict[str, Any]:
+    """Run ``knobs["iterations"]`` iterations; returns the final result dict.
+
+    Checkpoints every ``checkpoint_every`` iterations and at the end. ``label`` names the
+    trial folder (default ``seed=<seed>``); ``verbose`` shows Tune's tables and every Ray
+    message besides the progress lines. Raises ConfigError for bad storage, checkpoint or env
+    inputs (before Ray starts), TrainingError when the run itself fails.
+    """
+    from ray import tune
+    from ray.rllib.algorithms.ppo import PPO
+
+    from tuning.tensorboard import TensorBoardLogger
+
+    check_env_inputs(knobs, local=_runs_here())
+    checkpoint = check_checkpoint(restore) if restore is not None else None
+    root = check_storage(storage)
+    name = name or time.strftime("train-%Y%m%d-%H%M%S")
+    config = build_ppo_config(knobs)
+    _init_ray(knobs, quiet=not verbose)
+    trial_name = functools.partial(_run_name, label or f"seed={knobs['seed']}")
+    tuner = tune.Tuner(
+        PPO if checkpoint is None else _restoring_trainable(checkpoint),
+        param_space=config,
+        tune_config=tune.TuneConfig(trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(root),
+            stop={"training_iteration": knobs["iterations"]},
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=knobs["checkpoint_every"], checkpoint_at_end=True),
+            callbacks=[_progress_callback(out, knobs["iterations"]), TensorBoardLogger()],
+            verbose=int(verbose),
+        ),
+    )
+    # Without --verbose Tune's legacy engine at verbose 0 prints nothing: our lines only.
+    with tune_console(TUNE_TABLES if verbose else SILENT):
+        trial = tuner.fit()[0]
+    out = out or print
+    if trial.error is not None:
+        first = str(trial.error).strip().splitlines()
+        raise TrainingError(f"training failed: {first[-1] if first else trial.error!r} "
+                            f"(full log: {trial.path})")
+    result = dict(trial.metrics)
+    esper = result.get(mn.RESULT_KEY, {})
+    out(f"final verdict: {esper.get(mn.VERDICT, 'n/a')} "
+        f"(EV {esper.get('explained_variance', float('nan')):+.3f} over "
+        f"{result.get('training_iteration')} iterations)")
+    out(f"trial directory (TensorBoard events, result.json): {trial.path}")
+    if trial.checkpoint is not None:
+        out(f"last checkpoint: {trial.checkpoint.path}")
+    out(f"open TensorBoard: tensorboard --logdir {root / name}")
+    result["trial_path"] = trial.path
+    result["checkpoint_path"] = trial.checkpoint.path if trial.checkpoint else None
+    return result
