@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each layer may import those with a lower rank; `tuning` sits beside them (see RULES).
-RANK = {"envs": 0, "model": 1, "ppo": 2, "run": 3, "analysis": 4, "commands": 5, "cli": 5}
+RANK = {"envs": 0, "model": 1, "ppo": 2, "run": 3, "analysis": 4, "offline": 4, "commands": 5,
+        "cli": 5}
 
 
 def _modules() -> dict[str, Path]:
