@@ -23,13 +23,22 @@ def episode_minibatches(batch: MultiAgentBatch, num_epochs: int,
     bounds = {}
     for module_id, module_batch in batch.policy_batches.items():
         n_seqs = len(module_batch[Columns.SEQ_LENS])
-        if minibatches > n_seqs:
-            raise ValueError(f"minibatches={minibatches}: the batch of module {module_id!r} "
-                             f"holds only {n_seqs} episodes; allowed: 1..{n_seqs}")
-        bounds[module_id] = np.linspace(0, n_seqs, minibatches + 1).round().astype(int)
+        try:
+            bounds[module_id] = minibatch_bounds(n_seqs, minibatches)
+        except ValueError as err:
+            raise ValueError(f"{err} (the batch of module {module_id!r})") from None
     for _ in range(num_epochs):
         for i in range(minibatches):
             yield MultiAgentBatch(
                 {mid: b[bounds[mid][i]:bounds[mid][i + 1]]
                  for mid, b in batch.policy_batches.items()},
                 batch.env_steps())
+
+
+def minibatch_bounds(n_seqs: int, minibatches: int) -> np.ndarray:
+    """(minibatches + 1,) boundaries that split ``n_seqs`` sequences into ``minibatches``
+    contiguous, near-equal groups (also the offline critic fit's minibatches)."""
+    if minibatches > n_seqs:
+        raise ValueError(f"minibatches={minibatches}: only {n_seqs} episodes; allowed: "
+                         f"1..{n_seqs}")
+    return np.linspace(0, n_seqs, minibatches + 1).round().astype(int)

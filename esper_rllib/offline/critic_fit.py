@@ -1,0 +1,226 @@
+"""Fitting one critic on recorded episodes (``esper-rllib critic-fit``'s trials).
+
+The critic is the project's ``FactoredLSTM`` built by the one config builder from the knobs, and
+it is trained as ``FactoredPPOLearner`` trains it, minus the policy loss: the learner's value
+loss (``ppo.loss.value_loss``, its clipping against the predictions before training when
+``value_clip`` is set) times ``value_coef``; the reference Adam (``ppo.learner.make_adam``, the
+value head in its own group at ``lr x critic_lr_scale``, the lr set as the learner sets it); one
+global gradient-norm clip at ``max_grad_norm`` (the same formula as the learner's:
+``coef = max / (norm + 1e-6)``, at most 1); PopArt statistics updated once from the training
+targets before the first step when ``value_target_norm=popart``; and each gradient step on one
+of ``minibatches`` contiguous groups of whole episodes (``ppo.minibatches.minibatch_bounds``).
+The prediction is ``module.compute_values(batch, embeddings)``, the learner's loss path: Q(s, op
+taken) for ``q_op``, V(s) for ``v``. The target is the discounted return-to-go of the recorded
+episode (no bootstrap: each episode is whole), the G of the EV ceiling.
+
+Trunks (``TRUNKS``): ``shared`` trains the module's feature net and LSTM with its value head by
+the value loss (as PPO does, here without the policy loss); ``frozen`` keeps them at their
+initialisation and trains the value head alone; ``separate`` gives the critic an LSTM trunk of
+its own (a second module's, initialised from another seed). Offline, with no policy loss on
+the trunk, ``separate`` differs from ``shared`` only in that initialisation.
+
+Explained variance is the project's one definition (``ppo.telemetry.explained_variance``):
+unclamped, over real steps only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+
+from esper_rllib.analysis.learnability import returns_to_go
+from esper_rllib.offline.behaviour import build_module
+from esper_rllib.offline.dataset import EpisodeRecord
+from esper_rllib.ppo import loss, telemetry
+from esper_rllib.ppo.learner import (
+    LR_SCALE,
+    FactoredPPOLearner,
+    make_adam,
+    resolve_learner_config,
+)
+from esper_rllib.ppo.minibatches import minibatch_bounds
+from esper_rllib.run.config import build_ppo_config
+
+TRUNKS = ("shared", "frozen", "separate")
+# The separate trunk's module is initialised from seed + this.
+SEPARATE_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class Episodes:
+    """Recorded episodes as one zero-padded (B, T) batch and their return-to-go targets."""
+
+    batch: dict[str, Any]  # OBS (a dict), ACTIONS, SEQ_LENS, STATE_IN (filled per module)
+    targets: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T) bool: real steps
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def rows(self, start: int, end: int) -> Episodes:
+        return Episodes(_slice(self.batch, start, end), self.targets[start:end],
+                        self.mask[start:end])
+
+
+def _slice(x: Any, start: int, end: int) -> Any:
+    if isinstance(x, Mapping):
+        return {k: _slice(v, start, end) for k, v in x.items()}
+    return x[start:end]
+
+
+def to_episodes(records: Sequence[EpisodeRecord], gamma: float) -> Episodes:
+    """The batch of ``records`` (padded to the longest), targets G_t with discount ``gamma``."""
+    lens = np.array([len(r) for r in records])
+    T = int(lens.max())
+
+    def padded(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        first = arrays[0]
+        out = np.zeros((len(arrays), T, *first.shape[1:]), first.dtype)
+        for i, a in enumerate(arrays):
+            out[i, :len(a)] = a
+        return torch.from_numpy(out)
+
+    obs = {k: padded([r.obs[k] for r in records]) for k in records[0].obs}
+    batch = {Columns.OBS: obs, Columns.ACTIONS: padded([r.actions for r in records]),
+             Columns.SEQ_LENS: torch.from_numpy(lens)}
+    targets = padded([returns_to_go(r.rewards, gamma).astype(np.float32) for r in records])
+    mask = torch.arange(T)[None] < torch.from_numpy(lens)[:, None]
+    return Episodes(batch, targets, mask)
+
+
+def log_spaced_steps(total: int) -> list[int]:
+    """0 and round(2^(k/2)) up to ``total``, with ``total`` itself: every power of 2 (8, 64, 512,
+    ...) is among them."""
+    steps = {0, total}
+    k = 0
+    while (s := round(2 ** (k / 2))) < total:
+        steps.add(s)
+        k += 1
+    return sorted(steps)
+
+
+class Critic:
+    """A module's critic with the trunk it is trained with."""
+
+    def __init__(self, knobs: Mapping[str, Any], seed: int, trunk: str, observation_space: Any,
+                 action_space: Any) -> None:
+        if trunk not in TRUNKS:
+            raise ValueError(f"trunk: must be one of {TRUNKS}, got {trunk!r}")
+        self.trunk = trunk
+        self.module = build_module(knobs, seed, observation_space, action_space)
+        # The trunk that embeds observations: the module's own, or another module's.
+        self.embedder = (build_module(knobs, seed + SEPARATE_SEED_OFFSET, observation_space,
+                                      action_space) if trunk == "separate" else self.module)
+        self._frozen: dict[int, torch.Tensor] = {}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the value loss trains: the value head, and the trunk unless it is frozen."""
+        params = list(self.module.value_head.parameters())
+        if self.trunk != "frozen":
+            e = self.embedder
+            params += [*e.blueprint_embedding.parameters(), *e.feature_net.parameters(),
+                       *e.lstm.parameters(), *e.lstm_norm.parameters()]
+        return params
+
+    def values(self, episodes: Episodes) -> torch.Tensor:
+        """(B, T) predictions of the regressed quantity (the learner's loss path)."""
+        return self.module.compute_values(episodes.batch, embeddings=self._embed(episodes))
+
+    def _embed(self, episodes: Episodes) -> torch.Tensor:
+        if self.trunk == "frozen":
+            key = id(episodes)
+            if key not in self._frozen:  # the frozen trunk's embeddings are computed once
+                with torch.no_grad():
+                    self._frozen[key] = self._trunk_forward(episodes)
+            return self._frozen[key]
+        return self._trunk_forward(episodes)
+
+    def _trunk_forward(self, episodes: Episodes) -> torch.Tensor:
+        batch = dict(episodes.batch)
+        batch[Columns.STATE_IN] = {
+            k: torch.as_tensor(v).expand(len(episodes), -1)
+            for k, v in self.embedder.get_initial_state().items()}
+        return self.embedder._embed(batch)[0]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: int
+    heldout_ev: float
+    train_ev: float
+    value_loss: float  # on the training episodes, the return scale
+
+
+def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, seed: int,
+               trunk: str, steps: int, observation_space: Any, action_space: Any,
+               report: Callable[[CurvePoint], None] | None = None) -> list[CurvePoint]:
+    """Trains the critic of ``knobs`` for ``steps`` gradient steps on ``train``; the curve at
+    ``log_spaced_steps(steps)`` (``report`` gets each point as it is measured)."""
+    torch.set_num_threads(1)
+    config = build_ppo_config(knobs)  # the one builder: the learner's settings as PPO gets them
+    cfg = resolve_learner_config(config.learner_config_dict)
+    critic = Critic(knobs, seed, trunk, observation_space, action_space)
+    module, norm = critic.module, critic.module.value_norm
+    if norm is not None:
+        norm.update(train.targets[train.mask], module.value_head[-1])
+    with torch.no_grad():
+        old_values = critic.values(train)
+    optimizer = make_adam(_groups(critic, cfg["critic_lr_scale"]))
+    FactoredPPOLearner._set_optimizer_lr(optimizer, config.lr)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    bounds = minibatch_bounds(len(train), cfg["minibatches"])
+    minibatches = [(train.rows(s, e), old_values[s:e]) for s, e in zip(bounds[:-1], bounds[1:],
+                                                                       strict=True)]
+    curve, checkpoints = [], log_spaced_steps(steps)
+    for step in range(steps + 1):
+        if step == checkpoints[len(curve)]:
+            curve.append(_measure(critic, train, heldout, step, cfg["value_clip"], old_values))
+            if report is not None:
+                report(curve[-1])
+        if step == steps:
+            break
+        episodes, old = minibatches[step % len(minibatches)]
+        value = _value_loss(critic, episodes, old, cfg["value_clip"])
+        optimizer.zero_grad(set_to_none=True)
+        (cfg["value_coef"] * value).backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+    return curve
+
+
+def _groups(critic: Critic, critic_lr_scale: float) -> list[dict[str, Any]]:
+    """The learner's two parameter groups: the value head at lr x critic_lr_scale."""
+    head = {id(p) for p in critic.module.value_head.parameters()}
+    params = critic.parameters()
+    return [g for g in (
+        {"params": [p for p in params if id(p) not in head], LR_SCALE: 1.0},
+        {"params": [p for p in params if id(p) in head], LR_SCALE: critic_lr_scale},
+    ) if g["params"]]
+
+
+def _value_loss(critic: Critic, episodes: Episodes, old_values: torch.Tensor,
+                value_clip: float | None) -> torch.Tensor:
+    """The learner's value term (before value_coef); PopArt: on normalised values/targets."""
+    terms = (critic.values(episodes), episodes.targets, old_values)
+    norm = critic.module.value_norm
+    if norm is not None:
+        terms = tuple(norm.normalize(x) for x in terms)
+    return loss.value_loss(*terms, episodes.mask, value_clip)
+
+
+def _measure(critic: Critic, train: Episodes, heldout: Episodes, step: int,
+             value_clip: float | None, old_values: torch.Tensor) -> CurvePoint:
+    norm = critic.module.value_norm
+    with torch.no_grad():
+        train_ev, _ = telemetry.explained_variance(train.targets, critic.values(train),
+                                                   train.mask)
+        heldout_ev, _ = telemetry.explained_variance(heldout.targets, critic.values(heldout),
+                                                     heldout.mask)
+        value = float(_value_loss(critic, train, old_values, value_clip))
+    scale = 1.0 if norm is None else float(norm.std) ** 2  # on the return scale, as logged
+    return CurvePoint(step, heldout_ev, train_ev, value * scale)
