@@ -8,7 +8,11 @@ import gymnasium
 
 ENV_ID = "esper/SeedMorphogenesis-v0"
 
-gymnasium.register(id=ENV_ID, entry_point="envs.env:SeedMorphogenesisEnv")
+# vector_entry_point: K sub-envs whose hosts train as one stacked model (envs.vector_env), for
+# gymnasium.make_vec(..., vectorization_mode="vector_entry_point") and RLlib's
+# gym_env_vectorize_mode="vector_entry_point"; the probes below have none.
+gymnasium.register(id=ENV_ID, entry_point="envs.env:SeedMorphogenesisEnv",
+                   vector_entry_point="envs.vector_env:SeedMorphogenesisVectorEnv")
 
 # Probe environments (policy-and-ppo.md section 6): same spaces, instant steps.
 PROBE_IDS = tuple(f"esper/Probe{n}-v0" for n in range(1, 6))

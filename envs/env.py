@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -45,9 +46,24 @@ from envs.training import (
     Validation,
     host_optimizer,
     seed_optimizer,
-    train_epoch,
+    train_epochs,
     validate,
 )
+
+
+@dataclass(frozen=True)
+class _StepStart:
+    """What a step's reward needs from before its action ran."""
+
+    op: Op
+    effective: Op
+    valid: bool
+    target_contribution: float | None  # the target slot's contribution before the action
+    phi: float  # stage potential before the action
+    val_acc: float
+    seed_params: int
+    alphas: list[float]
+
 
 INFO_KEYS = (
     "epoch", "val_acc", "val_loss", "train_loss", "op", "effective_op", "action_valid",
@@ -132,6 +148,17 @@ class SeedMorphogenesisEnv(gym.Env):
 
     # ---- step ----------------------------------------------------------------------------
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        start = self._begin_step(action)
+        augment = augment_batch if self._data.augment else None
+        (epoch_result,) = train_epochs([self._model], [self._host_opt], [self._learners()],
+                                       self._data.x_train, self._data.y_train,
+                                       task=self.cfg.task, gen=self._gen, augment=augment)
+        return self._end_step(start, epoch_result)
+
+    # The step in two halves around the host epoch, so that the vector env (envs.vector_env)
+    # runs the same halves per sub-env around one stacked epoch of all its hosts.
+    def _begin_step(self, action: Any) -> _StepStart:
+        """Validate and execute the action, tick alpha ramps and cooldowns, sync the model."""
         if self._done:
             raise RuntimeError("call reset() before step() (episode not started or finished)")
         act = self._check_action(action)
@@ -139,15 +166,20 @@ class SeedMorphogenesisEnv(gym.Env):
         valid = self.lifecycle.legal(op, slot, blueprint=int(act[2]))
         effective = op if valid else Op.WAIT
         slots = self.lifecycle.slots
-        target_c = slots[slot].contribution
-        phi_before = potential([s.stage for s in slots])
-        prev_acc, prev_seed_params = self._acc_hist[-1], self._seed_params()
-        alpha_before = [s.alpha.alpha for s in slots]
-
+        start = _StepStart(op, effective, valid, slots[slot].contribution,
+                           potential([s.stage for s in slots]), self._acc_hist[-1],
+                           self._seed_params(), [s.alpha.alpha for s in slots])
         self._execute(effective, slot, act)
         self.lifecycle.tick()
         self._sync_model()
-        epoch_result = self._train_epoch()
+        if self.cfg.inject_nan_at_epoch == self.epoch + 1:
+            with torch.no_grad():  # a real corruption, so the rollback has work to do
+                next(self._model.host.parameters()).view(-1)[0] = math.nan
+        return start
+
+    def _end_step(self, start: _StepStart, epoch_result: EpochResult
+                  ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        """After the epoch: validate with counterfactuals, governor, reward, observation."""
         self.epoch += 1
         self.lifecycle.end_epoch()
         val = validate(self._model, self._data.x_val, self._data.y_val, self._ablation_configs())
@@ -160,26 +192,26 @@ class SeedMorphogenesisEnv(gym.Env):
             contributions = self._record_contributions(val)
             self._record_grads(epoch_result)
             self._governor.maybe_snapshot(self.epoch, self._model, self._fossil_slots())
-        for s, before in zip(self.lifecycle.slots, alpha_before, strict=True):
+        for s, before in zip(self.lifecycle.slots, start.alphas, strict=True):
             s.alpha_velocity = s.alpha.alpha - before if s.has_seed else 0.0
         self._loss_hist.append(val.loss)
         self._acc_hist.append(val.acc)
 
         truncated = self.epoch >= self.cfg.max_epochs
         components = reward_components(self.cfg.reward, self._transition(
-            effective, target_c, phi_before, contributions, (prev_acc, prev_seed_params),
-            truncated))
+            start.effective, start.target_contribution, start.phi, contributions,
+            (start.val_acc, start.seed_params), truncated))
         raw = float(sum(components.values()))
         reward = raw
         if self.cfg.reward_normalization == "running_std":
             reward = self._reward_scale.normalize(raw)
         components["rollback"] = -self.cfg.reward.rollback_penalty if rollback else 0.0
         reward += components["rollback"]
-        self._last_valid, self._last_op = valid, int(effective)
+        self._last_valid, self._last_op = start.valid, int(start.effective)
         self._done = truncated
-        info = self._info(op, effective, valid, train_loss=epoch_result.train_loss,
-                          contributions=contributions, components=components, raw=raw,
-                          rollback=rollback)
+        info = self._info(start.op, start.effective, start.valid,
+                          train_loss=epoch_result.train_loss, contributions=contributions,
+                          components=components, raw=raw, rollback=rollback)
         return self._observation(), float(reward), False, truncated, info
 
     def _check_action(self, action: Any) -> np.ndarray:
@@ -243,16 +275,10 @@ class SeedMorphogenesisEnv(gym.Env):
             module.frozen = s.pruning
             module.alpha = s.alpha.alpha
 
-    def _train_epoch(self) -> EpochResult:
-        if self.cfg.inject_nan_at_epoch == self.epoch + 1:
-            with torch.no_grad():  # a real corruption, so the rollback has work to do
-                next(self._model.host.parameters()).view(-1)[0] = math.nan
-        learners = {i: self._seed_opts[i] for i, m in enumerate(self._model.slots)
-                    if m.seed is not None and m.in_forward and not m.frozen}
-        augment = augment_batch if self._data.augment else None
-        return train_epoch(self._model, self._host_opt, learners, self._data.x_train,
-                           self._data.y_train, task=self.cfg.task, gen=self._gen,
-                           augment=augment)
+    def _learners(self) -> dict[int, torch.optim.Optimizer]:
+        """The optimiser of every seed that learns this epoch (in the forward pass, not frozen)."""
+        return {i: self._seed_opts[i] for i, m in enumerate(self._model.slots)
+                if m.seed is not None and m.in_forward and not m.frozen}
 
     # ---- measurement ---------------------------------------------------------------------
     def _measured_slots(self) -> list[int]:

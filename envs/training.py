@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,12 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.seeded_model import SeededModel
+from envs.stacked import StackedHosts
 from envs.tasks import TaskSpec
 
 # Seed gradient health: a batch's gradient norm is healthy between these bounds.
 VANISHING_NORM = 1e-6
 EXPLODING_NORM = 10.0
 EVAL_CHUNK = 2048  # validation images per forward pass (bounds memory on CIFAR-sized data)
+# Training images gathered in the epoch's order at once (bounds the copy on CIFAR-sized data).
+GATHER_IMAGES = 4096
 
 
 def host_optimizer(model: SeededModel, task: TaskSpec) -> torch.optim.SGD:
@@ -48,57 +50,74 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     return nn.utils.clip_grad_norm_(grads, max_norm)
 
 
-def train_epoch(
-    model: SeededModel,
-    host_opt: torch.optim.Optimizer,
-    seed_opts: dict[int, torch.optim.Optimizer],
+def train_epochs(
+    models: Sequence[SeededModel],
+    host_opts: Sequence[torch.optim.SGD],
+    seed_opts: Sequence[dict[int, torch.optim.Optimizer]],
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     task: TaskSpec,
     gen: torch.Generator,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-) -> EpochResult:
-    """One shuffled pass over (x, y); the last partial batch is dropped (it corrupts BatchNorm).
+) -> list[EpochResult]:
+    """One shuffled pass over (x, y) for each model, all K hosts as one stacked network
+    (envs.stacked), on one data order drawn from ``gen``; the last partial batch is dropped
+    (it corrupts BatchNorm).
 
-    `seed_opts` holds the optimiser of every seed that learns this epoch (slot -> optimiser).
-    Host and each seed are clipped separately. Stops early on a non-finite loss: the governor
-    will roll the model back anyway.
+    ``seed_opts[k]`` holds the optimiser of every seed of model k that learns this epoch
+    (slot -> optimiser). Each host and each seed is clipped separately. Nothing syncs with the
+    host per minibatch: a non-finite loss in one model makes its train_loss nan at the end (its
+    later updates are garbage, which the governor's rollback discards) and leaves the others
+    untouched (no parameter is shared between them).
     """
-    model.train()
-    n_batches = x.shape[0] // task.batch_size
+    if not len(models) == len(host_opts) == len(seed_opts):
+        raise ValueError("train_epochs needs one host optimiser and one seed dict per model")
+    for model in models:
+        model.train()
+    stack = StackedHosts(models, host_opts)
+    bs = task.batch_size
+    n_batches = x.shape[0] // bs
     perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
-    host_params = model.host_parameters()
-    seed_params = {i: [p for g in o.param_groups for p in g["params"]]
-                   for i, o in seed_opts.items()}
-    total = torch.zeros((), device=x.device)
+    slots = [list(model.slots) for model in models]
+    seeds = [(k, i, opt, [p for g in opt.param_groups for p in g["params"]])
+             for k, opts in enumerate(seed_opts) for i, opt in opts.items()]
+    total = torch.zeros(len(models), device=x.device)
     # Accumulated on the device: no host sync per batch.
-    norm_sum = {i: torch.zeros((), device=x.device) for i in seed_opts}
-    healthy = {i: torch.zeros((), device=x.device) for i in seed_opts}
-    for b in range(n_batches):
-        idx = perm[b * task.batch_size:(b + 1) * task.batch_size]
-        xb = x[idx]
-        if augment is not None:
-            xb = augment(xb, gen)
-        loss = F.cross_entropy(model(xb), y[idx])
-        if not torch.isfinite(loss):
-            return EpochResult(math.nan, {})
-        host_opt.zero_grad(set_to_none=True)
-        for opt in seed_opts.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(host_params, task.grad_clip)
-        host_opt.step()
-        for i, opt in seed_opts.items():
-            norm = _clip(seed_params[i], task.grad_clip).detach()
-            norm_sum[i] += norm
-            healthy[i] += (torch.isfinite(norm) & (norm >= VANISHING_NORM)
-                           & (norm <= EXPLODING_NORM)).float()
-            opt.step()
-        total += loss.detach()
+    norm_sum = torch.zeros(len(seeds), device=x.device)
+    healthy = torch.zeros(len(seeds), device=x.device)
+    per_gather = max(1, GATHER_IMAGES // bs)
+    for first in range(0, n_batches, per_gather):
+        # One gather of many batches' images in the epoch's order, not one per batch.
+        last = min(first + per_gather, n_batches)
+        idx = perm[first * bs:last * bs]
+        # index_select on rows of a 2-D view: ~6x faster than on the 4-D tensor on a CPU.
+        xs = x.reshape(x.shape[0], -1).index_select(0, idx).reshape(-1, *x.shape[1:])
+        ys = y.index_select(0, idx)
+        for j in range(last - first):
+            xb, yb = xs[j * bs:(j + 1) * bs], ys[j * bs:(j + 1) * bs]
+            if augment is not None:
+                xb = augment(xb, gen)
+            logits = stack.forward(xb, slots)  # (B, K, classes)
+            losses = F.cross_entropy(logits.transpose(1, 2), yb[:, None].expand(-1, stack.k),
+                                     reduction="none").mean(0)
+            for _, _, opt, _ in seeds:
+                opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # each host's gradient is its own loss's
+            stack.step(task.grad_clip)
+            for s, (_, _, opt, params) in enumerate(seeds):
+                norm = _clip(params, task.grad_clip).detach()
+                norm_sum[s] += norm
+                healthy[s] += (torch.isfinite(norm) & (norm >= VANISHING_NORM)
+                               & (norm <= EXPLODING_NORM)).float()
+                opt.step()
+            total += losses.detach()
+    stack.write_back()
     n = max(n_batches, 1)
-    stats = {i: SeedGradStats(float(norm_sum[i]) / n, float(healthy[i]) / n) for i in seed_opts}
-    return EpochResult(float(total) / n, stats)
+    results = [EpochResult(loss / n, {}) for loss in total.tolist()]
+    for (k, i, _, _), norm, ok in zip(seeds, norm_sum.tolist(), healthy.tolist(), strict=True):
+        results[k].seed_grads[i] = SeedGradStats(norm / n, ok / n)
+    return results
 
 
 @dataclass
