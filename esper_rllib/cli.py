@@ -12,6 +12,7 @@ from esper_rllib.commands import (
     evaluate,
     heuristic,
     knobs,
+    record,
     report,
     signal,
     train,
@@ -20,7 +21,7 @@ from esper_rllib.run.config import ConfigError
 from esper_rllib.run.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
-COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate)
+COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate, record)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from esper_rllib.analysis.outputs import make_out_dir
 from esper_rllib.offline import dataset
 from esper_rllib.offline.behaviour import POLICY_CHOICES, SCRIPTED, build_module, make_behaviour
 from esper_rllib.run.config import ConfigError, env_config, resolve_knobs
+from esper_rllib.run.preflight import make_env
 
 # Env seeds of recorded episodes: apart from training (seed x 10000 + runner offsets, seeds
 # below 20), the oracle search (100_000) and evaluation (500_000).
@@ -123,11 +125,10 @@ class _Recorder:
     """A Ray actor: one env and one behaviour policy, whole episodes on request."""
 
     def __init__(self, knobs: Mapping[str, Any], kind: str, module: Any) -> None:
-        import gymnasium as gym
         import torch
 
         torch.set_num_threads(1)  # one core per actor, as an env runner
-        self.env = gym.make(f"envs:{knobs['env']}", **env_config(knobs)).unwrapped
+        self.env = make_env(dict(knobs)).unwrapped
         nvec = tuple(int(n) for n in self.env.action_space.nvec)
         self.policy = make_behaviour(kind, module, nvec)
 
@@ -172,14 +173,13 @@ def record(plan: RecordPlan, out: Path, *, workers: int | None = None, tick: Tic
            ) -> dict[str, Any]:
     """Records the plan's missing episodes into ``out`` on the running Ray (``ray.init`` first);
     returns the final meta.json."""
-    import gymnasium as gym
     import ray
     from ray.util import ActorPool
 
     done = check_out(out, plan)
-    out.mkdir(parents=True, exist_ok=True)
     knobs = plan.knobs
-    env = gym.make(f"envs:{knobs['env']}", **env_config(knobs)).unwrapped
+    env = make_env(knobs).unwrapped  # bad env inputs fail here, before anything is written
+    make_out_dir(out)
     kind = plan.policy if plan.policy in POLICY_CHOICES else "checkpoint"
     module = behaviour_module(plan, env)
     meta = plan.meta()
