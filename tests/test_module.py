@@ -76,14 +76,16 @@ def test_value_head_depth_and_layernorm_shape():
     assert _module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
 
 
-@pytest.mark.parametrize(("critic", "q_baseline"), [("q_op", "sampled_op"),
-                                                    ("q_op", "expected"), ("v", "sampled_op")])
-def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline):
+@pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk"), [
+    ("q_op", "sampled_op", "shared"), ("q_op", "expected", "shared"), ("v", "sampled_op", "shared"),
+    ("q_op", "sampled_op", "separate"), ("v", "sampled_op", "separate")])
+def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline,
+                                                                           critic_trunk):
     """What the env runner computes one step at a time with the carried state equals what the
     learner computes on the zero-padded chunks with SEQ_LENS (the packed LSTM path): logits,
     values (the GAE baseline and the loss path's prediction) and the state at each chunk's end.
     """
-    module = _module(critic=critic, q_baseline=q_baseline)
+    module = _module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk)
     B, T = 3, 6
     seq_lens = torch.tensor([6, 4, 2])
     real = torch.arange(T) < seq_lens[:, None]
@@ -116,7 +118,9 @@ def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(criti
                 assert torch.allclose(module.compute_values(step, embeddings)[0, 0],
                                       seq_prediction[row, t], atol=1e-5)
                 state = out[Columns.STATE_OUT]
-            for k in ("h", "c"):
+            # Every state key: the critic trunk's too when it has its own.
+            assert set(state) == set(module.get_initial_state())
+            for k in state:
                 assert torch.allclose(state[k][0], seq[Columns.STATE_OUT][k][row], atol=1e-5)
 
 

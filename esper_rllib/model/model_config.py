@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = {
     "q_baseline": "sampled_op",
     # PopArt statistics in the module (esper_rllib.model.value_norm), or raw value outputs.
     "value_target_norm": "none",
+    # The value head's trunk: the policy's (shared, the reference) or a critic LSTM of its own
+    # (separate: its own blueprint embedding, feature net, LSTM and LayerNorm, as SB3's
+    # RecurrentPPO does by default).
+    "critic_trunk": "shared",
     # RLlib needs it for a stateful module; the reference trains on whole 150-step episodes.
     "max_seq_len": 160,
 }
@@ -36,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 CRITICS = ("q_op", "v")
 Q_BASELINES = ("sampled_op", "expected")
+CRITIC_TRUNKS = ("shared", "separate")
 
 # Keys RLlib merges into every model_config on its own (PPOConfig._model_config_auto_includes).
 RLLIB_INJECTED_KEYS = frozenset({"vf_share_layers"})
@@ -78,7 +83,8 @@ def resolve_model_config(model_config: Mapping[str, Any] | None) -> dict[str, An
                          f"{cfg['lstm_hidden'].bit_length()} for lstm_hidden "
                          f"{cfg['lstm_hidden']}, got {cfg['value_head_depth']}")
     for key, allowed in (("critic", CRITICS), ("q_baseline", Q_BASELINES),
-                         ("value_target_norm", VALUE_TARGET_NORMS)):
+                         ("value_target_norm", VALUE_TARGET_NORMS),
+                         ("critic_trunk", CRITIC_TRUNKS)):
         if cfg[key] not in allowed:
             raise ValueError(f"model_config[{key!r}]: must be one of {allowed}, got {cfg[key]!r}")
     return cfg

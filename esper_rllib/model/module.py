@@ -3,6 +3,12 @@
 blueprint embedding + features -> feature net -> LSTM -> LayerNorm -> one policy head per action
 head (masked logits) and a value head that is either Q(s, op) (``q_op``, the reference) or V(s).
 Layers, sizes and initialisation follow policy-and-ppo.md section 1.
+
+With ``critic_trunk="separate"`` the value head reads a trunk of its own (blueprint embedding,
+feature net, LSTM, LayerNorm: the same shapes, built after every other layer so that the rest
+initialises exactly as with the shared trunk). Its recurrent state travels next to the policy's
+in the same flat state dict (``critic_h``, ``critic_c`` beside ``h``, ``c``): RLlib's env
+runner and our learner batch carry every key of ``get_initial_state`` without knowing it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ _POLICY_OUT_GAIN = 0.01
 # ((..., N_OPS), q_op critic: the taken op's value and the expectation over ops both follow once
 # the action is sampled) or V(s) ((..., 1), v critic).
 CRITIC_OUT = "critic_out"
+# State keys of the separate critic trunk (critic_trunk="separate"), beside the policy's h, c.
+CRITIC_STATE = {"h": "critic_h", "c": "critic_c"}
 
 
 def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
@@ -57,6 +65,31 @@ def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
     return nn.Sequential(*layers)
 
 
+_TRUNK_PARTS = ("blueprint_embedding", "feature_net", "lstm", "lstm_norm")
+
+
+def _trunk(n_features: int, n_slots: int,
+           cfg: dict[str, Any]) -> tuple[nn.Embedding, nn.Sequential, nn.LSTM, nn.LayerNorm]:
+    """Blueprint embedding, feature net, LSTM and its LayerNorm, initialised per the spec."""
+    hidden = cfg["lstm_hidden"]
+    embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
+    nn.init.normal_(embedding.weight, std=0.02)
+    feature_net = nn.Sequential(
+        _linear(n_features + n_slots * cfg["embed_dim"], cfg["feature_dim"], _RELU_GAIN),
+        nn.LayerNorm(cfg["feature_dim"]),
+        nn.ReLU(),
+    )
+    lstm = nn.LSTM(cfg["feature_dim"], hidden, num_layers=1, batch_first=True)
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight"):
+            nn.init.orthogonal_(param, gain=1.0)
+        else:
+            # Gate order i, f, g, o: a forget bias of 1 (in both vectors) keeps memory early.
+            nn.init.zeros_(param)
+            param.data[hidden:2 * hidden] = 1.0
+    return embedding, feature_net, lstm, nn.LayerNorm(hidden)
+
+
 class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
     """The factored-action LSTM actor-critic; its keys are in ``esper_rllib.model.model_config``."""
 
@@ -73,22 +106,9 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         n_slots = len(obs["blueprints"].nvec)
         hidden = cfg["lstm_hidden"]
 
-        self.blueprint_embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
-        nn.init.normal_(self.blueprint_embedding.weight, std=0.02)
-        self.feature_net = nn.Sequential(
-            _linear(n_features + n_slots * cfg["embed_dim"], cfg["feature_dim"], _RELU_GAIN),
-            nn.LayerNorm(cfg["feature_dim"]),
-            nn.ReLU(),
-        )
-        self.lstm = nn.LSTM(cfg["feature_dim"], hidden, num_layers=1, batch_first=True)
-        for name, param in self.lstm.named_parameters():
-            if name.startswith("weight"):
-                nn.init.orthogonal_(param, gain=1.0)
-            else:
-                # Gate order i, f, g, o: a forget bias of 1 (in both vectors) keeps memory early.
-                nn.init.zeros_(param)
-                param.data[hidden:2 * hidden] = 1.0
-        self.lstm_norm = nn.LayerNorm(hidden)
+        # The policy's trunk keeps its attribute names (checkpoints load parameters by name).
+        (self.blueprint_embedding, self.feature_net, self.lstm,
+         self.lstm_norm) = _trunk(n_features, n_slots, cfg)
 
         head_hidden = {h: [cfg["head_hidden"]] for h in HEADS}
         head_hidden["blueprint"] = cfg["blueprint_head_hidden"]
@@ -103,19 +123,39 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         # With PopArt the head outputs normalised values; every value leaving the module is
         # unnormalised (GAE, telemetry and env runners never see the normalised scale).
         self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None
+        # Last, so every layer above draws the same initial weights as with the shared trunk.
+        self.critic_trunk = (nn.ModuleDict(zip(_TRUNK_PARTS, _trunk(n_features, n_slots, cfg),
+                                               strict=True))
+                             if cfg["critic_trunk"] == "separate" else None)
 
     def get_initial_state(self) -> dict[str, np.ndarray]:
         hidden = self.model_config["lstm_hidden"]
-        return {"h": np.zeros(hidden, np.float32), "c": np.zeros(hidden, np.float32)}
+        keys = ["h", "c"] + (list(CRITIC_STATE.values()) if self.critic_trunk is not None else [])
+        return {k: np.zeros(hidden, np.float32) for k in keys}
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """What only the value loss trains: the value head, and the critic trunk if separate."""
+        parts = [self.value_head] + ([self.critic_trunk] if self.critic_trunk is not None else [])
+        return [p for part in parts for p in part.parameters()]
 
     # -- forward passes ---------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         embeddings, state_out = self._embed(batch)
+        critic_embeddings = embeddings
+        if self.critic_trunk is not None:
+            critic_embeddings, critic_state = self._embed(batch, critic=True)
+            state_out.update(critic_state)
         return {
             Columns.ACTION_DIST_INPUTS: self._masked_logits(embeddings, batch),
             Columns.STATE_OUT: state_out,
-            Columns.EMBEDDINGS: embeddings,
+            # What the value head reads (compute_values(batch, embeddings=...)): the critic
+            # trunk's output when it has its own.
+            Columns.EMBEDDINGS: critic_embeddings,
         }
+
+    def critic_embeddings(self, batch: dict[str, Any]) -> Tensor:
+        """(B, T, H): the value head's input, from the critic's trunk only (no policy head)."""
+        return self._embed(batch, critic=self.critic_trunk is not None)[0]
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._forward_env_runner(batch)
@@ -131,19 +171,27 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
             out[CRITIC_OUT] = self.critic_out(out.pop(Columns.EMBEDDINGS))
         return out
 
-    def _embed(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """LSTM output after LayerNorm (B, T, H) and the final state {h, c} (B, H)."""
+    def _embed(self, batch: dict[str, Any],
+               critic: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """LSTM output after LayerNorm (B, T, H) and the final state {h, c} (B, H) of the
+        policy's trunk, or with ``critic`` of the separate critic trunk (state keys
+        ``CRITIC_STATE``)."""
+        if critic:
+            parts, keys = self.critic_trunk.values(), CRITIC_STATE
+        else:
+            parts = (self.blueprint_embedding, self.feature_net, self.lstm, self.lstm_norm)
+            keys = {"h": "h", "c": "c"}
+        embedding, feature_net, lstm, lstm_norm = parts
         obs = batch[Columns.OBS]
-        slots = self.blueprint_embedding(obs["blueprints"].long()).flatten(-2)
-        x = self.feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
-        state = batch[Columns.STATE_IN]
+        slots = embedding(obs["blueprints"].long()).flatten(-2)
+        x = feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
+        state = {k: batch[Columns.STATE_IN][key] for k, key in keys.items()}
         if x.shape[1] == 1:
             # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
             # (oneDNN) re-lays out its weights on every call, 7x the cost at 512 hidden.
-            lstm = self.lstm
             h, c = torch.lstm_cell(x[:, 0], (state["h"], state["c"]), lstm.weight_ih_l0,
                                    lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-            return self.lstm_norm(h.unsqueeze(1)), {"h": h, "c": c}
+            return lstm_norm(h.unsqueeze(1)), {keys["h"]: h, keys["c"]: c}
         h0, c0 = state["h"].unsqueeze(0), state["c"].unsqueeze(0)
         seq_lens = batch.get(Columns.SEQ_LENS)
         if seq_lens is not None:
@@ -152,12 +200,12 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
             packed = nn.utils.rnn.pack_padded_sequence(
                 x, torch.as_tensor(seq_lens).cpu().long(), batch_first=True, enforce_sorted=False
             )
-            out, (h, c) = self.lstm(packed, (h0, c0))
+            out, (h, c) = lstm(packed, (h0, c0))
             out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
                                                       total_length=x.shape[1])
         else:
-            out, (h, c) = self.lstm(x, (h0, c0))
-        return self.lstm_norm(out), {"h": h.squeeze(0), "c": c.squeeze(0)}
+            out, (h, c) = lstm(x, (h0, c0))
+        return lstm_norm(out), {keys["h"]: h.squeeze(0), keys["c"]: c.squeeze(0)}
 
     def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
         logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)
@@ -181,7 +229,8 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
             # One op per step through the value head, not all six (this path has gradients).
             return self.value_of_ops(embeddings, self._ops_taken(batch))
         embeddings, _ = self._embed(batch)
-        critic_out = self.critic_out(embeddings)
+        critic_out = self.critic_out(self.critic_embeddings(batch)
+                                     if self.critic_trunk is not None else embeddings)
         if self.critic_type == "v":
             return self.baseline_value(critic_out, None)
         # Only the op head is needed here, not the whole policy.

@@ -31,12 +31,28 @@ explicit reduces under ``learners/<module id>/esper/<name>``:
 - before the first gradient step: ``approx_kl_pre``;
 - after the last gradient step (``after_gradient_based_update``): ``kl``,
   ``explained_variance_post`` and the LSTM state norms, on the whole train batch.
+
+The value phase (``critic_steps`` > 0; Phasic Policy Gradient's, Cobbe et al. 2021): after the
+PPO steps of a batch (and after the post-update metrics above, which so describe the PPO steps
+alone), ``critic_steps`` value-only gradient steps on whole-episode minibatches of the current
+batch plus the last ``critic_replay`` batches (kept here, with the value targets and
+predictions GAE gave them when they were collected; their LSTM states re-run from each
+sequence's stored STATE_IN, the initial state with the builder's whole-episode sequences).
+Each step: the PPO phase's value loss (``value_clip`` against each batch's own rollout
+predictions, PopArt), without ``value_coef`` (no other term to weigh it against), the same Adam
+(the critic's group at lr x critic_lr_scale) and the same global-norm clip, with gradients on
+the critic's parameters only (the value head, plus the critic trunk with
+``critic_trunk="separate"``). A shared trunk is NOT trained here: it is the policy's too, and
+moving it would move the policy outside PPO's clipped step. Metrics:
+``metric_names.CRITIC_PHASE_METRICS``, logged only when the phase runs.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 import torch
@@ -44,7 +60,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
-from ray.rllib.policy.sample_batch import MultiAgentBatch
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from envs.contract import HEADS
 from esper_rllib.ppo import loss, telemetry
@@ -59,7 +75,15 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "value_coef": 0.5,
     "critic_lr_scale": 1.0,
     "minibatches": 1,
+    # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over
+    # the current batch and the last critic_replay batches (replay does nothing without steps).
+    "critic_steps": 0,
+    "critic_replay": 0,
 }
+
+# The columns the value phase reads: all a stored batch keeps (ACTIONS for Q(s, op taken)).
+VALUE_PHASE_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.STATE_IN, Columns.SEQ_LENS,
+                       Columns.LOSS_MASK, Postprocessing.VALUE_TARGETS, Columns.VF_PREDS)
 
 # Per-head entropy weights of the reference (sum 9.4: the ceiling of the `entropy` metric).
 HEAD_ENTROPY_COEFS: dict[str, float] = {
@@ -108,10 +132,31 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"learner_config_dict['critic_lr_scale']: must be a number > 0, got "
                          f"{scale!r}")
     cfg["critic_lr_scale"] = float(scale)
-    n = cfg["minibatches"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"learner_config_dict['minibatches']: must be an int >= 1, got {n!r}")
+    for key, least in (("minibatches", 1), ("critic_steps", 0), ("critic_replay", 0)):
+        n = cfg[key]
+        if isinstance(n, bool) or not isinstance(n, int) or n < least:
+            raise ValueError(f"learner_config_dict[{key!r}]: must be an int >= {least}, got "
+                             f"{n!r}")
     return cfg
+
+
+def finite_grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """One L2 norm per gradient tensor. Non-finite entries are zeroed first, in place (RLlib
+    zeroes NaN too), so one bad batch does not poison the weights and the norms are those of
+    what is applied."""
+    norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
+    if not bool(torch.isfinite(norms).all()):
+        for g in grads:
+            g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        norms = torch.stack(torch._foreach_norm(grads))
+    return norms
+
+
+def clip_by_global_norm_(grads: list[torch.Tensor], pre_clip: torch.Tensor,
+                         max_norm: float) -> None:
+    """RLlib's global-norm clip, in place, with the norm already taken."""
+    coef = max_norm / torch.clamp(pre_clip + 1e-6, min=max_norm)
+    torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
 
 
 def check_rllib_loss_settings(config: Any) -> None:
@@ -163,6 +208,9 @@ class FactoredPPOLearner(PPOTorchLearner):
         self._train_batch = None
         self._before_first_step = False
         self._step_metrics = StepMetrics()
+        # Per module, the value phase's earlier batches (VALUE_PHASE_COLUMNS only), newest
+        # first, at most critic_replay of them.
+        self._replay: dict[str, deque[dict[str, Any]]] = {}
 
     def _replace_learner_pipeline(self) -> None:
         """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
@@ -182,7 +230,8 @@ class FactoredPPOLearner(PPOTorchLearner):
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
         # gradient clip stays global), the value head in a group of its own lr multiplier.
         params = self.get_parameters(self._module[module_id])
-        critic = {id(p) for p in self._module[module_id].unwrapped().value_head.parameters()}
+        # The value head, and the critic trunk when it has its own.
+        critic = {id(p) for p in self._module[module_id].unwrapped().critic_parameters()}
         groups = [
             {"params": [p for p in params if id(p) not in critic], LR_SCALE: 1.0},
             {"params": [p for p in params if id(p) in critic],
@@ -218,12 +267,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         policy = loss.policy_loss(head_logp, head_logp_old, relevance,
                                   batch[Postprocessing.ADVANTAGES], mask, config.clip_param,
                                   cfg["ratio_mode"])
-        values = module.compute_values(batch, embeddings=fwd_out[Columns.EMBEDDINGS])
-        value_terms = (values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS])
-        norm = module.value_norm
-        if norm is not None:  # PopArt: normalised outputs regress normalised targets
-            value_terms = tuple(norm.normalize(x) for x in value_terms)
-        value = loss.value_loss(*value_terms, mask, cfg["value_clip"])
+        value, values = self._value_loss(module, batch, fwd_out[Columns.EMBEDDINGS])
         coefs = torch.tensor(list(HEAD_ENTROPY_COEFS.values()), device=values.device)
         entropy, head_entropy = loss.entropy_bonus(new.head_entropies(), new.legal_counts(),
                                                    relevance, mask, coefs)
@@ -233,8 +277,7 @@ class FactoredPPOLearner(PPOTorchLearner):
             relevant = relevance.bool() & mask.unsqueeze(-1)
             step_metrics = {
                 "policy_loss": float(policy),
-                # On the return scale whatever the normalisation.
-                "value_loss": float(value) * (1.0 if norm is None else float(norm.std) ** 2),
+                "value_loss": _on_return_scale(module, value),
                 "total_loss": float(total), "entropy": float(entropy),
                 **{f"entropy_{h}": float(e) if relevant[..., i].any() else float("nan")
                    for i, (h, e) in enumerate(zip(HEADS, head_entropy, strict=True))},
@@ -252,6 +295,18 @@ class FactoredPPOLearner(PPOTorchLearner):
                 self._step_metrics.add(module_id, {"approx_kl_pre": kl_pre})
         return total
 
+    def _value_loss(self, module: Any, batch: Mapping[str, Any],
+                    embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the value loss optimised, the (B, T) values), in the PPO and the value phase;
+        with PopArt, normalised outputs regress normalised targets."""
+        values = module.compute_values(batch, embeddings=embeddings)
+        value_terms = (values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS])
+        norm = module.value_norm
+        if norm is not None:
+            value_terms = tuple(norm.normalize(x) for x in value_terms)
+        mask = batch[Columns.LOSS_MASK].bool()
+        return loss.value_loss(*value_terms, mask, self.esper_config["value_clip"]), values
+
     # -- gradient norms, clipping, the step ---------------------------------------------------
     def postprocess_gradients_for_module(
         self, *, module_id: str, config: Any = None, module_gradients_dict: dict[Any, Any]
@@ -262,13 +317,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         module = self.module[module_id].unwrapped()
         refs = [ref for ref, g in module_gradients_dict.items() if g is not None]
         grads = [module_gradients_dict[ref] for ref in refs]
-        norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
-        if not bool(torch.isfinite(norms).all()):
-            # Non-finite entries become 0 (RLlib zeroes NaN too), so one bad batch does not
-            # poison the weights; the norms logged are those of what is applied.
-            for g in grads:
-                g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-            norms = torch.stack(torch._foreach_norm(grads))
+        norms = finite_grad_norms(grads)
         index = {ref: i for i, ref in enumerate(refs)}
         parts = {f"grad_norm_{h}": module.policy_heads[h] for h in HEADS}
         parts["grad_norm_value"] = module.value_head
@@ -282,9 +331,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         if config.grad_clip:
             # Mean over the iteration's steps of norm / max = mean norm / max_grad_norm.
             logged["clip_ratio"] = pre_clip / config.grad_clip
-            # RLlib's global-norm clip, with the norm already taken.
-            coef = config.grad_clip / torch.clamp(pre_clip + 1e-6, min=config.grad_clip)
-            torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+            clip_by_global_norm_(grads, pre_clip, config.grad_clip)
         self._step_metrics.add(module_id, dict(zip(
             logged, torch.stack(list(logged.values())).tolist(), strict=True)))
         # The reference takes one gradient step per batch: count them rather than trust settings.
@@ -349,14 +396,69 @@ class FactoredPPOLearner(PPOTorchLearner):
                                    num_epochs, minibatches)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        super().after_gradient_based_update(timesteps=timesteps)
         self._step_metrics.log(self.metrics)
         batch, self._train_batch = self._train_batch, None
-        if batch is None:
-            return
-        for module_id, module_batch in batch.policy_batches.items():
-            log_learner_metrics(self.metrics, module_id, self._post_update_metrics(
-                self.module[module_id].unwrapped(), module_batch))
+        for module_id, module_batch in (batch.policy_batches.items() if batch else ()):
+            module = self.module[module_id].unwrapped()
+            log_learner_metrics(self.metrics, module_id,
+                                self._post_update_metrics(module, module_batch))
+            if self.esper_config["critic_steps"]:
+                self._value_phase(module_id, module, module_batch)
+        # Last: here RLlib moves the lr schedule on to the next update, and the value phase
+        # steps at this update's lr.
+        super().after_gradient_based_update(timesteps=timesteps)
+
+    def _value_phase(self, module_id: str, module: Any, batch: Any) -> None:
+        """``critic_steps`` value-only gradient steps on the current batch and the stored ones
+        (the module docstring says what trains), then its metrics; the current batch is stored
+        afterwards, so the next phases replay it."""
+        cfg = self.esper_config
+        stored = self._replay.setdefault(module_id, deque(maxlen=cfg["critic_replay"]))
+        current = {k: batch[k] for k in VALUE_PHASE_COLUMNS}
+        data = _concat_rows([current, *stored])
+        n_seqs = len(data[Columns.SEQ_LENS])
+        # About as many episodes per step as a PPO step: each batch in `minibatches` groups.
+        groups = cfg["minibatches"] * (1 + len(stored))
+        data = self._set_slicing_by_batch_id(
+            MultiAgentBatch({module_id: SampleBatch(data, _zero_padded=True)}, n_seqs),
+            value=True)
+        optimizer = self.get_optimizer(module_id)
+        params = module.critic_parameters()
+        max_norm = self.config.get_config_for_module(module_id).grad_clip
+        # A shared trunk is the policy's: its output is taken without gradients, so that only
+        # the value head moves. A separate critic trunk trains with the head.
+        train_trunk = module.critic_trunk is not None
+        steps = StepMetrics()
+        minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
+        for minibatch in islice(minibatches, cfg["critic_steps"]):
+            mb = minibatch.policy_batches[module_id]
+            # No gradient may be left over from the PPO steps: Adam steps every parameter
+            # that has one and leaves those without bit-identical.
+            optimizer.zero_grad(set_to_none=True)
+            with torch.set_grad_enabled(train_trunk):
+                embeddings = module.critic_embeddings(mb)
+            value, _ = self._value_loss(module, mb, embeddings)
+            value.backward()
+            grads = [p.grad for p in params if p.grad is not None]
+            pre_clip = torch.linalg.vector_norm(finite_grad_norms(grads))
+            if max_norm:
+                clip_by_global_norm_(grads, pre_clip, max_norm)
+            optimizer.step()
+            steps.add(module_id, {"critic_phase_value_loss": _on_return_scale(module, value),
+                                  "critic_phase_grad_norm_pre_clip": float(pre_clip)})
+            steps.add(module_id, {"critic_phase_steps": 1}, reduce="sum")
+        optimizer.zero_grad(set_to_none=True)
+        steps.log(self.metrics)
+        if cfg["critic_replay"]:
+            stored.appendleft(current)  # the oldest falls off at maxlen
+        with torch.no_grad():
+            fwd = module.forward_train(dict(batch))
+            values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
+            ev_post, _ = telemetry.explained_variance(
+                batch[Postprocessing.VALUE_TARGETS], values, batch[Columns.LOSS_MASK].bool())
+        log_learner_metrics(self.metrics, module_id, {
+            "critic_phase_episodes": float(n_seqs),
+            "critic_phase_explained_variance_post": ev_post})
 
     @staticmethod
     def _post_update_metrics(module: Any, batch: Any) -> dict[str, float]:
@@ -386,3 +488,19 @@ class FactoredPPOLearner(PPOTorchLearner):
                 metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
                 metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics
+
+
+def _on_return_scale(module: Any, value_loss: torch.Tensor) -> float:
+    """The optimised value loss on the return scale whatever the normalisation (with PopArt:
+    the normalised loss times std^2)."""
+    norm = module.value_norm
+    return float(value_loss.detach()) * (1.0 if norm is None else float(norm.std) ** 2)
+
+
+def _concat_rows(batches: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sequence batches' columns (nested dicts of (rows, ...) tensors) stacked by row."""
+    first = batches[0]
+    if len(batches) == 1:
+        return dict(first)
+    return {k: (_concat_rows([b[k] for b in batches]) if isinstance(first[k], Mapping)
+                else torch.cat([torch.as_tensor(b[k]) for b in batches])) for k in first}

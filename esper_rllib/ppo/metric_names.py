@@ -17,6 +17,20 @@ ENV_STEPS = "env_steps"
 # PopArt's value-target statistics after the iteration's update (value_target_norm=popart only).
 POPART_METRICS = ("popart_mean", "popart_std")
 
+# The value phase after the PPO steps (learner critic_steps > 0 only): its gradient steps, the
+# episodes (sequences) it trains on (the current batch plus the replayed ones), its value loss
+# (mean over its steps, return scale) and pre-clip gradient norm, and the explained variance on
+# the current batch after it (explained_variance_post is after the PPO steps, before it).
+CRITIC_PHASE_METRICS = (
+    "critic_phase_steps",
+    "critic_phase_episodes",
+    "critic_phase_value_loss",
+    "critic_phase_grad_norm_pre_clip",
+    "critic_phase_explained_variance_post",
+)
+# Learner metrics that exist only with their option on.
+OPTIONAL_LEARNER_METRICS = (*POPART_METRICS, *CRITIC_PHASE_METRICS)
+
 # Learner-side, one value per training iteration (policy-and-ppo.md section 4).
 LEARNER_METRICS = (
     "value_loss",
@@ -50,7 +64,7 @@ LEARNER_METRICS = (
     "pre_norm_advantage_std",
     "lstm_h_norm",
     "lstm_c_norm",
-    *POPART_METRICS,
+    *OPTIONAL_LEARNER_METRICS,
 )
 
 # Env-runner side, from sampled steps and finished episodes.

@@ -25,7 +25,12 @@ import envs
 from envs.config import REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
-from esper_rllib.model.model_config import CRITICS, Q_BASELINES, resolve_model_config
+from esper_rllib.model.model_config import (
+    CRITIC_TRUNKS,
+    CRITICS,
+    Q_BASELINES,
+    resolve_model_config,
+)
 from esper_rllib.model.model_config import DEFAULTS as MODEL_DEFAULTS
 from esper_rllib.model.model_config import PRESETS as MODEL_PRESETS
 from esper_rllib.model.value_norm import VALUE_TARGET_NORMS
@@ -190,6 +195,9 @@ KNOBS: dict[str, Knob] = {
                               "value targets: raw, or PopArt (running mean/std, the output "
                               "layer rescaled to preserve predictions)",
                               choices=VALUE_TARGET_NORMS),
+    "critic_trunk": Knob(MODEL_DEFAULTS["critic_trunk"], str, MODEL, "the value head reads the "
+                         "policy's LSTM (shared) or a critic LSTM and encoder of its own "
+                         "(separate)", choices=CRITIC_TRUNKS),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
@@ -204,6 +212,12 @@ KNOBS: dict[str, Knob] = {
                             above=0.0),
     "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
                         minimum=1),
+    "critic_steps": Knob(0, int, LEARNER, "value-only gradient steps per batch after the PPO "
+                         "steps (Phasic Policy Gradient's value phase; a shared trunk stays "
+                         "fixed in it)", minimum=0),
+    "critic_replay": Knob(0, int, LEARNER, "earlier batches the value phase also trains on "
+                          "(with their value targets as collected; nothing without "
+                          "critic_steps)", minimum=0),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
     # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.

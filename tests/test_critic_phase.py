@@ -1,0 +1,224 @@
+"""The critic recipe knobs: the value phase after the PPO steps (``critic_steps``), its replay of
+earlier batches (``critic_replay``) and a critic trunk of its own (``critic_trunk=separate``).
+
+Real learners on the probe envs at tiny sizes (the fixtures of test_learner / test_module).
+"""
+
+import pytest
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from test_learner import SMALL_MODEL, learn, make_config, sample
+from test_module import _batch, _module
+
+from esper_rllib.cli import main
+from esper_rllib.model.model_config import resolve_model_config
+from esper_rllib.model.module import CRITIC_OUT, CRITIC_STATE
+from esper_rllib.ppo.learner import resolve_learner_config
+from esper_rllib.ppo.metric_names import CRITIC_PHASE_METRICS
+from esper_rllib.run.config import ConfigError, parse_set, resolve_knobs
+
+
+def config_of(critic_trunk="shared", env="Probe2", **learner_config):
+    config = make_config(env=env, **learner_config)
+    return config.rl_module(model_config={**SMALL_MODEL, "critic_trunk": critic_trunk})
+
+
+def learner_of(critic_trunk="shared", env="Probe2", **learner_config):
+    return config_of(critic_trunk, env, **learner_config).build_learner()
+
+
+def episodes_of(learner, critic_trunk="shared", env="Probe2"):
+    """8 episodes of the learner's policy, sampled by a runner whose module matches it."""
+    return sample(learner, SingleAgentEnvRunner(config=config_of(critic_trunk, env)), 8)
+
+
+def module_of(learner):
+    return learner.module[DEFAULT_MODULE_ID].unwrapped()
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def around_value_phase(learner, episodes):
+    """One update; the module's parameters just before and just after its value phase."""
+    kept = {}
+    original = learner._value_phase
+
+    def spy(module_id, module, batch):
+        kept["before"] = snapshot(module)
+        original(module_id, module, batch)
+        kept["after"] = snapshot(module)
+
+    learner._value_phase = spy
+    try:
+        metrics, _ = learn(learner, episodes)
+    finally:
+        del learner._value_phase
+    return kept["before"], kept["after"], metrics
+
+
+def moved(before, after):
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return episodes_of(learner_of())
+
+
+def test_value_phase_moves_only_the_value_head(episodes):
+    learner = learner_of(critic_steps=16)
+    before, after, m = around_value_phase(learner, episodes)
+    value_head = {f"value_head.{n}" for n, _ in module_of(learner).value_head.named_parameters()}
+    # Every value-head tensor moves; the policy heads and the shared trunk stay bit-identical.
+    assert moved(before, after) == value_head
+    assert m["critic_phase_steps"] == 16 and m["gradient_steps"] == 1
+    assert set(CRITIC_PHASE_METRICS) <= set(m)
+    # The phase fits the batch it just saw better than the PPO step alone did.
+    assert m["critic_phase_explained_variance_post"] > m["explained_variance_post"]
+
+
+def test_separate_trunk_value_phase_moves_the_critic_trunk_and_head_not_the_actor():
+    # Probe 3's two-step episodes, so that the recurrent weights get a gradient too.
+    learner = learner_of(critic_trunk="separate", env="Probe3", critic_steps=4)
+    before, after, _ = around_value_phase(learner, episodes_of(learner, "separate", "Probe3"))
+    module = module_of(learner)
+    critic = {n for n, p in module.named_parameters()
+              if any(p is q for q in module.critic_parameters())}
+    assert any(n.startswith("critic_trunk.lstm.") for n in critic)
+    assert any(n.startswith("critic_trunk.feature_net.") for n in critic)
+    changed = moved(before, after)
+    assert changed == critic
+    assert not any(n.startswith(("lstm.", "feature_net.", "policy_heads.")) for n in changed)
+
+
+def test_replay_trains_on_the_stored_batches_and_stays_bounded():
+    runner = SingleAgentEnvRunner(config=config_of())
+    plain, replay = learner_of(critic_steps=3), learner_of(critic_steps=3, critic_replay=2)
+    module_of(replay).load_state_dict(module_of(plain).state_dict())
+    batches = [sample(plain, runner, 8) for _ in range(4)]
+    seen, losses = [], []
+    for episodes in batches:
+        m_plain, _ = learn(plain, episodes)
+        m_replay, _ = learn(replay, episodes)
+        seen.append((m_plain["critic_phase_episodes"], m_replay["critic_phase_episodes"]))
+        losses.append((m_plain["critic_phase_value_loss"], m_replay["critic_phase_value_loss"]))
+    # 8 one-sequence episodes per batch; the replay adds the last two batches and no more.
+    assert seen == [(8, 8), (8, 16), (8, 24), (8, 24)]
+    assert len(replay._replay[DEFAULT_MODULE_ID]) == 2 and not plain._replay[DEFAULT_MODULE_ID]
+    # Nothing to replay at first: the same phase; then it trains on other episodes.
+    assert losses[0][0] == losses[0][1]
+    assert losses[1][0] != losses[1][1]
+
+
+@pytest.mark.parametrize("critic_trunk", ["shared", "separate"])
+def test_replayed_targets_are_those_of_their_collection(critic_trunk):
+    learner = learner_of(critic_trunk=critic_trunk, critic_steps=2, critic_replay=1)
+    episodes = episodes_of(learner, critic_trunk)
+    kept = []
+    original = learner._make_batch_if_necessary
+    learner._make_batch_if_necessary = lambda **kw: kept.append(original(**kw)) or kept[-1]
+    try:
+        learn(learner, episodes)
+    finally:
+        del learner._make_batch_if_necessary
+    (stored,) = learner._replay[DEFAULT_MODULE_ID]
+    batch = kept[0].policy_batches[DEFAULT_MODULE_ID]
+    for key in ("value_targets", Columns.VF_PREDS, Columns.SEQ_LENS):
+        assert torch.equal(stored[key], batch[key])
+    assert set(stored[Columns.STATE_IN]) == set(module_of(learner).get_initial_state())
+
+
+def test_default_knobs_give_todays_update_bit_for_bit(episodes):
+    # critic_steps 0 (replay then does nothing) and the shared trunk: the same update as a
+    # learner built without any of the recipe's keys.
+    today = make_config(env="Probe2").build_learner()
+    recipe = learner_of(critic_trunk="shared", critic_steps=0, critic_replay=3)
+    module_of(recipe).load_state_dict(module_of(today).state_dict())
+    for _ in range(2):
+        m_today, _ = learn(today, episodes)
+        m_recipe, _ = learn(recipe, episodes)
+    a, b = snapshot(module_of(today)), snapshot(module_of(recipe))
+    assert a.keys() == b.keys() and not moved(a, b)
+    assert m_today == m_recipe
+    assert not set(CRITIC_PHASE_METRICS) & set(m_recipe)
+    assert not recipe._replay  # nothing stored without a value phase
+
+
+def test_separate_trunk_values_do_not_depend_on_the_actor_trunk():
+    module = _module(critic_trunk="separate")
+    assert set(module.get_initial_state()) == {"h", "c", *CRITIC_STATE.values()}
+    batch = {**_batch(module), Columns.SEQ_LENS: torch.tensor([6, 6, 6])}
+    step = {Columns.OBS: {k: v[:, :1] for k, v in batch[Columns.OBS].items()},
+            Columns.ACTIONS: batch[Columns.ACTIONS][:, :1], Columns.STATE_IN: batch[
+                Columns.STATE_IN]}
+
+    def outputs():
+        with torch.no_grad():
+            fwd = module.forward_train(batch)
+            return (module.compute_values(batch, fwd[Columns.EMBEDDINGS]),
+                    module.forward_exploration(step)[CRITIC_OUT], fwd[Columns.ACTION_DIST_INPUTS])
+
+    values, critic_out, logits = outputs()
+    with torch.no_grad():
+        for part in (module.lstm, module.feature_net, module.blueprint_embedding):
+            for p in part.parameters():
+                p.add_(torch.randn_like(p))
+    new_values, new_critic_out, new_logits = outputs()
+    assert torch.equal(values, new_values) and torch.equal(critic_out, new_critic_out)
+    assert not torch.allclose(logits, new_logits)
+    # The PPO loss's terms split the same way: the value loss reaches the critic trunk only.
+    fwd = module.forward_train(batch)
+    module.compute_values(batch, fwd[Columns.EMBEDDINGS]).sum().backward()
+    assert all(p.grad is None for p in module.lstm.parameters())
+    assert all(p.grad is not None for p in module.critic_trunk["lstm"].parameters())
+
+
+def test_shared_trunk_state_and_values_are_todays():
+    shared, default = _module(critic_trunk="shared"), _module()
+    assert shared.critic_trunk is None and set(shared.get_initial_state()) == {"h", "c"}
+    a, b = shared.state_dict(), default.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # A separate trunk is built last: every other layer starts from the same weights.
+    separate = _module(critic_trunk="separate").state_dict()
+    assert all(torch.equal(separate[k], b[k]) for k in b)
+
+
+@pytest.mark.parametrize(("item", "allowed"), [
+    ("critic_steps=-1", "allowed: int >= 0"),
+    ("critic_steps=2.5", "allowed: int >= 0"),
+    ("critic_replay=-3", "allowed: int >= 0"),
+    ("critic_trunk=both", "allowed: shared | separate"),
+])
+def test_bad_knob_values_give_one_line(item, allowed):
+    with pytest.raises(ConfigError) as err:
+        parse_set([item])
+    message = str(err.value)
+    assert message.startswith(item.partition("=")[0]) and allowed in message
+    assert "\n" not in message
+
+
+def test_bad_values_are_refused_below_the_knob_table_too():
+    with pytest.raises(ConfigError, match="critic_replay=-1: not allowed; allowed: int >= 0"):
+        resolve_knobs("quick", overrides={"critic_replay": -1})
+    with pytest.raises(ValueError, match=r"\['critic_steps'\]: must be an int >= 0, got 1.5"):
+        resolve_learner_config({"critic_steps": 1.5})
+    with pytest.raises(ValueError, match=r"\['critic_replay'\]: must be an int >= 0, got True"):
+        resolve_learner_config({"critic_replay": True})
+    with pytest.raises(ValueError, match=r"\['critic_trunk'\]: must be one of \('shared', "
+                                         r"'separate'\), got 'own'"):
+        resolve_model_config({"critic_trunk": "own"})
+
+
+def test_cli_lists_the_knobs_and_refuses_a_bad_one_in_one_line(capsys, tmp_path):
+    assert main(["knobs"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"critic_steps", "critic_replay", "critic_trunk"} <= listed
+    assert main(["train", "--profile", "quick", "--set", "critic_steps=-2",
+                 "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "critic_steps=-2" in err and "int >= 0" in err
+    assert not (tmp_path / "runs").exists()
