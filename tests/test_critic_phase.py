@@ -222,3 +222,20 @@ def test_cli_lists_the_knobs_and_refuses_a_bad_one_in_one_line(capsys, tmp_path)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "critic_steps=-2" in err and "int >= 0" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_budget_sweep_crosses_trunk_and_value_steps_on_the_fix_with_replay():
+    from tuning.plan import plan_sweep
+    from tuning.sweeps import SEED_DOCUMENT_FIX
+
+    plan = plan_sweep("budget", "quick", resolve_knobs, seeds=5)
+    assert plan.axes == {"critic_trunk": ["shared", "separate"], "critic_steps": [0, 32, 128],
+                         "seed": [0, 1, 2, 3, 4]}
+    assert plan.n_trials == 2 * 3 * 5
+    assert all(plan.base[k] == v for k, v in SEED_DOCUMENT_FIX.items())
+    assert plan.base["critic_replay"] == 3
+    # The report's baseline is the first cell when there is no broken run: the fix itself
+    # (no value phase, so the replay does nothing).
+    first = next(iter(plan.trials()))
+    assert (first["critic_trunk"], first["critic_steps"]) == ("shared", 0)
+    assert plan.trial_label(first) == "trunk=shared,critic_steps=0,seed=0"

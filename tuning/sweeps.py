@@ -108,6 +108,24 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         },
         fixed={**SEED_DOCUMENT_FIX},
     ),
+    "budget": Sweep(
+        name="budget",
+        about="does the critic learn when it is given the optimisation and the data? critic "
+        "trunk (shared | separate: a critic LSTM and encoder of its own) x value-only gradient "
+        "steps per batch after the PPO steps (critic_steps 0 | 32 | 128, Phasic Policy "
+        "Gradient's value phase) (6 cells), the value phase over the current batch and the "
+        "last 3 (critic_replay 3), on the seed document's fix (depth 4, LayerNorm, gain 0.01, "
+        "value_coef 1.0). Theories: the critic fails for want of optimisation and of data per "
+        "update (issue 18: 128 steps fit a batch but not the next); a trunk shared with the "
+        "policy is pulled by the policy loss. The first cell (shared, 0 steps: no value "
+        "phase, so the replay does nothing) is the fix itself and the report's baseline",
+        axes={
+            # Axis order and first values make (shared, 0) the first cell: the baseline.
+            "critic_trunk": ("shared", "separate"),
+            "critic_steps": (0, 32, 128),
+        },
+        fixed={**SEED_DOCUMENT_FIX, "critic_replay": 3},
+    ),
 })
 
 
