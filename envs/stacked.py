@@ -17,7 +17,10 @@ governor's snapshots and rollbacks, validation and parameter counts work per sub
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +29,9 @@ from torch import Tensor, nn
 from envs.blending import SeedSlot
 from envs.hosts import HostCNN
 from envs.seeded_model import SeededModel
+
+# Training images gathered in the epoch's order at once (bounds the copy on CIFAR-sized data).
+GATHER_IMAGES = 4096
 
 
 class StackedHosts:
@@ -88,41 +94,104 @@ class StackedHosts:
             offset += n
         return out
 
-    def _conv(self, i: int, h: Tensor, weight: Tensor) -> Tensor:
-        """Block i's convolution for all K hosts; ``weight`` is (K, C_out, C_in, k, k)."""
-        k, c_out, c_in = weight.shape[:3]
-        if self.kernel == 1:
-            if i == 0:  # the shared input, read once: one (K x C_out, C_in) matmul
-                return torch.einsum("oi,bihw->bohw", weight.reshape(k * c_out, c_in), h)
-            b, _, hh, ww = h.shape
-            out = torch.einsum("koi,bkin->bkon", weight.reshape(k, c_out, c_in),
-                               h.reshape(b, k, c_in, hh * ww))
-            return out.reshape(b, k * c_out, hh, ww)
-        return F.conv2d(h, weight.reshape(k * c_out, c_in, self.kernel, self.kernel),
-                        padding=self.kernel // 2, groups=1 if i == 0 else k)
-
-    def forward(self, x: Tensor, slots: Sequence[Sequence[SeedSlot]]) -> Tensor:
-        """Training-mode logits (B, K, n_classes); ``slots[k]`` are sub-env k's seed slots."""
+    def losses(self, xb: Tensor, yb: Tensor, slots: Sequence[Sequence[SeedSlot]]) -> Tensor:
+        """Training-mode per-sample-mean cross-entropy of each host, (K,). ``xb`` is a batch
+        from ``batches``; ``slots[k]`` are sub-env k's seed slots."""
         views = self._views()
+        if self.kernel == 1:
+            logits = self._logits_pointwise(xb, yb.shape[0], views, slots)  # (K, classes, B)
+            target = yb.expand(self.k, -1)
+        else:
+            logits = self._logits_conv(xb, views, slots).transpose(1, 2)  # (B, classes, K)
+            target = yb[:, None].expand(-1, self.k)
+        per_sample = F.cross_entropy(logits, target, reduction="none")
+        return per_sample.mean(1 if self.kernel == 1 else 0)
+
+    def batches(self, x: Tensor, y: Tensor, perm: Tensor, batch_size: int, gen: torch.Generator,
+                augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+                ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's minibatches (last partial one dropped) in ``perm``'s order, laid out for
+        ``losses``; ``augment`` (random crop and flip) draws from ``gen`` per batch."""
+        n_batches = x.shape[0] // batch_size
+        if self.kernel == 1 and augment is None:
+            # The data set once in the z layout; a batch is then one gather of 64-byte rows.
+            zx = _z_data(x, len(self.channels))
+            for b in range(n_batches):
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                yield zx.index_select(1, idx).reshape(x.shape[1], -1), y.index_select(0, idx)
+            return
+        per_gather = max(1, GATHER_IMAGES // batch_size)
+        for first in range(0, n_batches, per_gather):
+            # One gather of many batches' images, not one per batch; index_select on rows of
+            # a 2-D view is ~6x faster than on the 4-D tensor on a CPU.
+            last = min(first + per_gather, n_batches)
+            idx = perm[first * batch_size:last * batch_size]
+            xs = x.reshape(x.shape[0], -1).index_select(0, idx).reshape(-1, *x.shape[1:])
+            ys = y.index_select(0, idx)
+            for j in range(last - first):
+                xb = xs[j * batch_size:(j + 1) * batch_size]
+                if augment is not None:
+                    xb = augment(xb, gen)
+                if self.kernel == 1:
+                    xb = to_z(xb, len(self.channels))
+                yield xb, ys[j * batch_size:(j + 1) * batch_size]
+
+    def _logits_pointwise(self, x: Tensor, batch: int, views: list[Tensor],
+                          slots: Sequence[Sequence[SeedSlot]]) -> Tensor:
+        """1x1 hosts in the z layout (see ``to_z``): (K, classes, B).
+
+        Every pixel is a column of a (C, M) matrix, ordered so that each 2x2 max-pool is the
+        max of four contiguous quarters: a 1x1 conv is one (batched) matmul, BatchNorm reduces
+        contiguous rows, the pool is three elementwise maxima. Values and gradients are the
+        host's (conv, BatchNorm, ReLU, MaxPool2d) to float rounding.
+        """
+        h = x  # (C_in, M): the shared input, read once for every host
+        n_levels = len(self.channels)
+        for i, c in enumerate(self.channels):
+            conv_w, bn_w, bn_b = views[3 * i:3 * i + 3]
+            w = conv_w.reshape(self.k, c, -1)  # (K, C_out, C_in)
+            if i == 0:
+                out = torch.mm(w.reshape(self.k * c, -1), h)  # (K x C_out, M)
+            else:
+                out = torch.bmm(w, h)  # (K, C_out, M)
+            m = out.shape[-1]
+            # One "image" of K x C_out channels: each channel's statistics are a reduction
+            # over contiguous memory (stock BatchNorm's numerics and running statistics).
+            out = F.batch_norm(out.reshape(1, self.k * c, m), self.running_mean[i],
+                               self.running_var[i], bn_w.reshape(-1), bn_b.reshape(-1), True,
+                               self.bn_momentum, self.bn_eps)
+            h = MaxPoolReLU.apply(out.reshape(self.k, c, 4, m // 4))  # (K, C_out, M / 4)
+            live = _live(slots, i)
+            if live:
+                parts = list(h.unbind(0))
+                for k in live:
+                    std = from_z(parts[k], batch, n_levels - i - 1)
+                    parts[k] = to_z(slots[k][i](std), n_levels - i - 1)
+                h = torch.stack(parts)
+        lin_w, lin_b = views[-2:]
+        pooled = h.reshape(self.k, self.channels[-1], batch, -1).mean(-1)  # (K, C, B)
+        return torch.baddbmm(lin_b[..., None], lin_w, pooled)
+
+    def _logits_conv(self, x: Tensor, views: list[Tensor],
+                     slots: Sequence[Sequence[SeedSlot]]) -> Tensor:
+        """k x k hosts in the usual (B, K x C, H, W) layout: (B, K, classes). Block 0 reads the
+        shared input once (K x C_out filters), later blocks are grouped convolutions."""
         h = x
         for i, c in enumerate(self.channels):
             conv_w, bn_w, bn_b = views[3 * i:3 * i + 3]
-            h = self._conv(i, h, conv_w)
+            weight = conv_w.reshape(self.k * c, *conv_w.shape[2:])
+            h = F.conv2d(h, weight, padding=self.kernel // 2, groups=1 if i == 0 else self.k)
             h = F.batch_norm(h, self.running_mean[i], self.running_var[i], bn_w.reshape(-1),
                              bn_b.reshape(-1), True, self.bn_momentum, self.bn_eps)
-            # ReLU after the pool: max commutes with it (values and the max's position, hence
-            # gradients, are the same) and it runs on a quarter of the elements.
-            h = torch.relu(F.max_pool2d(h, 2))
-            live = [k for k in range(self.k) if slots[k][i].seed is not None
-                    and slots[k][i].in_forward]
+            h = torch.relu(F.max_pool2d(h, 2))  # ReLU after the pool, as above
+            live = _live(slots, i)
             if live:
                 parts = list(h.split(c, dim=1))
                 for k in live:
                     parts[k] = slots[k][i](parts[k])
                 h = torch.cat(parts, dim=1)
         lin_w, lin_b = views[-2:]
-        b = h.shape[0]
-        pooled = h.mean(dim=(2, 3)).reshape(b, self.k, self.channels[-1])
+        pooled = h.mean(dim=(2, 3)).reshape(h.shape[0], self.k, self.channels[-1])
         return torch.einsum("koc,bkc->bko", lin_w, pooled) + lin_b
 
     # ---- the update ----------------------------------------------------------------------
@@ -162,3 +231,91 @@ class StackedHosts:
 def _momentum(opt: torch.optim.Optimizer, p: nn.Parameter) -> Tensor:
     buf = opt.state.get(p, {}).get("momentum_buffer")
     return torch.zeros_like(p) if buf is None else buf
+
+
+class MaxPoolReLU(torch.autograd.Function):
+    """relu(max over dim -2 of size 4) for the z layout: a 2x2 MaxPool2d then ReLU, its window
+    on dim -2 in row-major order. The backward sends each gradient to the window's first
+    maximum, MaxPool2d's rule on ties (exact ties are common on flat image regions), and
+    zero where the max is <= 0 (ReLU's gradient at 0 is 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        a, b, c, d = x.unbind(-2)
+        top, bottom = torch.maximum(a, b), torch.maximum(c, d)
+        peak = torch.maximum(top, bottom)
+        # Where the first maximum is: top row or bottom, then left or right in that row.
+        ctx.save_for_backward(peak > 0, top >= bottom, a >= b, c >= d)
+        ctx.shape = x.shape
+        return peak.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        positive, in_top, left_top, left_bottom = ctx.saved_tensors
+        out = grad.new_empty(ctx.shape)
+        a, b, c, d = out.unbind(-2)
+        grad = torch.where(positive, grad, 0.0)
+        top = torch.where(in_top, grad, 0.0)
+        bottom = grad - top  # exact: grad or 0 minus grad or 0
+        torch.mul(top, left_top, out=a)
+        torch.sub(top, a, out=b)
+        torch.mul(bottom, left_bottom, out=c)
+        torch.sub(bottom, c, out=d)
+        return out
+
+
+def _live(slots: Sequence[Sequence[SeedSlot]], i: int) -> list[int]:
+    """The hosts whose slot i has a seed in the forward pass."""
+    return [k for k, own in enumerate(slots) if own[i].seed is not None and own[i].in_forward]
+
+
+# ---- the z layout of the 1x1 hosts ---------------------------------------------------------
+# An (N, C, H, W) image batch with H = W = R x 2^L (L pooling levels) becomes (C, M): pixel
+# (h, w) with h = 2^L hr + sum_j 2^j r_j (likewise w) sits at column
+# (q_0, q_1, ..., q_{L-1}, n, hr, wr), q_j = 2 r_j + s_j: the finest 2x2 window's position is
+# the outermost index, so the level-j pool is the max of four contiguous quarters (in q_j's
+# row-major order, as MaxPool2d scans its window) and leaves the next level outermost.
+
+
+def _z_perm(levels: int) -> list[int]:
+    """Permutation of the (N, C, R, r_{L-1}..r_0, R, s_{L-1}..s_0) view into z order."""
+    pairs = [d for j in range(levels) for d in (2 + levels - j, 3 + 2 * levels - j)]
+    return [1, *pairs, 0, 2, 3 + levels]
+
+
+def _z_view(x: Tensor, levels: int) -> Tensor:
+    n, c, h, w = x.shape
+    r = h >> levels
+    return x.reshape(n, c, r, *[2] * levels, w >> levels, *[2] * levels)
+
+
+def to_z(x: Tensor, levels: int) -> Tensor:
+    """(N, C, H, W) -> (C, M) in z order (a copy)."""
+    return _z_view(x, levels).permute(_z_perm(levels)).reshape(x.shape[1], -1)
+
+
+def from_z(z: Tensor, batch: int, levels: int) -> Tensor:
+    """(C, M) in z order -> (N, C, H, W) (a copy); the inverse of ``to_z``."""
+    c = z.shape[0]
+    side = math.isqrt(z.shape[1] // batch)  # H = W
+    r = side >> levels
+    perm = _z_perm(levels)
+    shape = [batch, c, r, *[2] * levels, r, *[2] * levels]
+    zs = z.reshape([shape[d] for d in perm])
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return zs.permute(inverse).reshape(batch, c, side, side)
+
+
+_Z_CACHE: dict[int, tuple[weakref.ref, Tensor]] = {}
+
+
+def _z_data(x: Tensor, levels: int) -> Tensor:
+    """A whole data set in z order with images on dim 1: (C x 4^L, N, R^2), cached per tensor
+    (the task data are cached per process and never mutated)."""
+    hit = _Z_CACHE.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    n, c = x.shape[:2]
+    z = to_z(x, levels).reshape(c * 4 ** levels, n, -1)
+    _Z_CACHE[id(x)] = (weakref.ref(x), z)
+    return z
