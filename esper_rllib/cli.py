@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from esper_rllib.commands import (
     ablate,
     check_env,
+    critic_fit,
     evaluate,
     heuristic,
     knobs,
@@ -21,7 +22,8 @@ from esper_rllib.run.config import ConfigError
 from esper_rllib.run.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
-COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate, record)
+COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate, record,
+            critic_fit)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,9 +15,10 @@ episode (no bootstrap: each episode is whole), the G of the EV ceiling.
 
 Trunks (``TRUNKS``): ``shared`` trains the module's feature net and LSTM with its value head by
 the value loss (as PPO does, here without the policy loss); ``frozen`` keeps them at their
-initialisation and trains the value head alone; ``separate`` gives the critic an LSTM trunk of
-its own (a second module's, initialised from another seed). Offline, with no policy loss on
-the trunk, ``separate`` differs from ``shared`` only in that initialisation.
+initialisation and trains the value head alone; ``separate`` is the module's own critic trunk
+(model knob ``critic_trunk=separate``: an encoder and LSTM of the critic's, initialised after
+every other layer). Offline, with no policy loss on the trunk, ``separate`` differs from
+``shared`` only in the trunk's initial weights.
 
 Explained variance is the project's one definition (``ppo.telemetry.explained_variance``):
 unclamped, over real steps only.
@@ -47,8 +48,6 @@ from esper_rllib.ppo.minibatches import minibatch_bounds
 from esper_rllib.run.config import build_ppo_config
 
 TRUNKS = ("shared", "frozen", "separate")
-# The separate trunk's module is initialised from seed + this.
-SEPARATE_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -105,27 +104,28 @@ def log_spaced_steps(total: int) -> list[int]:
 
 
 class Critic:
-    """A module's critic with the trunk it is trained with."""
+    """A module's critic with the trunk it is trained with (``knobs``' ``critic_trunk`` must
+    be ``separate`` exactly when ``trunk`` is)."""
 
     def __init__(self, knobs: Mapping[str, Any], seed: int, trunk: str, observation_space: Any,
                  action_space: Any) -> None:
         if trunk not in TRUNKS:
             raise ValueError(f"trunk: must be one of {TRUNKS}, got {trunk!r}")
+        if (knobs["critic_trunk"] == "separate") != (trunk == "separate"):
+            raise ValueError(f"trunk {trunk!r} with critic_trunk={knobs['critic_trunk']!r}")
         self.trunk = trunk
         self.module = build_module(knobs, seed, observation_space, action_space)
-        # The trunk that embeds observations: the module's own, or another module's.
-        self.embedder = (build_module(knobs, seed + SEPARATE_SEED_OFFSET, observation_space,
-                                      action_space) if trunk == "separate" else self.module)
         self._frozen: dict[int, torch.Tensor] = {}
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        """What the value loss trains: the value head, and the trunk unless it is frozen."""
-        params = list(self.module.value_head.parameters())
-        if self.trunk != "frozen":
-            e = self.embedder
-            params += [*e.blueprint_embedding.parameters(), *e.feature_net.parameters(),
-                       *e.lstm.parameters(), *e.lstm_norm.parameters()]
-        return params
+        """What the value loss trains: the value head, and the trunk it reads unless frozen."""
+        m = self.module
+        if self.trunk == "frozen":
+            return list(m.value_head.parameters())
+        if self.trunk == "separate":
+            return m.critic_parameters()
+        return [*m.value_head.parameters(), *m.blueprint_embedding.parameters(),
+                *m.feature_net.parameters(), *m.lstm.parameters(), *m.lstm_norm.parameters()]
 
     def values(self, episodes: Episodes) -> torch.Tensor:
         """(B, T) predictions of the regressed quantity (the learner's loss path)."""
@@ -142,10 +142,10 @@ class Critic:
 
     def _trunk_forward(self, episodes: Episodes) -> torch.Tensor:
         batch = dict(episodes.batch)
-        batch[Columns.STATE_IN] = {
+        batch[Columns.STATE_IN] = {  # every episode starts from the initial state
             k: torch.as_tensor(v).expand(len(episodes), -1)
-            for k, v in self.embedder.get_initial_state().items()}
-        return self.embedder._embed(batch)[0]
+            for k, v in self.module.get_initial_state().items()}
+        return self.module.critic_embeddings(batch)
 
 
 @dataclass(frozen=True)

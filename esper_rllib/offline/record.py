@@ -74,11 +74,13 @@ def _model_config(knobs: Mapping[str, Any]) -> dict[str, Any]:
 def git_commit() -> str:
     """The working tree's commit, ``+dirty`` when it has uncommitted changes; "unknown" outside
     a git checkout."""
+    repo = Path(__file__).resolve().parents[2]  # this checkout, wherever the command runs
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True, cwd=repo).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+                               capture_output=True, text=True, check=True,
+                               cwd=repo).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}+dirty" if dirty else head

@@ -1,0 +1,101 @@
+"""``esper-rllib critic-fit DATA``: critics of module configs fitted on a recording (Tune trials),
+their learning curves (curve.csv, TensorBoard) and report.md."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from esper_rllib.run.config import ConfigError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "critic-fit", help="fit critics on recorded episodes: held-out EV vs gradient steps "
+                           "and training episodes",
+        description="Train the critic of each cell (--set and --grid over model and learner "
+                    "knobs) on a recording of `esper-rllib record` with the learner's value "
+                    "loss, optimiser, clipping and whole-episode minibatches, against the "
+                    "discounted return-to-go; episodes split train / held out by env seed. "
+                    "Writes curve.csv, TensorBoard curves (trials/), report.md and plots/.")
+    parser.add_argument("data", metavar="DATA", help="a recording folder (esper-rllib record)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a model or learner knob (repeatable)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="an axis of model/learner knob values, or preset=seed_before,"
+                             "seed_after (repeatable)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    parser.add_argument("--steps", type=int, default=4096, metavar="S",
+                        help="gradient steps per fit (default 4096); the curve is measured at "
+                             "log-spaced steps up to S")
+    parser.add_argument("--train-episodes", default="8,32,all", metavar="N1,N2,...",
+                        help="training-set sizes (default 8,32,all)")
+    parser.add_argument("--trunk", default="shared", metavar="TRUNK[,TRUNK]",
+                        help="shared | frozen | separate, or several (an axis; default shared)")
+    parser.add_argument("--out", help="output folder (default runs/critic-fit/<DATA name>-"
+                                      "<time>)")
+    parser.add_argument("--signal", metavar="FOLDER", help="folder of the signal.json whose EV "
+                        "ceiling the report draws (default: --out or DATA, or beside them)")
+    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
+                                          "else a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, metavar="N",
+                        help="at most N trials at once (default: as CPUs allow)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite report.md and plots/ of an existing --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from esper_rllib.analysis.outputs import command_line, make_out_dir
+    from esper_rllib.offline.fit_plan import plan_fit
+    from esper_rllib.offline.fit_report import load_fit, save_fit, write_report
+    from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
+    from esper_rllib.offline.record import git_commit
+
+    if args.report_only:
+        if not args.out or not (Path(args.out) / CURVE_CSV).is_file():
+            raise ConfigError("--report-only: needs --out, a folder holding a critic fit's "
+                              f"{CURVE_CSV}")
+        out = Path(args.out)
+        fit = load_fit(out)
+        print(f"wrote {write_report(out, fit, _signal_folders(args, fit['data'], out))}")
+        return 0
+    plan = plan_fit(args.data, overrides=args.overrides, grid=args.grid, trunks=args.trunk,
+                    seeds=args.seeds, steps=args.steps, train_episodes=args.train_episodes)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent {args.max_concurrent}: allowed: an int >= 1")
+    out = Path(args.out or Path("runs", "critic-fit",
+                                f"{Path(args.data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if (out / CURVE_CSV).exists() or (out / TRIALS_DIR).exists():
+        raise ConfigError(f"--out {out}: already holds a critic fit; give another folder")
+    if args.signal is not None and not Path(args.signal).is_dir():
+        raise ConfigError(f"--signal {args.signal}: no such folder")
+    make_out_dir(out)
+    pool, held = plan.split()
+    recorded = plan.knobs({})
+    fit = {"data": str(args.data), "command": command_line("critic-fit"),
+           "recording": {k: plan.meta.get(k) for k in ("profile", "overrides", "policy", "seed",
+                                                       "episodes", "commit")},
+           "recorded_env": {"profile": plan.meta["profile"], "reward": recorded["reward"],
+                            "max_epochs": recorded["max_epochs"]},
+           "heldout": len(held), "pool": len(pool), "seeds": plan.seeds, "steps": plan.steps,
+           "trunk": ",".join(plan.axes.get("trunk", [plan.trunk])), "overrides": plan.overrides,
+           "axes": plan.axes, "train_sizes": plan.train_sizes, "commit": git_commit()}
+    cells = plan.cells()
+    print(f"critic-fit on {args.data}: {len(cells)} cells x {len(plan.seeds)} seeds x "
+          f"{len(plan.train_sizes)} training sizes, {plan.steps} gradient steps each")
+    start = time.monotonic()
+    rows = run_fit(plan, out, address=args.address, max_concurrent=args.max_concurrent)
+    fit["wall_s"] = round(time.monotonic() - start, 1)
+    save_fit(out, fit)
+    if not rows:
+        print(f"no trial finished; see {out / TRIALS_DIR}")
+        return 1
+    report = write_report(out, fit, _signal_folders(args, args.data, out))
+    print(f"wrote {out / CURVE_CSV}, {report} ({fit['wall_s']:.0f} s)")
+    return 0
+
+
+def _signal_folders(args: argparse.Namespace, data: str, out: Path) -> list[Path]:
+    return [Path(args.signal)] if args.signal else [out, Path(data)]

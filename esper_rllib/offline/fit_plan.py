@@ -1,0 +1,213 @@
+"""What ``esper-rllib critic-fit`` runs: the recording, the cells (``--set`` plus ``--grid`` and
+``--trunk``), the seeds, the training-set sizes and the gradient-step budget, validated before
+anything starts.
+
+The env is the recording's (its meta.json: profile and ``--set``); only knobs that shape the
+critic or how it is trained may change: the model's and the learner's (``model_config`` and
+``learner_config_dict`` keys) and the optimiser's ``lr``, ``max_grad_norm`` and the discount
+``gamma`` of the targets. Episodes are split train / held out by env seed: every
+``HELDOUT_EVERY``-th env seed (in order) is held out, the rest is the training pool, of which a
+trial trains on the first N of a seed-dependent permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.offline import dataset
+from esper_rllib.offline.critic_fit import TRUNKS
+from esper_rllib.run.config import (
+    ENV,
+    KNOBS,
+    LEARNER,
+    MODEL,
+    PRESETS,
+    ConfigError,
+    parse_set,
+    resolve_knobs,
+)
+from tuning.naming import label
+
+HELDOUT_EVERY = 4
+ALL = "all"
+FIT_KNOBS = ("lr", "max_grad_norm", "gamma")
+# Axes of a critic-fit grid that are not knobs: the trunk, and a knob preset (seed_before ...).
+TRUNK, PRESET = "trunk", "preset"
+
+
+# Knobs of the model or learner that an offline fit sets otherwise or has no use for.
+NOT_OFFLINE = {"critic_trunk": "it follows --trunk", "critic_steps": "an online-only knob",
+               "critic_replay": "an online-only knob"}
+
+
+def allowed_knobs() -> list[str]:
+    return [n for n, k in KNOBS.items()
+            if (k.where in (MODEL, LEARNER) or n in FIT_KNOBS) and n not in NOT_OFFLINE]
+
+
+def load_recording(data: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(folder, meta) of a finished recording; ConfigError naming what is missing."""
+    folder = Path(data)
+    if not folder.is_dir():
+        raise ConfigError(f"DATA {data}: no such folder (a recording of `esper-rllib record`)")
+    if not (folder / dataset.META_FILE).is_file():
+        raise ConfigError(f"DATA {data}: no {dataset.META_FILE}: not a recording of "
+                          "`esper-rllib record`")
+    meta = dataset.read_meta(folder)
+    if not dataset.recorded_ids(folder):
+        raise ConfigError(f"DATA {data}: no recorded episodes in {dataset.EPISODES_DIR}/")
+    return folder, meta
+
+
+def check_fit_overrides(overrides: Mapping[str, Any], meta: Mapping[str, Any], flag: str = "--set"
+                        ) -> dict[str, Any]:
+    """The overrides a fit may apply on top of the recording's; ConfigError for a knob that is
+    not a model or learner knob, or an env knob whose value differs from the recording's."""
+    recorded = resolve_knobs(meta["profile"], overrides=meta["overrides"])
+    fit: dict[str, Any] = {}
+    allowed = allowed_knobs()
+    for name, value in overrides.items():
+        if name in NOT_OFFLINE:
+            raise ConfigError(f"{flag} {name}: not for critic-fit ({NOT_OFFLINE[name]})")
+        if name in allowed:
+            fit[name] = value
+            continue
+        if KNOBS[name].where == ENV or name == "env":
+            if value != recorded[name]:
+                raise ConfigError(f"{flag} {name}={value!r}: the dataset was recorded with "
+                                  f"{name}={recorded[name]!r} (its {dataset.META_FILE}); a "
+                                  "critic fits the recorded env only")
+            continue
+        raise ConfigError(f"{flag} {name}: not a model or learner knob; allowed: "
+                          f"{', '.join(allowed)}")
+    return fit
+
+
+def parse_grid(items: Sequence[str], meta: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``["key=v1,v2", ...]`` -> ``{key: values}``: knobs (typed, checked as --set) or
+    ``preset`` (seed_before, seed_after)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,...")
+        if key in grid or key == TRUNK:
+            raise ConfigError(f"--grid {key}: given twice (the trunk is --trunk)")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"--grid {key}: repeated value in {values}")
+        if key == PRESET:
+            bad = [v for v in values if v not in PRESETS]
+            if bad:
+                raise ConfigError(f"--grid preset={bad[0]}: allowed: {' | '.join(PRESETS)}")
+            grid[key] = values
+            continue
+        parsed = [parse_set([f"{key}={v}"])[key] for v in values]
+        grid[key] = [check_fit_overrides({key: v}, meta, "--grid")[key] for v in parsed]
+    return grid
+
+
+def parse_sizes(text: str) -> list[int | str]:
+    sizes: list[int | str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == ALL:
+            sizes.append(ALL)
+        elif part.isdigit() and int(part) >= 2:
+            sizes.append(int(part))
+        else:
+            raise ConfigError(f"--train-episodes {text!r}: allowed: comma-separated ints >= 2 "
+                              f"or {ALL}")
+    return sizes
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    data: str  # the recording's folder
+    meta: dict[str, Any]
+    overrides: dict[str, Any]  # --set (fit knobs)
+    axes: dict[str, list[Any]]  # --grid axes and the trunk, in order
+    seeds: list[int]
+    train_sizes: list[int | str]
+    steps: int
+    trunk: str  # of every cell, unless the trunk is an axis
+    env_seeds: list[int] = field(default_factory=list)  # of the recorded episodes
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every combination of the axes' values, in grid order."""
+        cells: list[dict[str, Any]] = [{}]
+        for axis, values in self.axes.items():
+            cells = [{**c, axis: v} for c in cells for v in values]
+        return cells
+
+    @staticmethod
+    def cell_label(cell: Mapping[str, Any]) -> str:
+        return label(cell) or "base"
+
+    def trunk_of(self, cell: Mapping[str, Any]) -> str:
+        return cell.get(TRUNK, self.trunk)
+
+    def knobs(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        """The resolved knobs of a cell (the recording's env, its fit knobs)."""
+        knobs = {k: v for k, v in cell.items() if k not in (TRUNK, PRESET)}
+        trunk = "separate" if self.trunk_of(cell) == "separate" else "shared"
+        return resolve_knobs(self.meta["profile"], cell.get(PRESET),
+                             {**self.meta["overrides"], **self.overrides, **knobs,
+                              "critic_trunk": trunk})
+
+    def split(self) -> tuple[list[int], list[int]]:
+        """(training pool, held out): env seeds, every HELDOUT_EVERY-th in order held out."""
+        ordered = sorted(self.env_seeds)
+        held = ordered[HELDOUT_EVERY - 1::HELDOUT_EVERY]
+        return [s for s in ordered if s not in set(held)], held
+
+    def size(self, train_episodes: int | str) -> int:
+        return len(self.split()[0]) if train_episodes == ALL else int(train_episodes)
+
+
+def plan_fit(data: str | Path, *, overrides: Sequence[str], grid: Sequence[str],
+             trunks: str, seeds: int, steps: int, train_episodes: str) -> FitPlan:
+    folder, meta = load_recording(data)
+    fit_overrides = check_fit_overrides(parse_set(overrides), meta)
+    axes = parse_grid(grid, meta)
+    trunk_values = [t.strip() for t in trunks.split(",")]
+    if not all(t in TRUNKS for t in trunk_values) or len(set(trunk_values)) < len(trunk_values):
+        raise ConfigError(f"--trunk {trunks}: allowed: comma-separated values of "
+                          f"{' | '.join(TRUNKS)}")
+    if len(trunk_values) > 1:
+        axes[TRUNK] = trunk_values
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: allowed: an int >= 1")
+    if steps < 1:
+        raise ConfigError(f"--steps {steps}: allowed: an int >= 1")
+    sizes = parse_sizes(train_episodes)
+    env_seeds = sorted({int(s) for s in _recorded_env_seeds(folder)})
+    plan = FitPlan(str(folder), meta, fit_overrides, axes, list(range(seeds)), sizes, steps,
+                   trunk_values[0], env_seeds)
+    pool, held = plan.split()
+    if len(held) < 2:
+        raise ConfigError(f"DATA {data}: {len(env_seeds)} episodes leave {len(held)} held out; "
+                          f"record at least {2 * HELDOUT_EVERY}")
+    too_big = [n for n in sizes if n != ALL and n > len(pool)]
+    if too_big:
+        raise ConfigError(f"--train-episodes {too_big[0]}: the recording's training pool has "
+                          f"{len(pool)} episodes; allowed: 2..{len(pool)} or {ALL}")
+    for cell in plan.cells():
+        knobs = plan.knobs(cell)  # each cell's knobs validated together
+        if knobs["minibatches"] > min(plan.size(n) for n in sizes):
+            raise ConfigError(f"minibatches={knobs['minibatches']}: each minibatch holds whole "
+                              f"episodes; allowed: 1..{min(plan.size(n) for n in sizes)} (the "
+                              "smallest --train-episodes)")
+    return plan
+
+
+def _recorded_env_seeds(folder: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    files = sorted((folder / dataset.EPISODES_DIR).glob("episode-*.parquet"))
+    return [pq.read_table(f, columns=["env_seed"]).column(0)[0].as_py() for f in files]
+

@@ -1,0 +1,114 @@
+"""critic-fit's report.md: per cell and training-set size, held-out EV at 8, 64, 512 and the last
+gradient step and at its best step, train EV and value loss at the last step, each the IQM over
+seeds with its 95% interval; the EV ceiling beside them; the learning-curve panels."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.analysis.outputs import write_atomic, write_json
+from esper_rllib.analysis.sweep import load_ev_ceiling
+from esper_rllib.offline.fit_plots import LEARNING_CURVES_PNG, plot_curves
+from esper_rllib.offline.fit_run import CURVE_CSV, read_curve
+from esper_rllib.offline.fit_summary import KEY_STEPS, CurveSummary, summarize_curve
+
+REPORT_MD = "report.md"
+FIT_JSON = "fit.json"
+PLOTS_DIR = "plots"
+# What the recording and the audit must share for the ceiling to apply.
+CEILING_KEYS = ("profile", "reward", "max_epochs")
+
+
+def ceiling_for_recording(folders: list[Path], recorded: dict[str, Any]
+                          ) -> tuple[dict[str, Any] | None, str]:
+    """The EV ceiling of the first signal.json in (or beside) ``folders`` whose profile,
+    reward and episode length are the recording's; else None and why."""
+    seen = []
+    for folder in folders:
+        ceiling = load_ev_ceiling(folder)
+        if ceiling is None:
+            continue
+        if all(ceiling[k] == recorded[k] for k in CEILING_KEYS) and not math.isnan(
+                ceiling["estimate"]):
+            return ceiling, ""
+        seen.append(f"`{ceiling['path']}` ({', '.join(f'{k} {ceiling[k]}' for k in CEILING_KEYS)})")
+    wanted = ", ".join(f"{k} {recorded[k]}" for k in CEILING_KEYS)
+    if seen:
+        return None, f"No EV ceiling: {'; '.join(seen)} does not match the recording ({wanted})."
+    return None, (f"No EV ceiling: no signal.json in or beside {', '.join(map(str, folders))}; "
+                  f"`esper-rllib signal` measures one ({wanted}); pass its folder as --signal.")
+
+
+def _fmt(estimate: Any) -> str:
+    return estimate.format(".3f")
+
+
+def cell_table(summary: CurveSummary) -> list[str]:
+    last = summary.last_step
+    steps = [s for s in KEY_STEPS if s in summary.steps and s < last] + [last]
+    head = (["cell", "train episodes"] + [f"held-out EV @ {s}" for s in steps]
+            + ["best held-out EV (step)", f"train EV @ {last}", f"value loss @ {last}"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in summary.cells:
+        for size in summary.sizes[cell]:
+            best = summary.best_step(cell, size)
+            row = [cell, str(size)] + [_fmt(summary.get(cell, size, s)) for s in steps] + [
+                f"{_fmt(summary.get(cell, size, best))} ({best})",
+                _fmt(summary.get(cell, size, last, "train_ev")),
+                summary.get(cell, size, last, "value_loss").format(".3g")]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] | None,
+           ceiling_note: str) -> str:
+    meta = fit["recording"]
+    lines = [
+        f"# Critic fit on `{fit['data']}`", "",
+        f"- Command: `{fit['command']}`",
+        f"- Recording: {meta['episodes']} episodes of the `{meta['policy']}` policy (seed "
+        f"{meta['seed']}) on profile `{meta['profile']}` (--set {meta['overrides'] or 'none'}), "
+        f"recorded at commit {meta['commit']}",
+        f"- Split by env seed: {fit['heldout']} episodes held out, a training pool of "
+        f"{fit['pool']}; {len(fit['seeds'])} seeds per cell (each its own initialisation and "
+        f"training subset), up to {fit['steps']} gradient steps, trunk {fit['trunk']}",
+        f"- Fit knobs (--set): {fit['overrides'] or 'none'}; grid: {fit['axes'] or 'none'}",
+        f"- Commit {fit['commit']}, wall time {fit['wall_s']:.0f} s", "",
+        "Each number is the IQM over seeds with its 95% stratified-bootstrap interval (rliable). "
+        "EV is 1 - Var(G - V) / Var(G) over real steps, unclamped, against the discounted "
+        "return-to-go G of the recorded episode (for `q_op`, V is Q(s, op taken)). The best "
+        "step is chosen on the held-out IQM itself, so it is an optimistic reading.", "",
+    ]
+    if ceiling is not None:
+        lines += [f"EV ceiling (whole env state, {ceiling['policy']} policy): "
+                  f"{ceiling['estimate']:.3f} [{ceiling['low']:.3f}, {ceiling['high']:.3f}] "
+                  f"from `{ceiling['path']}`; the recording's policy is "
+                  f"`{meta['policy']}`, so the ceiling is a reference, not this data's bound.",
+                  ""]
+    else:
+        lines += [ceiling_note, ""]
+    lines += cell_table(summary)
+    lines += ["", f"![learning curves]({PLOTS_DIR}/{LEARNING_CURVES_PNG})", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, fit: dict[str, Any], signal_folders: list[Path]) -> Path:
+    """report.md and plots/ in ``out`` from its curve.csv and fit.json's ``fit``."""
+    summary = summarize_curve(read_curve(out / CURVE_CSV))
+    ceiling, note = ceiling_for_recording(signal_folders, fit["recorded_env"])
+    plots = out / PLOTS_DIR
+    plots.mkdir(exist_ok=True)
+    plot_curves(summary, ceiling, plots)
+    write_atomic(out / REPORT_MD, render(fit, summary, ceiling, note))
+    return out / REPORT_MD
+
+
+def save_fit(out: Path, fit: dict[str, Any]) -> None:
+    write_json(out / FIT_JSON, fit)
+
+
+def load_fit(out: Path) -> dict[str, Any]:
+    return json.loads((out / FIT_JSON).read_text())

@@ -1,0 +1,160 @@
+"""Running a critic-fit plan as Tune trials, one per (cell, seed, training-set size), the
+recorded episodes shared through the object store (``tune.with_parameters`` puts them there
+once), so a grid scales to a cluster like the sweeps. Each trial reports every point of its
+learning curve to Tune and writes it as TensorBoard scalars against the gradient step; the
+driver gathers them into ``curve.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+from esper_rllib.offline import dataset
+from esper_rllib.offline.critic_fit import CurvePoint, fit_critic, to_episodes
+from esper_rllib.offline.fit_plan import FitPlan
+from tuning.console import error_line
+from tuning.output import SILENT, clock, tune_console
+from tuning.runner import init_ray
+
+CURVE_CSV = "curve.csv"
+CURVE_COLUMNS = ("cell", "seed", "train_episodes", "step", "heldout_ev", "train_ev",
+                 "value_loss")
+TRIALS_DIR = "trials"
+TB_PREFIX = "critic_fit"
+
+
+def split_records(plan: FitPlan, records: Sequence[dataset.EpisodeRecord]
+                  ) -> tuple[list[dataset.EpisodeRecord], list[dataset.EpisodeRecord]]:
+    """(training pool, held out), each in env-seed order (``FitPlan.split``)."""
+    by_seed = {r.env_seed: r for r in records}
+    pool, held = plan.split()
+    return [by_seed[s] for s in pool], [by_seed[s] for s in held]
+
+
+def training_set(pool: Sequence[dataset.EpisodeRecord], n: int, seed: int
+                 ) -> list[dataset.EpisodeRecord]:
+    """The first ``n`` of a ``seed``-dependent permutation of the pool (in pool order)."""
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return [pool[i] for i in sorted(order[:n])]
+
+
+def fit_trial(config: dict[str, Any], records: tuple[list, list], plan: FitPlan) -> None:
+    """One Tune trial: the critic of ``config["cell"]`` fitted on one training set."""
+    from tensorboardX import SummaryWriter
+
+    from envs.contract import action_space, observation_space
+
+    pool, held = records
+    cell = plan.cells()[config["cell"]]
+    knobs = plan.knobs(cell)
+    train = to_episodes(training_set(pool, plan.size(config["train_episodes"]),
+                                     config["seed"]), knobs["gamma"])
+    heldout = to_episodes(held, knobs["gamma"])
+    n_slots = pool[0].obs["blueprints"].shape[-1]
+    writer = SummaryWriter(tune.get_context().get_trial_dir(), flush_secs=30)
+
+    def report(point: CurvePoint) -> None:
+        for key, value in asdict(point).items():
+            if key != "step":
+                writer.add_scalar(f"{TB_PREFIX}/{key}", value, global_step=point.step)
+        tune.report(asdict(point))
+
+    try:
+        fit_critic(knobs, train, heldout, seed=config["seed"], trunk=plan.trunk_of(cell),
+                   steps=plan.steps, observation_space=observation_space(n_slots),
+                   action_space=action_space(n_slots), report=report)
+    finally:
+        writer.close()
+
+
+def _trial_name(plan: FitPlan, trial: Any) -> str:
+    c = trial.config
+    return (f"{plan.cell_label(plan.cells()[c['cell']])},seed={c['seed']},"
+            f"n={plan.size(c['train_episodes'])}")
+
+
+class FitConsole(tune.Callback):
+    """One line per finished trial: its held-out EV at the last step, trials done, ETA."""
+
+    def __init__(self, plan: FitPlan, total: int) -> None:
+        self.plan, self.total = plan, total
+        self.done, self.start = 0, time.monotonic()
+
+    def _line(self, trial: Any, what: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"{_trial_name(self.plan, trial):<56} {what:<24} {self.done}/{self.total} "
+              f"trials, {clock(elapsed)}, ETA {clock(eta)}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        self._line(trial, f"held-out EV {result.get('heldout_ev', float('nan')):+.3f}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, f"FAILED: {error_line(trial)}")
+
+
+def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
+            max_concurrent: int | None = None) -> list[dict[str, Any]]:
+    """Every trial of ``plan``; curve.csv in ``out``; the curve's rows."""
+    import functools
+
+    init_ray(address)
+    pool, held = split_records(plan, dataset.read_episodes(Path(plan.data)))
+    trainable = tune.with_resources(
+        tune.with_parameters(fit_trial, records=(pool, held), plan=plan), {"cpu": 1})
+    space = {"cell": tune.grid_search(list(range(len(plan.cells())))),
+             "seed": tune.grid_search(plan.seeds),
+             "train_episodes": tune.grid_search(plan.train_sizes)}
+    total = len(plan.cells()) * len(plan.seeds) * len(plan.train_sizes)
+    name = functools.partial(_trial_name, plan)
+    tuner = tune.Tuner(
+        trainable, param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    trial_name_creator=name, trial_dirname_creator=name),
+        run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out.resolve()),
+                                  callbacks=[FitConsole(plan, total)], verbose=SILENT))
+    with tune_console(SILENT):
+        grid = tuner.fit()
+    rows = []
+    for result in grid:
+        if result.error is not None or result.metrics_dataframe is None:
+            continue
+        c = result.config
+        frame = result.metrics_dataframe
+        for _, r in frame.iterrows():
+            rows.append({"cell": plan.cell_label(plan.cells()[c["cell"]]), "seed": c["seed"],
+                         "train_episodes": plan.size(c["train_episodes"]),
+                         "step": int(r["step"]), "heldout_ev": float(r["heldout_ev"]),
+                         "train_ev": float(r["train_ev"]), "value_loss": float(r["value_loss"])})
+    if grid.errors:
+        print(f"{len(grid.errors)} of {total} trials failed; their error.txt files are under "
+              f"{out / TRIALS_DIR}")
+    write_curve(out / CURVE_CSV, rows)
+    return rows
+
+
+def write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: tuple(r[k] for k in CURVE_COLUMNS[:4])))
+    tmp.replace(path)
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        return [{"cell": r["cell"], "seed": int(r["seed"]),
+                 "train_episodes": int(r["train_episodes"]), "step": int(r["step"]),
+                 **{k: float(r[k]) for k in ("heldout_ev", "train_ev", "value_loss")}}
+                for r in csv.DictReader(f)]
