@@ -1,0 +1,129 @@
+"""esper-rllib critic-fit on probe recordings: what a critic can and cannot explain, the curve
+and report it writes, and bad input."""
+
+import csv
+
+import gymnasium as gym
+import pytest
+
+from envs.contract import action_space, observation_space
+from esper_rllib.analysis.stats import bootstrap_iqm
+from esper_rllib.cli import main
+from esper_rllib.offline import dataset
+from esper_rllib.offline.behaviour import build_module, make_behaviour
+from esper_rllib.offline.critic_fit import fit_critic, log_spaced_steps, to_episodes
+from esper_rllib.offline.fit_plan import plan_fit
+from esper_rllib.offline.fit_run import CURVE_COLUMNS, split_records, training_set
+from esper_rllib.offline.record import plan_recording, play_episode
+
+SEEDS = 5
+
+
+def _recording(folder, env, policy, episodes):
+    """A recording as `record` writes it, played in this process (no Ray)."""
+    plan = plan_recording("quick", {"env": env}, policy, episodes, 0)
+    e = gym.make(f"envs:{env}").unwrapped
+    module = (build_module(plan.knobs, 0, e.observation_space, e.action_space)
+              if policy == "initial" else None)
+    behaviour = make_behaviour(policy, module, tuple(int(n) for n in e.action_space.nvec))
+    for i in range(episodes):
+        dataset.write_episode(folder, play_episode(e, behaviour, i, plan.env_seed(i)))
+    dataset.write_meta(folder, {**plan.meta(), "complete": True})
+    return folder
+
+
+def _heldout_evs(folder, overrides, steps=200, trunk="shared"):
+    """Held-out EV after ``steps`` for each of SEEDS fits on the whole training pool."""
+    plan = plan_fit(folder, overrides=overrides, grid=[], trunks=trunk, seeds=SEEDS,
+                    steps=steps, train_episodes="all")
+    knobs = plan.knobs({})
+    pool, held = split_records(plan, dataset.read_episodes(folder))
+    heldout = to_episodes(held, knobs["gamma"])
+    evs = []
+    for seed in plan.seeds:
+        train = to_episodes(training_set(pool, len(pool), seed), knobs["gamma"])
+        curve = fit_critic(knobs, train, heldout, seed=seed, trunk=trunk, steps=steps,
+                           observation_space=observation_space(3),
+                           action_space=action_space(3))
+        assert [p.step for p in curve] == log_spaced_steps(steps)
+        evs.append(curve[-1].heldout_ev)
+    return evs
+
+
+@pytest.fixture(scope="module")
+def probe2(tmp_path_factory):
+    return _recording(tmp_path_factory.mktemp("probe2"), "esper/Probe2-v0", "random", 48)
+
+
+@pytest.fixture(scope="module")
+def probe4(tmp_path_factory):
+    return _recording(tmp_path_factory.mktemp("probe4"), "esper/Probe4-v0", "random", 48)
+
+
+@pytest.mark.parametrize("critic, trunk", [("v", "shared"), ("q_op", "shared"),
+                                           ("v", "frozen"), ("v", "separate")])
+def test_probe2_reward_in_the_observation_is_explained(probe2, critic, trunk):
+    evs = _heldout_evs(probe2, ["lr=0.01", f"critic={critic}", "value_head_gain=1.0"],
+                       trunk=trunk)
+    estimate = bootstrap_iqm(evs)
+    assert estimate.low > 0.9, (estimate, evs)
+
+
+def test_probe4_coin_flip_is_not_explained_by_the_state(probe4):
+    estimate = bootstrap_iqm(_heldout_evs(probe4, ["lr=0.01", "critic=v",
+                                                   "value_head_gain=1.0"]))
+    # Every probe-4 observation is the same: V is one number, and a constant explains nothing.
+    assert abs(estimate.value) < 0.05
+    assert estimate.low - 1e-9 <= 0.0 <= estimate.high + 1e-9, estimate
+
+
+def test_probe4_q_of_the_op_taken_explains_the_op_reward(probe4):
+    """The q_op critic regresses Q(s, op taken), and the op alone sets probe 4's reward."""
+    estimate = bootstrap_iqm(_heldout_evs(probe4, ["lr=0.01", "critic=q_op",
+                                                   "value_head_gain=1.0"]))
+    assert estimate.low > 0.9, estimate
+
+
+def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["critic-fit", str(probe2), "--set", "lr=0.01", "--grid",
+                 "value_head_gain=1.0,0.01", "--seeds", "1", "--steps", "8",
+                 "--train-episodes", "4,all", "--out", str(out)]) == 0
+    with open(out / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    steps = log_spaced_steps(8)
+    assert len(rows) == 2 * 2 * len(steps)  # cells x sizes x measured steps
+    assert {(r["cell"], r["train_episodes"]) for r in rows} == {
+        (c, n) for c in ("gain=1.0", "gain=0.01") for n in ("4", "36")}
+    report = (out / "report.md").read_text()
+    assert "| gain=1.0 | 36 |" in report and "held-out EV @ 8" in report
+    assert (out / "plots" / "learning_curves.png").stat().st_size > 0
+    assert len(list((out / "trials").rglob("events.out.tfevents*"))) >= 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "num_epochs=2"], "--set num_epochs: not a model or learner knob; allowed:"),
+    (["--grid", "clip_param=0.1,0.2"], "--grid clip_param: not a model or learner knob"),
+    (["--set", "reward=shaped"], "--set reward='shaped': the dataset was recorded with "
+                                 "reward='aligned'"),
+    (["--set", "env=esper/Probe4-v0"], "the dataset was recorded with env='esper/Probe2-v0'"),
+    (["--set", "critic_trunk=separate"], "--set critic_trunk: not for critic-fit"),
+    (["--trunk", "tied"], "--trunk tied: allowed"),
+    (["--train-episodes", "1000"], "--train-episodes 1000: the recording's training pool "
+                                   "has 36 episodes"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(probe2, tmp_path, capsys, argv, message):
+    out = tmp_path / "fit"
+    assert main(["critic-fit", str(probe2), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_no_such_data_folder(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["critic-fit", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing: no such folder" in err
+    assert not out.exists()
