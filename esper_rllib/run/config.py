@@ -235,6 +235,11 @@ KNOBS: dict[str, Knob] = {
                             "trainer process)", minimum=0, searchable=False),
     "num_envs_per_env_runner": Knob(1, int, ENV_RUNNERS, "envs stepped by each env runner",
                                     minimum=1, searchable=False),
+    "gym_env_vectorize_mode": Knob("sync", str, ENV_RUNNERS, "how an env runner's envs are "
+                                   "vectorised: sync (one after another) or "
+                                   "vector_entry_point (the env's stacked vector env: their "
+                                   "hosts train as one network; the real env only)",
+                                   choices=("sync", "vector_entry_point"), searchable=False),
     "sample_timeout_s": Knob(600.0, float, ENV_RUNNERS, "seconds one sample() may take: env "
                              "steps are whole host epochs (none = wait forever)", minimum=1.0,
                              optional=True),
@@ -340,6 +345,9 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"episodes_per_batch={knobs['episodes_per_batch']}: must be a multiple of "
             f"max(num_env_runners, 1) x num_envs_per_env_runner = {envs_per_round}")
+    if knobs["gym_env_vectorize_mode"] == "vector_entry_point" and knobs["env"] != envs.ENV_ID:
+        raise ConfigError(f"gym_env_vectorize_mode=vector_entry_point: env {knobs['env']} has "
+                          f"no vector env (only {envs.ENV_ID} has); allowed: sync")
     if knobs["gpus_per_env_runner"] > 0 and knobs["num_env_runners"] == 0:
         # Without remote env runners the env steps in the trainer process, which has only
         # the learner's `gpus`.
@@ -415,6 +423,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             env_runner_cls=SeedOnceEnvRunner,
             num_env_runners=knobs["num_env_runners"],
             num_envs_per_env_runner=knobs["num_envs_per_env_runner"],
+            gym_env_vectorize_mode=knobs["gym_env_vectorize_mode"],
             num_cpus_per_env_runner=1,
             num_gpus_per_env_runner=knobs["gpus_per_env_runner"],
             sample_timeout_s=knobs["sample_timeout_s"],
