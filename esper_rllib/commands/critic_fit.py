@@ -37,6 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                       "<time>)")
     parser.add_argument("--signal", metavar="FOLDER", help="folder of the signal.json whose EV "
                         "ceiling the report draws (default: --out or DATA, or beside them)")
+    parser.add_argument("--online", action="append", default=[], metavar="DIR[@SWEEP]",
+                        help="a sweep folder (ablation.csv) whose trials give the online final "
+                             "EV of the decomposition (repeatable; SWEEP: the named sweep when "
+                             "the folder has no sweep.json and its name does not start with "
+                             "it)")
     parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
                                           "else a local Ray)")
     parser.add_argument("--max-concurrent", type=int, metavar="N",
@@ -48,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.outputs import command_line, make_out_dir
+    from esper_rllib.offline.decomposition import cell_knobs
     from esper_rllib.offline.fit_plan import plan_fit
     from esper_rllib.offline.fit_report import load_fit, save_fit, write_report
     from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
@@ -59,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
                               f"{CURVE_CSV}")
         out = Path(args.out)
         fit = load_fit(out)
+        fit["online"] = args.online or fit.get("online", [])
+        _check_online(fit["online"], fit["recording"]["profile"])
+        save_fit(out, fit)
         print(f"wrote {write_report(out, fit, _signal_folders(args, fit['data'], out))}")
         return 0
     plan = plan_fit(args.data, overrides=args.overrides, grid=args.grid, trunks=args.trunk,
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: already holds a critic fit; give another folder")
     if args.signal is not None and not Path(args.signal).is_dir():
         raise ConfigError(f"--signal {args.signal}: no such folder")
+    _check_online(args.online, plan.meta["profile"])
     make_out_dir(out)
     pool, held = plan.split()
     recorded = plan.knobs({})
@@ -81,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
                             "max_epochs": recorded["max_epochs"]},
            "heldout": len(held), "pool": len(pool), "seeds": plan.seeds, "steps": plan.steps,
            "trunk": ",".join(plan.axes.get("trunk", [plan.trunk])), "overrides": plan.overrides,
-           "axes": plan.axes, "train_sizes": plan.train_sizes, "commit": git_commit()}
+           "axes": plan.axes, "train_sizes": plan.train_sizes, "commit": git_commit(),
+           "cells": {plan.cell_label(c): cell_knobs(plan.knobs(c)) for c in plan.cells()},
+           "online": args.online}
     cells = plan.cells()
     print(f"critic-fit on {args.data}: {len(cells)} cells x {len(plan.seeds)} seeds x "
           f"{len(plan.train_sizes)} training sizes, {plan.steps} gradient steps each")
@@ -99,3 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _signal_folders(args: argparse.Namespace, data: str, out: Path) -> list[Path]:
     return [Path(args.signal)] if args.signal else [out, Path(data)]
+
+
+def _check_online(specs: list[str], profile: str) -> None:
+    from esper_rllib.offline.decomposition import load_online
+
+    for spec in specs:
+        load_online(spec, profile)  # ConfigError for a folder without ablation.csv

@@ -63,6 +63,22 @@ def cell_table(summary: CurveSummary) -> list[str]:
     return lines
 
 
+def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
+                        ceiling: dict[str, Any] | None) -> list[str]:
+    """The decomposition section (``fit["online"]``: the sweeps to read online EVs from)."""
+    from esper_rllib.offline.decomposition import decompose, load_online, render_table
+
+    profile = fit["recording"]["profile"]
+    online = [t for spec in fit.get("online", []) for t in load_online(spec, profile)]
+    rows = decompose(summary, fit["cells"], ceiling, online, profile)
+    return ["## Where the explained variance goes", "",
+            "From the EV ceiling (whole env state) to the best held-out EV on all training "
+            "episodes (what the observation history supports), with one quick trial's data "
+            "(32 episodes), with its optimisation too (8 gradient steps), to the final EV of "
+            "the same config trained online by PPO (its sweep's trials). IQM [95% interval].",
+            "", *render_table(rows), ""]
+
+
 def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] | None,
            ceiling_note: str) -> str:
     meta = fit["recording"]
@@ -92,6 +108,8 @@ def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] |
         lines += [ceiling_note, ""]
     lines += cell_table(summary)
     lines += ["", f"![learning curves]({PLOTS_DIR}/{LEARNING_CURVES_PNG})", ""]
+    if fit.get("online"):
+        lines += decomposition_lines(fit, summary, ceiling)
     return "\n".join(lines)
 
 

@@ -1,0 +1,155 @@
+"""Where the critic's explained variance goes (issue 18, item 3): for a critic config, from the
+EV ceiling (the whole env state) down to what PPO's online critic ends at.
+
+Levels, each an IQM over seeds with its 95% interval:
+1. the EV ceiling (``esper-rllib signal``: branching the whole env state, host weights included);
+2. the best held-out EV of a critic fitted on ALL training episodes for up to S steps: what the
+   observation history supports (ceiling - this = the information gap);
+3. the same from 32 episodes (one quick trial's data): the data gap;
+4. from 32 episodes and 8 gradient steps (the reference recipe's optimisation in a quick
+   trial): the optimisation gap;
+5. the online final EV of the same config in a committed sweep (ablation.csv): what
+   non-stationarity, the policy loss on the shared trunk and fresh data per batch cost.
+"Best" picks the step on the held-out IQM itself (optimistic). The online trials match a fit
+cell when every knob that shapes the critic or its training (``MATCH_KEYS``) is equal; knobs an
+ablation.csv does not list are the sweep's (its sweep.json, else the named sweep's fixed knobs
+on the profile).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esper_rllib.analysis.stats import MISSING, Estimate, bootstrap_iqm
+from esper_rllib.offline.fit_plan import allowed_knobs
+from esper_rllib.offline.fit_summary import CurveSummary
+from esper_rllib.run.config import KNOBS, ConfigError, resolve_knobs
+
+DATA_EPISODES = 32  # one quick trial: 8 batches x 4 episodes
+RECIPE_STEPS = 8  # its gradient steps: one per batch
+# What must agree between a fit cell and an online trial (the online recipe included).
+ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk")
+LEVELS = ("EV ceiling (whole state)", "all episodes, best step",
+          f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
+          "online final EV")
+
+
+def match_keys() -> list[str]:
+    return [*allowed_knobs(), *(k for k in ONLINE_ONLY if k in KNOBS)]
+
+
+def _normal(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the matched knobs, as JSON holds them (tuples as lists)."""
+    return json.loads(json.dumps({k: knobs.get(k) for k in match_keys()}))
+
+
+def cell_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """What fit.json keeps of a fit cell's knobs for matching."""
+    return _normal(knobs)
+
+
+@dataclass(frozen=True)
+class OnlineTrial:
+    source: str
+    knobs: dict[str, Any]
+    final_ev: float
+
+
+def load_online(spec: str, profile: str) -> list[OnlineTrial]:
+    """The trials of ``DIR[@SWEEP]``'s ablation.csv with their full knobs."""
+    from tuning.plan import PLAN_FILE, SweepPlan
+    from tuning.sweeps import SWEEPS
+
+    text, _, sweep = spec.partition("@")
+    folder = Path(text)
+    if not (folder / "ablation.csv").is_file():
+        raise ConfigError(f"--online {spec}: no ablation.csv in {folder}")
+    if (folder / PLAN_FILE).is_file():
+        base = dict(SweepPlan.load(folder).base)
+    else:
+        sweep = sweep or folder.name.split("-")[0]
+        if sweep not in SWEEPS:
+            raise ConfigError(f"--online {spec}: no {PLAN_FILE} and no named sweep "
+                              f"{sweep!r}; give DIR@SWEEP with SWEEP one of {', '.join(SWEEPS)}")
+        base = resolve_knobs(profile, overrides=dict(SWEEPS[sweep].fixed))
+    trials = []
+    with open(folder / "ablation.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            knobs = {**base, **{k: KNOBS[k].parse(k, v) for k, v in row.items()
+                                if k in KNOBS and k != "seed" and v != ""}}
+            trials.append(OnlineTrial(str(folder), knobs, float(row["final_ev"])))
+    return trials
+
+
+def online_estimate(trials: Sequence[OnlineTrial], knobs: Mapping[str, Any]
+                    ) -> tuple[Estimate, str]:
+    """IQM of the final EV of the trials whose knobs match, and where they are from."""
+    want = _normal(knobs)
+    matched = [t for t in trials if _normal(t.knobs) == want]
+    if not matched:
+        return MISSING, "no matching online trials"
+    sources = sorted({t.source for t in matched})
+    return bootstrap_iqm([t.final_ev for t in matched]), ", ".join(f"`{s}`" for s in sources)
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    role: str  # the broken head | the fix | the best fit cell
+    cell: str
+    levels: tuple[Estimate, ...]  # in LEVELS order
+    online_source: str
+
+
+def _level(summary: CurveSummary, cell: str, size: int | None, step: int | None) -> Estimate:
+    if size is None or size not in summary.sizes[cell]:
+        return MISSING
+    return summary.get(cell, size, summary.best_step(cell, size) if step is None else step)
+
+
+def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
+              ceiling: Mapping[str, Any] | None, online: Sequence[OnlineTrial],
+              profile: str) -> list[Decomposition]:
+    """The levels for the broken head, the seed document's fix (the fit cells whose knobs are
+    the presets on ``profile``) and the fit cell with the best all-episode held-out EV."""
+    ceiling_estimate = (MISSING if ceiling is None else
+                        Estimate(ceiling["estimate"], ceiling["low"], ceiling["high"],
+                                 ceiling["states"]))
+    roles: list[tuple[str, str]] = []
+    for role, preset in (("broken head", "seed_before"), ("seed document's fix", "seed_after")):
+        want = _normal(resolve_knobs(profile, preset, {"critic_trunk": "shared"}))
+        roles += [(role, c) for c, k in cells.items() if _normal(k) == want]
+    best = max(summary.cells, key=lambda c: _level(summary, c, max(summary.sizes[c]),
+                                                   None).value)
+    roles.append(("best fit cell", best))
+    out = []
+    for role, cell in roles:
+        all_data = max(summary.sizes[cell])
+        step = RECIPE_STEPS if RECIPE_STEPS in summary.steps else None
+        estimate, source = online_estimate(online, cells[cell])
+        out.append(Decomposition(role, cell, (
+            ceiling_estimate, _level(summary, cell, all_data, None),
+            _level(summary, cell, DATA_EPISODES, None),
+            _level(summary, cell, DATA_EPISODES, step) if step else MISSING,
+            estimate), source))
+    return out
+
+
+def render_table(rows: Sequence[Decomposition]) -> list[str]:
+    head = ["role", "cell", *LEVELS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r.role, r.cell, *(e.format(".3f") for e in r.levels)])
+                     + " |")
+    lines += ["", "Gaps (differences of the IQMs above: information, data, optimisation, "
+              "online):", ""]
+    for r in rows:
+        v = [e.value for e in r.levels]
+        gaps = ", ".join(f"{name} {a - b:+.3f}" for name, a, b in zip(
+            ("information", "data", "optimisation", "online"), v, v[1:], strict=False))
+        lines.append(f"- {r.role} (`{r.cell}`): {gaps}; online trials from {r.online_source}")
+    return lines
