@@ -82,11 +82,15 @@ def _trial_name(plan: FitPlan, trial: Any) -> str:
 
 
 class FitConsole(tune.Callback):
-    """One line per finished trial: its held-out EV at the last step, trials done, ETA."""
+    """Collects each trial's curve as it reports, writes curve.csv whenever a trial finishes
+    (so an interrupted fit keeps its finished trials), and prints one line per finished trial:
+    its held-out EV at the last step, trials done, ETA."""
 
-    def __init__(self, plan: FitPlan, total: int) -> None:
-        self.plan, self.total = plan, total
+    def __init__(self, plan: FitPlan, total: int, curve: Path) -> None:
+        self.plan, self.total, self.curve = plan, total, curve
         self.done, self.start = 0, time.monotonic()
+        self.points: dict[str, list[dict[str, Any]]] = {}
+        self.rows: list[dict[str, Any]] = []  # of finished trials
 
     def _line(self, trial: Any, what: str) -> None:
         self.done += 1
@@ -95,17 +99,28 @@ class FitConsole(tune.Callback):
         print(f"{_trial_name(self.plan, trial):<56} {what:<24} {self.done}/{self.total} "
               f"trials, {clock(elapsed)}, ETA {clock(eta)}", flush=True)
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        c = trial.config
+        self.points.setdefault(trial.trial_id, []).append({
+            "cell": self.plan.cell_label(self.plan.cells()[c["cell"]]), "seed": c["seed"],
+            "train_episodes": self.plan.size(c["train_episodes"]),
+            **{k: result[k] for k in CURVE_COLUMNS[3:]}})
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.rows += self.points.pop(trial.trial_id, [])
+        write_curve(self.curve, self.rows)
         result = trial.last_result or {}
         self._line(trial, f"held-out EV {result.get('heldout_ev', float('nan')):+.3f}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.points.pop(trial.trial_id, None)
         self._line(trial, f"FAILED: {error_line(trial)}")
 
 
 def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
             max_concurrent: int | None = None) -> list[dict[str, Any]]:
-    """Every trial of ``plan``; curve.csv in ``out``; the curve's rows."""
+    """Every trial of ``plan``; curve.csv in ``out`` (the finished trials' rows, returned)."""
     import functools
 
     init_ray(address)
@@ -116,31 +131,21 @@ def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
              "seed": tune.grid_search(plan.seeds),
              "train_episodes": tune.grid_search(plan.train_sizes)}
     total = len(plan.cells()) * len(plan.seeds) * len(plan.train_sizes)
+    console = FitConsole(plan, total, out / CURVE_CSV)
     name = functools.partial(_trial_name, plan)
     tuner = tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
                                     trial_name_creator=name, trial_dirname_creator=name),
         run_config=tune.RunConfig(name=TRIALS_DIR, storage_path=str(out.resolve()),
-                                  callbacks=[FitConsole(plan, total)], verbose=SILENT))
+                                  callbacks=[console], verbose=SILENT))
     with tune_console(SILENT):
         grid = tuner.fit()
-    rows = []
-    for result in grid:
-        if result.error is not None or result.metrics_dataframe is None:
-            continue
-        c = result.config
-        frame = result.metrics_dataframe
-        for _, r in frame.iterrows():
-            rows.append({"cell": plan.cell_label(plan.cells()[c["cell"]]), "seed": c["seed"],
-                         "train_episodes": plan.size(c["train_episodes"]),
-                         "step": int(r["step"]), "heldout_ev": float(r["heldout_ev"]),
-                         "train_ev": float(r["train_ev"]), "value_loss": float(r["value_loss"])})
     if grid.errors:
         print(f"{len(grid.errors)} of {total} trials failed; their error.txt files are under "
               f"{out / TRIALS_DIR}")
-    write_curve(out / CURVE_CSV, rows)
-    return rows
+    write_curve(out / CURVE_CSV, console.rows)
+    return console.rows
 
 
 def write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
