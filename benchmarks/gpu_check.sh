@@ -2,7 +2,11 @@
 # The GPU paths, run for real on a machine with a CUDA device (issue 11):
 #   1. a 2-iteration `train` with the learner and the host CNN on cuda;
 #   2. a 2-trial sweep with --gpus-per-trial 0.5 (two trials share one GPU);
-#   3. one env step on cuda vs on the CPU at 5,000 and 50,000 training images.
+#   3. one env step on cuda vs on the CPU at 5,000 and 50,000 training images;
+#   4. K = 64 CIFAR-sized host epochs on the GPU, stacked (one network) vs separate (issue 19);
+#   5. one `seed`-profile iteration with stacked vector envs (16 per env runner) on the GPU
+#      (needs CIFAR-10: $ESPER_DATA_DIR; skipped without it). SEED_EPOCHS (default 150, the
+#      profile's) shortens its episodes.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (results under OUT_DIR, default a temp dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +34,17 @@ time "$BIN/esper-rllib" ablate --sweep seed --profile quick --seeds 2 --set iter
 echo "== 3. env step, cuda vs CPU"
 "$BIN/python" benchmarks/gpu_env_step.py --n-train 5000 --n-val 1000
 "$BIN/python" benchmarks/gpu_env_step.py --n-train 50000 --n-val 10000 --repeats 3
+
+echo "== 4. K=64 CIFAR-sized host epochs: stacked vs separate"
+"$BIN/python" benchmarks/gpu_stacked_epochs.py --k 64 --n-train 50000 --separate 8
+
+echo "== 5. one seed-profile iteration: 4 env runners x 16 stacked envs, hosts on the GPU"
+if [ -n "${ESPER_DATA_DIR:-}" ]; then
+    time "$BIN/esper-rllib" train --profile seed --iterations 1 --gpus 0.2 \
+        --set num_env_runners=4 --set num_envs_per_env_runner=16 --set episodes_per_batch=64 \
+        --set gym_env_vectorize_mode=vector_entry_point --set gpus_per_env_runner=0.2 \
+        --set max_epochs="${SEED_EPOCHS:-150}" --storage "$OUT" --name gpu-seed-stacked
+else
+    echo "skipped: set ESPER_DATA_DIR to the CIFAR-10 python-pickle folder"
+fi
 echo "gpu_check: done, results under $OUT"
