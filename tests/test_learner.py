@@ -491,7 +491,7 @@ def test_minibatch_settings_that_would_cut_episodes_are_refused():
     with pytest.raises(ValueError, match=r"minibatch_size=8: .*\(minibatch_size=None\)"):
         learn(learner, episodes, minibatch_size=8)
     learner, runner = build(make_config(minibatches=5))
-    with pytest.raises(ValueError, match="minibatches=5: .* only 4 episodes; allowed: 1..4"):
+    with pytest.raises(ValueError, match="minibatches=5: .*only 4 episodes; allowed: 1..4"):
         learn(learner, sample(learner, runner, n_episodes=4))
     with pytest.raises(ValueError, match="critic_lr_scale.*> 0"):
         resolve_learner_config({"critic_lr_scale": 0})

@@ -44,7 +44,8 @@ predictions, PopArt), without ``value_coef`` (no other term to weigh it against)
 the critic's parameters only (the value head, plus the critic trunk with
 ``critic_trunk="separate"``). A shared trunk is NOT trained here: it is the policy's too, and
 moving it would move the policy outside PPO's clipped step. Metrics:
-``metric_names.CRITIC_PHASE_METRICS``, logged only when the phase runs.
+``metric_names.CRITIC_PHASE_METRICS``, logged only when the phase runs. The stored batches are
+not in the learner's checkpointed state: a restored run's value phase starts from none.
 """
 
 from __future__ import annotations
@@ -202,6 +203,12 @@ class FactoredPPOLearner(PPOTorchLearner):
             raise ValueError("use_kl_loss: FactoredPPOLearner implements the reference loss, "
                              "which has no KL penalty; set training(use_kl_loss=False)")
         check_rllib_loss_settings(self.config)
+        if self.esper_config["critic_steps"] and self.config.num_learners > 1:
+            # The value phase steps the local module directly, outside DDP's gradient
+            # all-reduce: several learners would drift apart.
+            raise ValueError(f"learner_config_dict['critic_steps']="
+                             f"{self.esper_config['critic_steps']}: needs num_learners <= 1, "
+                             f"got {self.config.num_learners}")
         super().build()
         if self._learner_connector is not None:
             self._replace_learner_pipeline()
@@ -452,8 +459,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         if cfg["critic_replay"]:
             stored.appendleft(current)  # the oldest falls off at maxlen
         with torch.no_grad():
-            fwd = module.forward_train(dict(batch))
-            values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
+            values = module.compute_values(batch, embeddings=module.critic_embeddings(batch))
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, batch[Columns.LOSS_MASK].bool())
         log_learner_metrics(self.metrics, module_id, {
