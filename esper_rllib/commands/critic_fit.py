@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
            "trunk": ",".join(plan.axes.get("trunk", [plan.trunk])), "overrides": plan.overrides,
            "axes": plan.axes, "train_sizes": plan.train_sizes, "commit": git_commit(),
            "cells": {plan.cell_label(c): cell_knobs(plan.knobs(c)) for c in plan.cells()},
+           "cell_trunks": {plan.cell_label(c): plan.trunk_of(c) for c in plan.cells()},
            "online": args.online}
     cells = plan.cells()
     print(f"critic-fit on {args.data}: {len(cells)} cells x {len(plan.seeds)} seeds x "

@@ -113,16 +113,17 @@ def _level(summary: CurveSummary, cell: str, size: int | None, step: int | None)
 
 def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
               ceiling: Mapping[str, Any] | None, online: Sequence[OnlineTrial],
-              profile: str) -> list[Decomposition]:
+              profile: str, frozen: Sequence[str] = ()) -> list[Decomposition]:
     """The levels for the broken head, the seed document's fix (the fit cells whose knobs are
-    the presets on ``profile``) and the fit cell with the best all-episode held-out EV."""
+    the presets on ``profile``, trunk trained) and the fit cell with the best all-episode
+    held-out EV. A ``frozen``-trunk cell is no online config: it has no online level."""
     ceiling_estimate = (MISSING if ceiling is None else
                         Estimate(ceiling["estimate"], ceiling["low"], ceiling["high"],
                                  ceiling["states"]))
     roles: list[tuple[str, str]] = []
     for role, preset in (("broken head", "seed_before"), ("seed document's fix", "seed_after")):
         want = _normal(resolve_knobs(profile, preset, {"critic_trunk": "shared"}))
-        roles += [(role, c) for c, k in cells.items() if _normal(k) == want]
+        roles += [(role, c) for c, k in cells.items() if _normal(k) == want and c not in frozen]
     best = max(summary.cells, key=lambda c: _level(summary, c, max(summary.sizes[c]),
                                                    None).value)
     roles.append(("best fit cell", best))
@@ -130,7 +131,8 @@ def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
     for role, cell in roles:
         all_data = max(summary.sizes[cell])
         step = RECIPE_STEPS if RECIPE_STEPS in summary.steps else None
-        estimate, source = online_estimate(online, cells[cell])
+        estimate, source = ((MISSING, "none: a frozen trunk is not trained online")
+                            if cell in frozen else online_estimate(online, cells[cell]))
         out.append(Decomposition(role, cell, (
             ceiling_estimate, _level(summary, cell, all_data, None),
             _level(summary, cell, DATA_EPISODES, None),

@@ -70,7 +70,8 @@ def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
 
     profile = fit["recording"]["profile"]
     online = [t for spec in fit.get("online", []) for t in load_online(spec, profile)]
-    rows = decompose(summary, fit["cells"], ceiling, online, profile)
+    rows = decompose(summary, fit["cells"], ceiling, online, profile,
+                     frozen=[c for c, t in fit.get("cell_trunks", {}).items() if t == "frozen"])
     return ["## Where the explained variance goes", "",
             "From the EV ceiling (whole env state) to the best held-out EV on all training "
             "episodes (what the observation history supports), with one quick trial's data "
