@@ -7,8 +7,9 @@ non-finite check). "After" is the env as it is (``train_epochs``: the stacked ho
 Both envs get the same seed and the same actions; the step's other work (validation,
 counterfactuals, lifecycle, reward) is the same code in both.
 
-With ``--compile`` it also measures ``torch.compile`` of the new host step (host only, no
-seeds): its compile time and per-epoch time, and the epochs a trial must run to pay it back.
+With ``--compile`` it also measures ``torch.compile`` of the new host step's forward and loss
+(``StackedHosts.losses``, K = 1, host only, no seeds): its compile time and per-epoch time, and
+the epochs a trial must run to pay it back.
 
 The last line, ``ratio=``, is the median step time before over after (> 1: faster now).
 
@@ -132,13 +133,13 @@ def measure_compile(n_train: int, n_val: int, epochs: int) -> str:
     eager = statistics.median(timed(epoch) for _ in range(epochs))
     from envs import stacked  # compile the stacked forward in place, as the env would
 
-    original = stacked.StackedHosts.forward
-    stacked.StackedHosts.forward = torch.compile(original, dynamic=False)
+    original = stacked.StackedHosts.losses
+    stacked.StackedHosts.losses = torch.compile(original, dynamic=False)
     try:
         first = timed(epoch)  # includes the compile
         compiled = statistics.median(timed(epoch) for _ in range(epochs))
     finally:
-        stacked.StackedHosts.forward = original
+        stacked.StackedHosts.losses = original
     compile_s = first - compiled
     gain = eager - compiled
     payback = compile_s / gain if gain > 0 else math.inf
