@@ -100,6 +100,16 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
     assert "| gain=1.0 | 36 |" in report and "held-out EV @ 8" in report
     assert (out / "plots" / "learning_curves.png").stat().st_size > 0
     assert len(list((out / "trials").rglob("events.out.tfevents*"))) >= 4
+    # The report is remade from the folder alone (fit.json is written before the trials run,
+    # so an interrupted fit can be reported too); without fit.json, one line and exit 2.
+    (out / "report.md").unlink()
+    assert main(["critic-fit", str(probe2), "--report-only", "--out", str(out)]) == 0
+    assert "| gain=1.0 | 36 |" in (out / "report.md").read_text()
+    (out / "fit.json").unlink()
+    capsys.readouterr()
+    assert main(["critic-fit", str(probe2), "--report-only", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no fit.json" in err, err
 
 
 @pytest.mark.parametrize("argv, message", [

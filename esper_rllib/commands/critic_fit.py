@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     cells = plan.cells()
     print(f"critic-fit on {args.data}: {len(cells)} cells x {len(plan.seeds)} seeds x "
           f"{len(plan.train_sizes)} training sizes, {plan.steps} gradient steps each")
+    save_fit(out, fit)  # before the trials: an interrupted fit can still be reported
     start = time.monotonic()
     rows = run_fit(plan, out, address=args.address, max_concurrent=args.max_concurrent)
     fit["wall_s"] = round(time.monotonic() - start, 1)

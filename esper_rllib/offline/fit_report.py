@@ -130,4 +130,10 @@ def save_fit(out: Path, fit: dict[str, Any]) -> None:
 
 
 def load_fit(out: Path) -> dict[str, Any]:
+    """The fit's settings; ConfigError when the folder has none (a fit started before they
+    were written first)."""
+    from esper_rllib.run.config import ConfigError
+
+    if not (out / FIT_JSON).is_file():
+        raise ConfigError(f"--out {out}: no {FIT_JSON}; this folder's fit cannot be reported")
     return json.loads((out / FIT_JSON).read_text())
