@@ -40,9 +40,9 @@ echo "== 4. K=64 CIFAR-sized host epochs: stacked vs separate"
 
 echo "== 5. one seed-profile iteration: 4 env runners x 16 stacked envs, hosts on the GPU"
 if [ -n "${ESPER_DATA_DIR:-}" ]; then
+    # The seed profile itself: 4 env runners, stack_batch=true (16 stacked envs each).
     time "$BIN/esper-rllib" train --profile seed --iterations 1 --gpus 0.2 \
-        --set num_env_runners=4 --set num_envs_per_env_runner=16 --set episodes_per_batch=64 \
-        --set gym_env_vectorize_mode=vector_entry_point --set gpus_per_env_runner=0.2 \
+        --set gpus_per_env_runner=0.2 \
         --set max_epochs="${SEED_EPOCHS:-150}" --storage "$OUT" --name gpu-seed-stacked
 else
     echo "skipped: set ESPER_DATA_DIR to the CIFAR-10 python-pickle folder"

@@ -53,7 +53,6 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._obs = create_empty_array(self.single_observation_space, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=np.bool_)
         self._gen: torch.Generator | None = None
 
@@ -81,8 +80,13 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
             o, info = env.reset(seed=s, options=options)
             obs.append(o)
             infos = self._add_info(infos, info, k)
-        self._obs = concatenate(self.single_observation_space, obs, self._obs)
-        return self._obs, infos
+        return self._batch(obs), infos
+
+    def _batch(self, obs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        # Fresh arrays every call: RLlib keeps views of each row in its episodes, so a reused
+        # buffer would rewrite the observations (and masks) it already recorded.
+        out = create_empty_array(self.single_observation_space, self.num_envs)
+        return concatenate(self.single_observation_space, obs, out)
 
     def step(self, actions: Any
              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -118,5 +122,4 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
             obs.append(o)
             infos = self._add_info(infos, info, k)
         self._autoreset = terminated | truncated
-        self._obs = concatenate(self.single_observation_space, obs, self._obs)
-        return self._obs, rewards, terminated, truncated, infos
+        return self._batch(obs), rewards, terminated, truncated, infos

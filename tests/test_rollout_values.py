@@ -20,7 +20,9 @@ MAX_EPOCHS = 4
 TINY = {"n_train": 128, "n_val": 64, "max_epochs": MAX_EPOCHS, "episodes_per_batch": 2,
         "lstm_hidden": 32, "feature_dim": 16, "head_hidden": 8, "blueprint_head_hidden": (8,),
         # A wide last hidden layer and gain 1, so values are O(1), nonzero and differ by op.
-        "value_head_depth": 2, "value_head_gain": 1.0, "gamma": 0.9, "lambda_": 0.8}
+        "value_head_depth": 2, "value_head_gain": 1.0, "gamma": 0.9, "lambda_": 0.8,
+        # One env, so num_timesteps=3 cuts a single episode mid-way (chunks are its subject).
+        "stack_batch": False}
 
 
 def _setup(**overrides):

@@ -106,7 +106,7 @@ def test_cell_combinations_are_validated_before_anything_runs():
     # Each value is fine alone; the combination breaks the batch rule.
     with pytest.raises(ConfigError, match="episodes_per_batch"):
         plan_sweep("seed", "quick", resolve_knobs, seeds=1,
-                   grid={"num_envs_per_env_runner": [1, 3]})
+                   grid={"num_envs_per_env_runner": [1, 3]}, overrides={"stack_batch": False})
 
 
 def test_unwritable_storage(capsys, tmp_path):

@@ -183,6 +183,16 @@ def test_reset_seeds_and_partial_stepping():
     assert vec.observation_space.contains(obs2)
 
 
+def test_returned_observations_are_not_rewritten_by_later_steps():
+    # RLlib stores views of each row: a reused buffer would change recorded masks and features.
+    vec = vector(2)
+    obs, _ = vec.reset(seed=3)
+    kept = {k: v.copy() for k, v in obs.items()}
+    stepped, *_ = vec.step(np.zeros((2, 8), np.int64))
+    assert all(np.array_equal(obs[k], kept[k]) for k in obs)
+    assert not np.array_equal(stepped["features"], kept["features"])
+
+
 def test_check_env_on_a_sub_env():
     vec = vector(2, max_epochs=30)
     check_env(vec.envs[1])

@@ -9,15 +9,41 @@ import sys
 import numpy as np
 import pytest
 import ray
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 
 from envs.vector_env import SeedMorphogenesisVectorEnv
 from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
 from esper_rllib.run.config import ConfigError, build_ppo_config, resolve_knobs
 
 MAX_EPOCHS = 3
+# quick's stack_batch=true makes the batch's 4 episodes one stacked env of 4.
 TINY = {"n_train": 128, "n_val": 64, "max_epochs": MAX_EPOCHS, "episodes_per_batch": 4,
-        "num_envs_per_env_runner": 4, "gym_env_vectorize_mode": "vector_entry_point",
         "lstm_hidden": 16, "feature_dim": 16, "head_hidden": 8, "blueprint_head_hidden": (8,)}
+
+
+def test_stack_batch_makes_each_runners_share_of_the_batch_one_stacked_env():
+    quick = resolve_knobs("quick", overrides=TINY)
+    assert (quick["num_envs_per_env_runner"], quick["gym_env_vectorize_mode"]) == (
+        4, "vector_entry_point")
+    seed = resolve_knobs("seed")  # 64 episodes over 4 env runners on the GPU profile
+    assert (seed["num_env_runners"], seed["num_envs_per_env_runner"]) == (4, 16)
+    two = resolve_knobs("quick", overrides={"num_env_runners": 2})
+    assert two["num_envs_per_env_runner"] == 2
+    # A resolved run's knobs given back resolve to themselves (sweep bases, checkpoints).
+    assert resolve_knobs("quick", overrides=quick) == quick
+    # Off, or on a probe (no stacked env): one env per runner, stepped in turn, as before.
+    off = resolve_knobs("quick", overrides={"stack_batch": False})
+    assert (off["num_envs_per_env_runner"], off["gym_env_vectorize_mode"]) == (1, "sync")
+    probe = resolve_knobs("quick", overrides={"env": "esper/Probe1-v0"})
+    assert (probe["num_envs_per_env_runner"], probe["gym_env_vectorize_mode"]) == (1, "sync")
+    with pytest.raises(ConfigError, match=r"^num_envs_per_env_runner=2: stack_batch=true sets "
+                                          r"it to 4 .* or set stack_batch=false$"):
+        resolve_knobs("quick", overrides={"num_envs_per_env_runner": 2})
+    explicit = resolve_knobs("quick", overrides={"stack_batch": False,
+                                                 "num_envs_per_env_runner": 2})
+    assert explicit["num_envs_per_env_runner"] == 2
 
 
 def test_env_runner_samples_whole_distinct_episodes_from_the_stacked_env():
@@ -33,6 +59,30 @@ def test_env_runner_samples_whole_distinct_episodes_from_the_stacked_env():
             firsts = [e.get_observations(0)["features"] for e in episodes]
             assert len({f.tobytes() for f in firsts}) == 4
             assert all(np.isfinite(e.get_return()) for e in episodes)
+    finally:
+        runner.stop()
+
+
+def test_recorded_log_probs_equal_the_learners_recomputation():
+    """PPO's ratio starts at 1 only if the learner sees the observations (masks) the policy
+    acted on; KL is then ~0 before the first update."""
+    config = build_ppo_config(resolve_knobs("quick", overrides=TINY))
+    runner = SeedOnceEnvRunner(config=config)
+    learner = config.build_learner(env=runner.env.unwrapped)
+    learner.module[DEFAULT_MODULE_ID].load_state_dict(runner.module.state_dict())
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    try:
+        for _ in range(2):
+            episodes = runner.sample(num_episodes=4, explore=True)
+            batch = learner._learner_connector(rl_module=learner.module, batch={},
+                                               episodes=episodes,
+                                               shared_data={})[DEFAULT_MODULE_ID]
+            with torch.no_grad():
+                inputs = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
+            logp = module.get_train_action_dist_cls().from_logits(inputs).logp(
+                batch[Columns.ACTIONS])
+            mask = batch[Columns.LOSS_MASK].bool()
+            assert torch.allclose(logp[mask], batch[Columns.ACTION_LOGP][mask], atol=1e-5)
     finally:
         runner.stop()
 
@@ -58,10 +108,10 @@ def test_train_iteration_with_four_stacked_envs(local_ray):
 def test_a_probe_has_no_vector_env():
     with pytest.raises(ConfigError, match=r"^gym_env_vectorize_mode=vector_entry_point: env "
                                           r"esper/Probe1-v0 has no vector env"):
-        resolve_knobs("quick", overrides={"env": "esper/Probe1-v0",
+        resolve_knobs("quick", overrides={"env": "esper/Probe1-v0", "stack_batch": False,
                                           "gym_env_vectorize_mode": "vector_entry_point"})
     with pytest.raises(ConfigError, match="gym_env_vectorize_mode"):
-        resolve_knobs("quick", overrides={"gym_env_vectorize_mode": "async"})
+        resolve_knobs("quick", overrides={"stack_batch": False, "gym_env_vectorize_mode": "async"})
 
 
 def test_cli_bad_vectorize_mode_is_one_line_exit_2(tmp_path):

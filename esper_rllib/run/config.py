@@ -240,6 +240,11 @@ KNOBS: dict[str, Knob] = {
                                    "vector_entry_point (the env's stacked vector env: their "
                                    "hosts train as one network; the real env only)",
                                    choices=("sync", "vector_entry_point"), searchable=False),
+    # Resolved in resolve_knobs (it sets the two knobs above), so it never reaches RLlib itself.
+    "stack_batch": Knob(False, bool, ENV_RUNNERS, "sample each env runner's share of the batch "
+                        "(episodes_per_batch / max(num_env_runners, 1) episodes) as one "
+                        "stacked vector env whose hosts train as one network; the real env "
+                        "only (a probe steps one env)", searchable=False),
     "sample_timeout_s": Knob(600.0, float, ENV_RUNNERS, "seconds one sample() may take: env "
                              "steps are whole host epochs (none = wait forever)", minimum=1.0,
                              optional=True),
@@ -267,20 +272,22 @@ PROFILES: dict[str, dict[str, Any]] = {
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
         "iterations": 8, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
+        "stack_batch": True,
     },
     "standard": {
         # About 4x quick in env steps (60 x 4 x 24 = 5,760 vs 40 x 4 x 8 = 1,280; the 512-wide
         # LSTM costs more per step), with 3x its batches.
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 4,
         "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
+        "stack_batch": True,
     },
     "seed": {
-        # The seed document's run: minutes per episode on a GPU, and one sample() call steps
-        # its runner's 4 envs through whole episodes one after another: allow 4 hours.
+        # The seed document's run: minutes per episode on a GPU. 4 env runners of 16 stacked
+        # envs (one kernel per layer serves 16 hosts); one sample() call steps them through
+        # whole episodes: allow 4 hours.
         "task": "cifar_impaired", "n_train": 50_000, "max_epochs": 150,
-        "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 16,
-        "num_envs_per_env_runner": 4, "gpus": 1.0, "sample_timeout_s": 14_400.0,
-        "checkpoint_every": 4,
+        "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 4, "stack_batch": True,
+        "gpus": 1.0, "sample_timeout_s": 14_400.0, "checkpoint_every": 4,
     },
 }
 
@@ -330,11 +337,32 @@ def resolve_knobs(profile: str = "quick", preset: str | None = None,
     if preset is not None and preset not in PRESETS:
         raise _unknown("preset", preset, list(PRESETS))
     knobs = {name: knob.default for name, knob in KNOBS.items()}
-    for layer in (PROFILES[profile], PRESETS.get(preset, {}), overrides or {}):
+    layers = (PROFILES[profile], PRESETS.get(preset, {}), overrides or {})
+    for layer in layers:
         for name, value in layer.items():
             knobs[name] = _check_value(name, value)
+    _stack_batch(knobs, {name for layer in layers for name in layer})
     _check_together(knobs)
     return knobs
+
+
+def _stack_batch(knobs: dict[str, Any], given: set[str]) -> None:
+    """``stack_batch``: one stacked vector env per env runner, holding its share of the batch."""
+    if not knobs["stack_batch"] or knobs["env"] != envs.ENV_ID:
+        return
+    runners = max(knobs["num_env_runners"], 1)
+    if knobs["episodes_per_batch"] % runners:
+        return  # _check_together names the batch rule
+    stacked = {"num_envs_per_env_runner": knobs["episodes_per_batch"] // runners,
+               "gym_env_vectorize_mode": "vector_entry_point"}
+    for name, value in stacked.items():
+        # A resolved run's own knobs given back (a sweep's base, a checkpoint) agree.
+        if name in given and knobs[name] != value:
+            raise ConfigError(f"{name}={knobs[name]}: stack_batch=true sets it to {value} "
+                              "(one stacked env of episodes_per_batch / max(num_env_runners, 1) "
+                              "sub-envs per env runner); allowed: leave it unset, or set "
+                              "stack_batch=false")
+        knobs[name] = value
 
 
 def _check_together(knobs: Mapping[str, Any]) -> None:
