@@ -46,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "else a local Ray)")
     parser.add_argument("--max-concurrent", type=int, metavar="N",
                         help="at most N trials at once (default: as CPUs allow)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="CKPT",
+                        help="fit nothing: the EV of a trained run's critic, as it is, on "
+                             "DATA's held-out episodes and training pool (repeatable)")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite report.md and plots/ of an existing --out")
     parser.set_defaults(func=run)
@@ -59,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
     from esper_rllib.offline.record import git_commit
 
+    if args.checkpoint:
+        from esper_rllib.offline.checkpoint_ev import checkpoint_evs
+
+        for r in checkpoint_evs(args.data, args.checkpoint):
+            print(f"{r.checkpoint}: held-out EV {r.heldout_ev:+.4f} ({r.heldout} episodes), "
+                  f"training-pool EV {r.pool_ev:+.4f} ({r.pool} episodes)")
+        return 0
     if args.report_only:
         if not args.out or not (Path(args.out) / CURVE_CSV).is_file():
             raise ConfigError("--report-only: needs --out, a folder holding a critic fit's "

@@ -104,18 +104,28 @@ def log_spaced_steps(total: int) -> list[int]:
 
 
 class Critic:
-    """A module's critic with the trunk it is trained with (``knobs``' ``critic_trunk`` must
-    be ``separate`` exactly when ``trunk`` is)."""
+    """A module's critic with the trunk it is trained with (``separate`` exactly when the
+    module has a critic trunk of its own)."""
 
-    def __init__(self, knobs: Mapping[str, Any], seed: int, trunk: str, observation_space: Any,
-                 action_space: Any) -> None:
+    def __init__(self, module: Any, trunk: str) -> None:
         if trunk not in TRUNKS:
             raise ValueError(f"trunk: must be one of {TRUNKS}, got {trunk!r}")
-        if (knobs["critic_trunk"] == "separate") != (trunk == "separate"):
-            raise ValueError(f"trunk {trunk!r} with critic_trunk={knobs['critic_trunk']!r}")
-        self.trunk = trunk
-        self.module = build_module(knobs, seed, observation_space, action_space)
+        if (module.critic_trunk is not None) != (trunk == "separate"):
+            raise ValueError(f"trunk {trunk!r} with a module whose critic_trunk is "
+                             f"{'separate' if module.critic_trunk is not None else 'shared'}")
+        self.trunk, self.module = trunk, module
         self._frozen: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def build(cls, knobs: Mapping[str, Any], seed: int, trunk: str, observation_space: Any,
+              action_space: Any) -> Critic:
+        """A fresh critic of ``knobs``, initialised from ``seed``."""
+        return cls(build_module(knobs, seed, observation_space, action_space), trunk)
+
+    @classmethod
+    def trained(cls, module: Any) -> Critic:
+        """A trained run's critic as it is (its own trunk if it has one)."""
+        return cls(module, "separate" if module.critic_trunk is not None else "shared")
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the value loss trains: the value head, and the trunk it reads unless frozen."""
@@ -148,6 +158,14 @@ class Critic:
         return self.module.critic_embeddings(batch)
 
 
+def critic_ev(critic: Critic, episodes: Episodes) -> float:
+    """EV of ``critic``'s predictions of ``episodes``' return-to-go (real steps only)."""
+    with torch.no_grad():
+        ev, _ = telemetry.explained_variance(episodes.targets, critic.values(episodes),
+                                             episodes.mask)
+    return ev
+
+
 @dataclass(frozen=True)
 class CurvePoint:
     step: int
@@ -164,7 +182,7 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
     torch.set_num_threads(1)
     config = build_ppo_config(knobs)  # the one builder: the learner's settings as PPO gets them
     cfg = resolve_learner_config(config.learner_config_dict)
-    critic = Critic(knobs, seed, trunk, observation_space, action_space)
+    critic = Critic.build(knobs, seed, trunk, observation_space, action_space)
     module, norm = critic.module, critic.module.value_norm
     if norm is not None:
         norm.update(train.targets[train.mask], module.value_head[-1])
@@ -216,11 +234,8 @@ def _value_loss(critic: Critic, episodes: Episodes, old_values: torch.Tensor,
 def _measure(critic: Critic, train: Episodes, heldout: Episodes, step: int,
              value_clip: float | None, old_values: torch.Tensor) -> CurvePoint:
     norm = critic.module.value_norm
+    train_ev, heldout_ev = critic_ev(critic, train), critic_ev(critic, heldout)
     with torch.no_grad():
-        train_ev, _ = telemetry.explained_variance(train.targets, critic.values(train),
-                                                   train.mask)
-        heldout_ev, _ = telemetry.explained_variance(heldout.targets, critic.values(heldout),
-                                                     heldout.mask)
         value = float(_value_loss(critic, train, old_values, value_clip))
     scale = 1.0 if norm is None else float(norm.std) ** 2  # on the return scale, as logged
     return CurvePoint(step, heldout_ev, train_ev, value * scale)
