@@ -141,7 +141,8 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.learner_config_dict == {"value_coef": 1.0, "entropy_coef": 0.05,
                                           "ratio_mode": "per_head", "value_clip": None,
                                           "critic_lr_scale": 1.0, "minibatches": 1,
-                                          "critic_steps": 0, "critic_replay": 0}
+                                          "critic_steps": 0, "critic_replay": 0,
+                                          "truncation_bootstrap": True}
     assert config.model_config["value_target_norm"] == "none"
     assert config.learner_class is FactoredPPOLearner
     assert config.callbacks_class is EsperCallbacks

@@ -239,3 +239,14 @@ def test_budget_sweep_crosses_trunk_and_value_steps_on_the_fix_with_replay():
     first = next(iter(plan.trials()))
     assert (first["critic_trunk"], first["critic_steps"]) == ("shared", 0)
     assert plan.trial_label(first) == "trunk=shared,critic_steps=0,seed=0"
+
+
+def test_horizon_sweep_crosses_the_truncation_bootstrap_and_value_steps_on_the_fix():
+    from tuning.plan import plan_sweep
+
+    plan = plan_sweep("horizon", "quick", resolve_knobs, seeds=5)
+    assert plan.axes == {"truncation_bootstrap": [True, False], "critic_steps": [0, 128],
+                         "seed": [0, 1, 2, 3, 4]}
+    assert (plan.base["critic_replay"], plan.base["critic_trunk"]) == (3, "shared")
+    first = next(iter(plan.trials()))
+    assert plan.trial_label(first) == "bootstrap=True,critic_steps=0,seed=0"

@@ -98,3 +98,25 @@ def test_an_unfinished_episode_without_a_bootstrap_value_is_refused():
     with pytest.raises(ValueError, match="no bootstrap value.*SeedOnceEnvRunner"):
         learner.update(episodes=episodes, timesteps={}, num_epochs=1, minibatch_size=None)
     runner.stop()
+
+
+@pytest.mark.parametrize("truncation_bootstrap", [True, False])
+def test_the_horizon_end_bootstraps_only_when_asked(truncation_bootstrap):
+    # With truncation_bootstrap=False the return ends at max_epochs, as the env's does: the last
+    # step's target is its reward; True adds gamma x the critic's value of the last observation.
+    runner, learner = _setup(truncation_bootstrap=truncation_bootstrap)
+    episodes = _episodes(runner)
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes,
+                                       shared_data={})[DEFAULT_MODULE_ID]
+    targets = batch[Postprocessing.VALUE_TARGETS]
+    rewards = batch[Columns.REWARDS]
+    for row, episode in enumerate(episodes):
+        last = len(episode) - 1
+        boot = bootstrap_value(episode)
+        if episode.is_truncated:
+            expected = rewards[row, last] + (TINY["gamma"] * boot if truncation_bootstrap else 0)
+        else:  # a chunk cut by the sampler: the episode goes on, so it always bootstraps
+            expected = rewards[row, last] + TINY["gamma"] * boot
+        assert float(targets[row, last]) == pytest.approx(float(expected), abs=1e-5)
+        assert abs(boot) > 1e-4  # the two cases differ
+    runner.stop()

@@ -21,6 +21,7 @@ SHORT_NAMES: Mapping[str, str] = {
     "max_grad_norm": "clip",
     "critic_lr_scale": "critic_lr",
     "critic_trunk": "trunk",
+    "truncation_bootstrap": "bootstrap",
 }
 # What Tune replaces in a trial folder name (ray/tune/experiment/trial.py _generate_dirname):
 # the label applies the same replacement, so it IS the folder name.

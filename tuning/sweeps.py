@@ -126,6 +126,23 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         },
         fixed={**SEED_DOCUMENT_FIX, "critic_replay": 3},
     ),
+    "horizon": Sweep(
+        name="horizon",
+        about="is the critic chasing its own value at the horizon? GAE bootstrapping the "
+        "episode's end at max_epochs with the critic's value of the last observation (the "
+        "reference; that observation is never trained on, and no reward follows it) or not "
+        "(truncation_bootstrap true | false) x value-only gradient steps per batch (critic_steps "
+        "0 | 128, replay 3) (4 cells), shared trunk, on the seed document's fix. Issue 18: "
+        "trained critics whose online EV (against bootstrapped targets) rose to 0.1-0.46 score "
+        "below 0 against the return-to-go on held-out recorded episodes. The first cell "
+        "(bootstrap, 0 steps) is the fix itself and the report's baseline; score each trial's "
+        "critic on the return-to-go with `critic-fit DATA --checkpoint`",
+        axes={
+            "truncation_bootstrap": (True, False),
+            "critic_steps": (0, 128),
+        },
+        fixed={**SEED_DOCUMENT_FIX, "critic_replay": 3, "critic_trunk": "shared"},
+    ),
 })
 
 

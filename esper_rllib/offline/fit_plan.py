@@ -40,7 +40,8 @@ TRUNK, PRESET = "trunk", "preset"
 
 # Knobs of the model or learner that an offline fit sets otherwise or has no use for.
 NOT_OFFLINE = {"critic_trunk": "it follows --trunk", "critic_steps": "an online-only knob",
-               "critic_replay": "an online-only knob"}
+               "critic_replay": "an online-only knob",
+               "truncation_bootstrap": "offline targets are the recorded return-to-go"}
 
 
 def allowed_knobs() -> list[str]:

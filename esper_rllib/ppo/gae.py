@@ -67,7 +67,14 @@ def has_q_critic(module: Any) -> bool:
 
 
 class FactoredGAE(GeneralAdvantageEstimation):
-    """Drop-in for RLlib's GAE connector piece (same constructor: ``gamma``, ``lambda_``)."""
+    """Drop-in for RLlib's GAE connector piece (its ``gamma``, ``lambda_``), plus
+    ``truncation_bootstrap``: False values an episode's end at max_epochs as 0 (nothing follows
+    the horizon) where RLlib bootstraps it with the critic's own, never-trained value of the
+    last observation. Chunks cut mid-episode by the sampler still bootstrap."""
+
+    def __init__(self, *args: Any, truncation_bootstrap: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.truncation_bootstrap = truncation_bootstrap
 
     def __call__(
         self,
@@ -115,7 +122,9 @@ class FactoredGAE(GeneralAdvantageEstimation):
             return unpad_data_if_necessary(episode_lens, convert_to_numpy(x))
 
         values = np.array(flat(baseline))  # a copy: the bootstrap steps are overwritten
-        values[np.cumsum(episode_lens) - 1] = [bootstrap_value(e) for e in episodes]
+        values[np.cumsum(episode_lens) - 1] = [
+            0.0 if e.is_truncated and not self.truncation_bootstrap else bootstrap_value(e)
+            for e in episodes]
         targets = compute_value_targets(
             values=values,
             rewards=flat(batch[Columns.REWARDS]),

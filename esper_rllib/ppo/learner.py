@@ -80,6 +80,9 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     # the current batch and the last critic_replay batches (replay does nothing without steps).
     "critic_steps": 0,
     "critic_replay": 0,
+    # GAE at max_epochs: True bootstraps with the critic's value of the last observation (the
+    # reference); False ends the return there, as the env does (no reward follows the horizon).
+    "truncation_bootstrap": True,
 }
 
 # The columns the value phase reads: all a stored batch keeps (ACTIONS for Q(s, op taken)).
@@ -133,6 +136,9 @@ def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"learner_config_dict['critic_lr_scale']: must be a number > 0, got "
                          f"{scale!r}")
     cfg["critic_lr_scale"] = float(scale)
+    if not isinstance(cfg["truncation_bootstrap"], bool):
+        raise ValueError("learner_config_dict['truncation_bootstrap']: must be True or False, "
+                         f"got {cfg['truncation_bootstrap']!r}")
     for key, least in (("minibatches", 1), ("critic_steps", 0), ("critic_replay", 0)):
         n = cfg[key]
         if isinstance(n, bool) or not isinstance(n, int) or n < least:
@@ -231,7 +237,9 @@ class FactoredPPOLearner(PPOTorchLearner):
         for name in names:
             pipeline.remove(name)
         pipeline.append(EpisodesToSequences(device=self._device))
-        pipeline.append(FactoredGAE(gamma=self.config.gamma, lambda_=self.config.lambda_))
+        pipeline.append(FactoredGAE(
+            gamma=self.config.gamma, lambda_=self.config.lambda_,
+            truncation_bootstrap=self.esper_config["truncation_bootstrap"]))
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the

@@ -218,6 +218,10 @@ KNOBS: dict[str, Knob] = {
     "critic_replay": Knob(0, int, LEARNER, "earlier batches the value phase also trains on "
                           "(with their value targets as collected; nothing without "
                           "critic_steps)", minimum=0),
+    "truncation_bootstrap": Knob(True, bool, LEARNER, "GAE bootstraps an episode cut at "
+                                 "max_epochs with the critic's value of its last observation "
+                                 "(the reference); false: the return ends at the horizon, as "
+                                 "the env's does"),
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
     # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
