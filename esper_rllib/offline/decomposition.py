@@ -33,7 +33,8 @@ from esper_rllib.run.config import KNOBS, ConfigError, resolve_knobs
 DATA_EPISODES = 32  # one quick trial: 8 batches x 4 episodes
 RECIPE_STEPS = 8  # its gradient steps: one per batch
 # What must agree between a fit cell and an online trial (the online recipe included).
-ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk")
+ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk",
+               "truncation_bootstrap")
 LEVELS = ("EV ceiling (whole state)", "all episodes, best step",
           f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
           "online final EV")
@@ -44,8 +45,9 @@ def match_keys() -> list[str]:
 
 
 def _normal(knobs: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the matched knobs, as JSON holds them (tuples as lists)."""
-    return json.loads(json.dumps({k: knobs.get(k) for k in match_keys()}))
+    """Only the matched knobs, as JSON holds them (tuples as lists); a knob a record does not
+    name (one made before the knob existed) at its default."""
+    return json.loads(json.dumps({k: knobs.get(k, KNOBS[k].default) for k in match_keys()}))
 
 
 def cell_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
