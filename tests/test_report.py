@@ -140,10 +140,11 @@ def test_summary_of_one_trial():
 
 
 def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
-               overrides: dict | None = None) -> Path:
-    """A seed-sweep folder with hand-made results: final EV is set by the gain alone, final
-    accuracy by the depth alone (+5 points at depth 4); seeds add 0.01 EV and 1 point."""
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=seeds, grid=grid,
+               overrides: dict | None = None, sweep: str = "seed") -> Path:
+    """A sweep folder (the seed sweep unless named) with hand-made results: final EV is set by
+    the gain alone, final accuracy by the depth alone (+5 points at depth 4); seeds add 0.01 EV
+    and 1 point."""
+    plan = plan_sweep(sweep, "quick", resolve_knobs, seeds=seeds, grid=grid,
                       overrides=overrides)
     plan.save(root)
     for i, values in enumerate(itertools.product(*plan.axes.values())):
@@ -277,6 +278,17 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
         f"\nNot run (--evaluate-episodes 0). `esper-rllib report {root} --evaluate-episodes 4` "
         "evaluates the final checkpoints of the baseline (the broken run, else the first cell), "
         "the seed document's fix and the best cell.\n")
+
+
+def test_a_sweep_on_the_fix_does_not_name_its_cell_the_fix(tmp_path):
+    # The long run: one cell of `budget` (the fix's value head is its fixed base, the recipe its
+    # axes). Its cell is the recipe, not "the seed document's fix".
+    root = fake_sweep(tmp_path, sweep="budget",
+                      grid={"critic_trunk": ["separate"], "critic_steps": [128]})
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    cells = section((root / "report.md").read_text(), "Cells")
+    (row,) = [line for line in cells.splitlines() if line.startswith("| separate | 128 |")]
+    assert "seed document" not in row
 
 
 def test_ev_ceiling_loader(tmp_path):

@@ -236,6 +236,9 @@ def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
 
 
 def named_cell(sweep: Sweep, knobs: tuple) -> Cell | None:
-    """The one cell with these (gain, depth, value_coef); None when none or several have them."""
+    """The one cell with these (gain, depth, value_coef); None when none or several have them,
+    or when the sweep varies none of the three (they are its fixed base, not a cell's name)."""
+    if not any(a in sweep.axes for a in NAMED_AXES):
+        return None
     matches = [c for c in sweep.cells if tuple(c.knob(a) for a in NAMED_AXES) == knobs]
     return matches[0] if len(matches) == 1 else None
