@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
 
 from esper_rllib.offline import dataset
 from esper_rllib.offline.behaviour import load_checkpoint_module
@@ -30,12 +31,14 @@ def ev(target: np.ndarray, value: np.ndarray) -> float:
 
 
 def gae_targets(rewards: np.ndarray, values: np.ndarray, bootstrap: float) -> np.ndarray:
-    delta = rewards + GAMMA * np.append(values[1:], bootstrap) - values
-    advantages, running = np.zeros(len(rewards)), 0.0
-    for t in reversed(range(len(rewards))):
-        running = delta[t] + GAMMA * LAMBDA * running
-        advantages[t] = running
-    return advantages + values
+    """RLlib's GAE targets (the learner's function) of one episode ended at the horizon, with
+    ``bootstrap`` as the value after its last step."""
+    n = len(rewards)
+    truncated = np.zeros(n + 1)
+    truncated[n - 1] = 1.0  # the episode ends: no advantage flows back from the extra step
+    return compute_value_targets(values=np.append(values, bootstrap),
+                                 rewards=np.append(rewards, 0.0), terminateds=np.zeros(n + 1),
+                                 truncateds=truncated, gamma=GAMMA, lambda_=LAMBDA)[:n]
 
 
 def main(data: str, checkpoints: list[str]) -> None:
