@@ -49,8 +49,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:
+        _stop_ray_log_streaming()
         print(f"esper-rllib {args.command}: {err}", file=sys.stderr)
         return 1
+
+
+def _stop_ray_log_streaming() -> None:
+    """Shut Ray down so that its log thread, which copies the failed workers' tracebacks to this
+    process's stderr while they arrive, has finished: our one line then comes last and whole,
+    never spliced into one of theirs (print writes a line and its newline separately)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

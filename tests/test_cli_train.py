@@ -180,9 +180,13 @@ def test_a_failing_run_is_one_line_and_exit_code_1(tmp_path):
     proc = _cli("train", *TINY, "--set", "task=cifar_impaired", "--set", f"data_dir={data}",
                 "--set", "n_train=512", "--iterations", "1", "--storage", str(tmp_path),
                 "--name", "bad")
-    assert proc.returncode == 1
-    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("esper-rllib train:")]
-    assert "training failed:" in line and "malformed CIFAR-10 file" in line
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    # The workers' tracebacks stream above it; the one line is whole and the last thing printed.
+    lines = proc.stderr.splitlines()
+    assert [x for x in lines if "esper-rllib train:" in x] == lines[-1:], proc.stderr[-3000:]
+    line = lines[-1]
+    assert line.startswith("esper-rllib train: training failed:")
+    assert "malformed CIFAR-10 file" in line
     assert "full log:" in line
 
 
