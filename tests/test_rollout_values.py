@@ -9,11 +9,13 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
 from ray.rllib.utils.postprocessing.zero_padding import unpad_data_if_necessary
 
 from esper_rllib.model.module import CRITIC_OUT
 from esper_rllib.ppo.env_runner import BOOTSTRAP_VALUE, SeedOnceEnvRunner, bootstrap_value
+from esper_rllib.ppo.gae import learner_metric_key
 from esper_rllib.run.config import build_ppo_config, resolve_knobs
 
 MAX_EPOCHS = 4
@@ -119,4 +121,32 @@ def test_the_horizon_end_bootstraps_only_when_asked(truncation_bootstrap):
             expected = rewards[row, last] + TINY["gamma"] * boot
         assert float(targets[row, last]) == pytest.approx(float(expected), abs=1e-5)
         assert abs(boot) > 1e-4  # the two cases differ
+    runner.stop()
+
+
+def test_explained_variance_return_scores_the_prediction_against_the_paid_return():
+    # The steps of episodes that ended in the batch (both whole ones and the chunk that finishes
+    # the warmed-up episode), against G_t of their own rewards; the cut chunk has no G_t yet.
+    runner, learner = _setup()
+    episodes = _episodes(runner)
+    metrics = MetricsLogger()
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes,
+                                       shared_data={}, metrics=metrics)[DEFAULT_MODULE_ID]
+    predicted = batch[Columns.VF_PREDS]
+    g, v = [], []
+    for row, episode in enumerate(episodes):
+        if episode.is_done:
+            rewards = np.asarray(episode.get_rewards())
+            g.extend(sum(TINY["gamma"] ** k * r for k, r in enumerate(rewards[t:]))
+                     for t in range(len(rewards)))
+            v.extend(predicted[row, :len(episode)].tolist())
+    g, v = np.array(g), np.array(v)
+    assert len(g) == 2 * MAX_EPOCHS + 1  # two whole episodes and the 1-step end of the third
+    expected = 1 - np.var(g - v) / np.var(g)
+
+    def logged(name):
+        return metrics.peek(learner_metric_key(DEFAULT_MODULE_ID, name))
+
+    assert logged("explained_variance_return") == pytest.approx(expected, abs=1e-5)
+    assert abs(logged("explained_variance") - expected) > 1e-3  # a different target
     runner.stop()

@@ -25,6 +25,7 @@ SHORT_TAG = f"{mn.RESULT_KEY}/{{}}"
 DASHBOARD: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "Collapse": {
         "explained variance before / after the update": (mn.EV, mn.EV_POST),
+        "explained variance: GAE targets / return-to-go": (mn.EV, mn.EV_RETURN),
         "value loss": (mn.VALUE_LOSS,),
         "clip ratio (pre-clip gradient norm / max_grad_norm)": (mn.CLIP_RATIO,),
         "KL after the update": (mn.KL,),

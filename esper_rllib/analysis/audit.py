@@ -15,6 +15,7 @@ from envs.contract import BLUEPRINT_NAMES, CNN_BLUEPRINTS
 from envs.heuristic import HeuristicPolicy, WaitPolicy
 from envs.scripted import OraclePolicy, RandomPolicy
 from esper_rllib.analysis import learnability as lb
+from esper_rllib.ppo.telemetry import returns_to_go
 
 POLICIES = ("wait", "random", "heuristic", "oracle", "oracle_hold")  # scripted_policies()
 REFERENCE = "wait"
@@ -103,7 +104,7 @@ def play_policies(make_env: Callable[[], Any], policies: dict[str, PolicyFactory
             episode = lb.play(env, factory(seed), seed, name, branch_at)
             episodes[name].append(episode)
             tick(max_epochs, f"{name} episode {i + 1}/{len(seeds)}")
-            own = lb.returns_to_go(episode.rewards, gamma)
+            own = returns_to_go(episode.rewards, gamma)
             for branch in episode.branches:
                 others = lb.continuation_returns(branch, ev_continuations - 1, gamma,
                                                  lb.reseed_rng, seed=10_000 * (seed + 1)

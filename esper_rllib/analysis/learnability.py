@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.contract import Op
+from esper_rllib.ppo.telemetry import returns_to_go
 
 BOOTSTRAP_SAMPLES = 2000
 RIDGE_ALPHA = 1.0  # on standardised features
@@ -59,16 +60,6 @@ class Episode:
     @property
     def raw_return(self) -> float:
         return float(self.raw_rewards.sum())
-
-
-def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t = sum_k gamma^k r_{t+k} for every step t."""
-    out = np.zeros(len(rewards))
-    running = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
 
 
 def _run(env: Any, policy: Any, obs: dict, info: dict, t: int,

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from esper_rllib.analysis.learnability import returns_to_go
 from esper_rllib.offline.behaviour import build_module
 from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.ppo import loss, telemetry
@@ -87,7 +86,8 @@ def to_episodes(records: Sequence[EpisodeRecord], gamma: float) -> Episodes:
     obs = {k: padded([r.obs[k] for r in records]) for k in records[0].obs}
     batch = {Columns.OBS: obs, Columns.ACTIONS: padded([r.actions for r in records]),
              Columns.SEQ_LENS: torch.from_numpy(lens)}
-    targets = padded([returns_to_go(r.rewards, gamma).astype(np.float32) for r in records])
+    targets = padded([telemetry.returns_to_go(r.rewards, gamma).astype(np.float32)
+                      for r in records])
     mask = torch.arange(T)[None] < torch.from_numpy(lens)[:, None]
     return Episodes(batch, targets, mask)
 

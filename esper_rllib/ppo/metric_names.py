@@ -40,6 +40,8 @@ LEARNER_METRICS = (
     "explained_variance_post",
     # 1.0 when Var(G) < 1e-8 made explained variance undefined (then NaN) this iteration.
     "explained_variance_undefined",
+    # Against the discounted return-to-go the env paid, not the GAE targets (ppo/gae.py).
+    "explained_variance_return",
     "return_mean",
     "return_std",
     "value_mean",
@@ -104,6 +106,7 @@ ALL_METRICS = (*LEARNER_METRICS, *ENV_METRICS, *MONITOR_METRICS)
 # Metrics other modules single out by name (the console, the TensorBoard dashboard).
 EV = "explained_variance"
 EV_POST = "explained_variance_post"
+EV_RETURN = "explained_variance_return"
 VALUE_LOSS = "value_loss"
 CLIP_RATIO = "clip_ratio"
 KL = "kl"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 # Below this return variance, explained variance is meaningless (0/0): report NaN plus a flag.
@@ -46,6 +47,16 @@ def explained_variance(
         return float("nan"), True
     residual = g - values[mask].double()
     return float(1.0 - residual.var(correction=0) / var_g), False
+
+
+def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_k gamma^k r_{t+k} for every step t of an episode that ended."""
+    out = np.zeros(len(rewards))
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
 
 
 def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
