@@ -130,3 +130,19 @@ def test_warmup_evs_never_enter_the_window():
     restored = CollapseMonitor()
     restored.set_state(json.loads(json.dumps(monitor.get_state())))
     assert restored.update({**HEALTHY, "explained_variance": 0.5})["verdict"] == "strong"
+
+
+def test_the_return_to_go_ev_has_its_own_trailing_window_and_no_say_in_the_verdict():
+    monitor = CollapseMonitor(window=3, warmup=1)
+    records = [monitor.update({**HEALTHY, "explained_variance": 0.5,
+                               "explained_variance_return": r})
+               for r in (9.0, -0.4, -0.2, 0.1, -0.3)]
+    assert math.isnan(records[0]["ev_return_trailing"])  # warm-up
+    assert records[2]["ev_return_trailing"] == pytest.approx(-0.3)  # median(-0.4, -0.2)
+    assert records[-1]["ev_return_trailing"] == pytest.approx(-0.2)  # median(-0.2, 0.1, -0.3)
+    assert records[-1]["verdict"] == "strong"  # judged on explained_variance only
+    restored = CollapseMonitor()
+    restored.set_state(monitor.get_state())
+    step = {**HEALTHY, "explained_variance": 0.5, "explained_variance_return": 0.7}
+    assert restored.update(step)["ev_return_trailing"] == monitor.update(step)[
+        "ev_return_trailing"] == pytest.approx(0.1)

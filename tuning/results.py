@@ -30,6 +30,7 @@ SUMMARY_METRICS = (
     "ev_iter5",
     "best_ev",
     "final_ev",
+    "final_ev_return",
     "final_value_loss",
     "median_clip_ratio",
     "final_q_spread",
@@ -38,8 +39,8 @@ SUMMARY_METRICS = (
     VERDICT_CODE,
 )
 # The ones TensorBoard's HParams view lists against the swept axes.
-HPARAMS_METRICS = ("final_ev", "best_ev", "final_value_loss", "median_clip_ratio",
-                   "final_accuracy", VERDICT_CODE)
+HPARAMS_METRICS = ("final_ev", "final_ev_return", "best_ev", "final_value_loss",
+                   "median_clip_ratio", "final_accuracy", VERDICT_CODE)
 
 
 @dataclass
@@ -135,7 +136,8 @@ def summarize(trial: TrialRecord) -> dict[str, Any]:
     """The trial's summary metrics (``SUMMARY_METRICS``) plus its final verdict string.
 
     Final EV is the collapse monitor's trailing-window EV at the last iteration (the number the
-    verdict is judged on), or the last EV when the monitor did not report one.
+    verdict is judged on), or the last EV when the monitor did not report one; final EV return
+    is the same window against the return-to-go (NaN for runs from before it was logged).
     """
     ev = trial.series(EV)
     final_ev = _last(trial.series("ev_trailing"))
@@ -146,6 +148,7 @@ def summarize(trial: TrialRecord) -> dict[str, Any]:
         "ev_iter5": _at_iteration(trial, EV, EARLY_EV_ITERATION),
         "best_ev": max(_finite(ev), default=math.nan),
         "final_ev": final_ev if not math.isnan(final_ev) else _last(ev),
+        "final_ev_return": _last(trial.series("ev_return_trailing")),
         "final_value_loss": _last(trial.series("value_loss")),
         "median_clip_ratio": _median(trial.series("clip_ratio")),
         "final_q_spread": _last(trial.series("q_spread")),

@@ -34,6 +34,7 @@ CELL_METRICS = (
     ("ev_iter5", "EV @ iter 5"),
     ("best_ev", "best EV"),
     ("final_ev", "final EV (trailing)"),
+    ("final_ev_return", "final EV vs return-to-go"),
     ("median_clip_ratio", "median clip ratio"),
     ("final_q_spread", "final Q-spread"),
     ("median_kl", "median KL"),

@@ -47,9 +47,11 @@ class CollapseMonitor:
 
     ``update(metrics)`` takes one iteration's metrics (names of ``metric_names``; missing or NaN
     values raise no flag) and returns ``{"flag_<name>": bool, ..., "verdict": str,
-    "verdict_code": int, "ev_trailing": float}``; verdict codes index ``VERDICTS`` (-1 while
-    undetermined: until the window holds ``min_evs`` finite post-warm-up EVs). ``ev_trailing``
-    is the median of the window (NaN while it is empty).
+    "verdict_code": int, "ev_trailing": float, "ev_return_trailing": float}``; verdict codes
+    index ``VERDICTS`` (-1 while undetermined: until the window holds ``min_evs`` finite
+    post-warm-up EVs). ``ev_trailing`` is the median of the window (NaN while it is empty);
+    ``ev_return_trailing`` the same window's median of ``explained_variance_return``, reported
+    beside it (the verdict is judged on ``explained_variance`` only).
     """
 
     def __init__(self, window: int = DEFAULT_WINDOW, warmup: int = WARMUP_ITERATIONS) -> None:
@@ -63,6 +65,7 @@ class CollapseMonitor:
         self.first_value_loss: float | None = None
         self.failure_streak = 0
         self._evs: deque[float] = deque(maxlen=window)
+        self._return_evs: deque[float] = deque(maxlen=window)
         self.history: list[dict[str, Any]] = []
 
     def update(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,6 +74,9 @@ class CollapseMonitor:
         ev = _finite(metrics.get("explained_variance"))
         if ev is not None and past_warmup:
             self._evs.append(ev)
+        ev_return = _finite(metrics.get("explained_variance_return"))
+        if ev_return is not None and past_warmup:
+            self._return_evs.append(ev_return)
         value_loss = _finite(metrics.get("value_loss"))
         if self.iteration == 1:
             self.first_value_loss = value_loss
@@ -99,6 +105,8 @@ class CollapseMonitor:
             "verdict": verdict,
             "verdict_code": VERDICTS.index(verdict) if verdict in VERDICTS else -1,
             "ev_trailing": ev_trailing,
+            "ev_return_trailing": (statistics.median(self._return_evs) if self._return_evs
+                                   else math.nan),
         }
         self.history.append(record)
         return record
@@ -133,12 +141,15 @@ class CollapseMonitor:
             "first_value_loss": self.first_value_loss,
             "failure_streak": self.failure_streak,
             "evs": list(self._evs),
+            "return_evs": list(self._return_evs),
             "history": [dict(r) for r in self.history],
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.window, self.warmup = state["window"], state["warmup"]
         self._evs = deque(state["evs"], maxlen=self.window)
+        # (absent from checkpoints written before explained_variance_return was logged)
+        self._return_evs = deque(state.get("return_evs", []), maxlen=self.window)
         self.iteration = state["iteration"]
         self.first_value_loss = state["first_value_loss"]
         self.failure_streak = state["failure_streak"]

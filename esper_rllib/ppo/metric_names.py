@@ -99,7 +99,8 @@ VERDICTS = ("failure", "weak", "strong")
 # (-1 while undetermined).
 VERDICT = "verdict"
 VERDICT_CODE = "verdict_code"
-MONITOR_METRICS = (*(f"flag_{f}" for f in COLLAPSE_FLAGS), VERDICT_CODE, "ev_trailing")
+MONITOR_METRICS = (*(f"flag_{f}" for f in COLLAPSE_FLAGS), VERDICT_CODE, "ev_trailing",
+                   "ev_return_trailing")
 
 ALL_METRICS = (*LEARNER_METRICS, *ENV_METRICS, *MONITOR_METRICS)
 
