@@ -158,6 +158,7 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
         for it in range(1, 7):
             verdict = ("strong" if ev > 0.2 else "failure") if it > 5 else "undetermined"
             esper = {"explained_variance": ev, "ev_trailing": ev, "value_loss": 10 / it,
+                     "ev_return_trailing": ev - 0.3,
                      "clip_ratio": 2.0, "kl": 0.01, "q_spread": 0.1, "episode_val_acc": accuracy,
                      "verdict": verdict, "verdict_code": {"strong": 2, "failure": 0}.get(
                          verdict, -1), "op_count_WAIT": 3, "op_count_GERMINATE": 1,
@@ -213,7 +214,12 @@ def test_report_on_a_hand_made_sweep(tmp_path):
             "EV 0.505 of a possible 0.4 [0.33, 0.47] (EV ceiling under the "
             "random policy), 126.2% of it.") in ceiling
     assert f"`{tmp_path / 'signal.json'}`, reward {QUICK_REWARD}, profile quick" in ceiling
-    assert "| 1.0 | 2 | 0.5 | -0.195 [-0.2, -0.19] | -48.8% |" in ceiling
+    # Beside it the like-for-like number: the critic against the return, the ceiling's target.
+    assert "| 1.0 | 2 | 0.5 | -0.195 [-0.2, -0.19] | -48.8% | -0.495 [-0.5, -0.49] | -123.7% |" \
+        in ceiling
+    fix_row = next(r for r in section(report, "Cells").splitlines()
+                   if r.startswith("| 0.01 | 4 | 1.0 | 2 |"))
+    assert "| 0.505 [0.5, 0.51] | 0.205 [0.2, 0.21] |" in fix_row  # final EV, then vs return
 
     compared = section(report, "Does a cell beat the baseline?")
     assert "Against the broken run (value_head_gain 1.0, value_head_depth 2, value_coef 0.5)." \

@@ -14,6 +14,7 @@ sweep's own env when no signal.json applies (`esper-rllib signal`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,15 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
     best_ev = analysis.final_ev(sweep, best)
 
     def fraction(value: float) -> str:
-        return f"{value / ceiling['estimate']:.1%}" if ceiling["estimate"] > 0 else "n/a"
+        if math.isnan(value) or ceiling["estimate"] <= 0:
+            return "n/a"
+        return f"{value / ceiling['estimate']:.1%}"
 
-    rows = [[*map(str, cell.values), analysis.final_ev(sweep, cell).format(),
-             fraction(analysis.final_ev(sweep, cell).value)] for cell in sweep.cells]
+    # The ceiling is on the return-to-go's scale: final_ev_return is the like-for-like number.
+    rows = [[*map(str, cell.values), *(part for metric in ("final_ev", "final_ev_return")
+                                       for part in (estimates[metric].format(),
+                                                    fraction(estimates[metric].value)))]
+            for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True)]
     return [
         f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
         f"continuations (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
@@ -91,7 +97,12 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
         f"{fraction(best_ev.value)} of it.",
         "",
         *_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
-                 "fraction of the ceiling"], rows),
+                 "fraction of the ceiling", "final EV vs return-to-go", "fraction of the ceiling"],
+                rows),
+        "",
+        "Final EV is against the GAE targets (the verdict's metric), which carry the critic's own "
+        "values; the ceiling, like final EV vs return-to-go, is against the return the env pays "
+        "(n/a for runs that did not log it).",
     ]
 
 
