@@ -41,7 +41,8 @@ def _ablation(folder, rows):
     with open(folder / "ablation.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["trial", "value_head_gain", "value_head_depth",
                                                "value_coef", "seed", "value_head_layernorm",
-                                               "final_ev"])
+                                               "final_ev", "final_ev_return"],
+                                restval="")
         writer.writeheader()
         writer.writerows(rows)
     return folder
@@ -54,7 +55,8 @@ def test_levels_read_the_right_curve_points_and_online_trials(tmp_path):
         {"trial": f"b{s}", "value_head_gain": 1.0, "value_head_depth": 2, "value_coef": 0.5,
          "seed": s, "value_head_layernorm": False, "final_ev": -1.0 - s} for s in range(3)] + [
         {"trial": f"f{s}", "value_head_gain": 0.01, "value_head_depth": 4, "value_coef": 1.0,
-         "seed": s, "value_head_layernorm": True, "final_ev": 0.001 * s} for s in range(3)] + [
+         "seed": s, "value_head_layernorm": True, "final_ev": 0.001 * s,
+         "final_ev_return": -0.5 - 0.1 * s} for s in range(3)] + [
         # Another config (value_coef 0.5 on the fix's head): matches neither cell.
         {"trial": "x", "value_head_gain": 0.01, "value_head_depth": 4, "value_coef": 0.5,
          "seed": 0, "value_head_layernorm": True, "final_ev": 9.0}])
@@ -70,11 +72,18 @@ def test_levels_read_the_right_curve_points_and_online_trials(tmp_path):
     assert broken.levels[0].value == 0.4
     for level, values in zip(broken.levels[1:4], expected, strict=True):
         assert level.value == pytest.approx(bootstrap_iqm(values).value)
-    assert broken.levels[4].value == pytest.approx(-2.0)
+    # The broken trials' sweep predates final_ev_return: that level is missing, not 0.
+    assert broken.levels[4].format() == "n/a"
+    assert broken.levels[5].value == pytest.approx(-2.0)
     assert fix.levels[1].value == pytest.approx(broken.levels[1].value - 0.1)
-    assert fix.levels[4].value == pytest.approx(0.001)
+    assert fix.levels[4].value == pytest.approx(-0.6)  # vs the return-to-go
+    assert fix.levels[5].value == pytest.approx(0.001)  # vs the GAE targets
     assert RECIPE_STEPS == 8
-    assert "information -0.340, data +0.068, optimisation +0.560" in "\n".join(render_table(rows))
+    table = "\n".join(render_table(rows))
+    assert "information -0.340, data +0.068, optimisation +0.560, online n/a" in table
+    # The online gap runs to the EV against the return-to-go (the offline levels' target).
+    fix_eight_steps = fix.levels[3].value
+    assert f"online {fix_eight_steps + 0.6:+.3f};" in table
 
 
 def test_online_folder_without_a_known_sweep_is_refused(tmp_path):

@@ -8,8 +8,11 @@ Levels, each an IQM over seeds with its 95% interval:
 3. the same from 32 episodes (one quick trial's data): the data gap;
 4. from 32 episodes and 8 gradient steps (the reference recipe's optimisation in a quick
    trial): the optimisation gap;
-5. the online final EV of the same config in a committed sweep (ablation.csv): what
-   non-stationarity, the policy loss on the shared trunk and fresh data per batch cost.
+5. the online final EV against the return-to-go of the same config in a sweep (ablation.csv's
+   ``final_ev_return``, on the offline levels' target): what non-stationarity, the policy loss
+   on the shared trunk and fresh data per batch cost;
+6. its online final EV against the GAE targets (``final_ev``, the verdict's metric), shown
+   beside it: it carries the critic's own values, so it is no level of the gap chain.
 "Best" picks the step on the held-out IQM itself (optimistic). The online trials match a fit
 cell when every knob that shapes the critic or its training (``MATCH_KEYS``) is equal; knobs an
 ablation.csv does not list are the sweep's (its sweep.json, else the named sweep's fixed knobs
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,9 @@ ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk",
                "truncation_bootstrap")
 LEVELS = ("EV ceiling (whole state)", "all episodes, best step",
           f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
-          "online final EV")
+          "online final EV vs return-to-go", "online final EV (GAE targets)")
+# The levels the gaps run along (the last level is on another target).
+GAPS = ("information", "data", "optimisation", "online")
 
 
 def match_keys() -> list[str]:
@@ -60,6 +66,7 @@ class OnlineTrial:
     source: str
     knobs: dict[str, Any]
     final_ev: float
+    final_ev_return: float  # NaN for sweeps from before it was logged
 
 
 def load_online(spec: str, profile: str) -> list[OnlineTrial]:
@@ -84,19 +91,23 @@ def load_online(spec: str, profile: str) -> list[OnlineTrial]:
         for row in csv.DictReader(f):
             knobs = {**base, **{k: KNOBS[k].parse(k, v) for k, v in row.items()
                                 if k in KNOBS and k != "seed" and v != ""}}
-            trials.append(OnlineTrial(str(folder), knobs, float(row["final_ev"])))
+            trials.append(OnlineTrial(str(folder), knobs, float(row["final_ev"]),
+                                      float(row.get("final_ev_return") or "nan")))
     return trials
 
 
-def online_estimate(trials: Sequence[OnlineTrial], knobs: Mapping[str, Any]
-                    ) -> tuple[Estimate, str]:
-    """IQM of the final EV of the trials whose knobs match, and where they are from."""
+def online_estimates(trials: Sequence[OnlineTrial], knobs: Mapping[str, Any]
+                     ) -> tuple[tuple[Estimate, Estimate], str]:
+    """IQMs of the final EV against the return-to-go and against the GAE targets of the trials
+    whose knobs match, and where they are from."""
     want = _normal(knobs)
     matched = [t for t in trials if _normal(t.knobs) == want]
     if not matched:
-        return MISSING, "no matching online trials"
+        return (MISSING, MISSING), "no matching online trials"
     sources = sorted({t.source for t in matched})
-    return bootstrap_iqm([t.final_ev for t in matched]), ", ".join(f"`{s}`" for s in sources)
+    return ((bootstrap_iqm([t.final_ev_return for t in matched]),
+             bootstrap_iqm([t.final_ev for t in matched])),
+            ", ".join(f"`{s}`" for s in sources))
 
 
 @dataclass(frozen=True)
@@ -133,13 +144,13 @@ def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
     for role, cell in roles:
         all_data = max(summary.sizes[cell])
         step = RECIPE_STEPS if RECIPE_STEPS in summary.steps else None
-        estimate, source = ((MISSING, "none: a frozen trunk is not trained online")
-                            if cell in frozen else online_estimate(online, cells[cell]))
+        estimates, source = (((MISSING, MISSING), "none: a frozen trunk is not trained online")
+                             if cell in frozen else online_estimates(online, cells[cell]))
         out.append(Decomposition(role, cell, (
             ceiling_estimate, _level(summary, cell, all_data, None),
             _level(summary, cell, DATA_EPISODES, None),
             _level(summary, cell, DATA_EPISODES, step) if step else MISSING,
-            estimate), source))
+            *estimates), source))
     return out
 
 
@@ -153,7 +164,7 @@ def render_table(rows: Sequence[Decomposition]) -> list[str]:
               "online):", ""]
     for r in rows:
         v = [e.value for e in r.levels]
-        gaps = ", ".join(f"{name} {a - b:+.3f}" for name, a, b in zip(
-            ("information", "data", "optimisation", "online"), v, v[1:], strict=False))
+        gaps = ", ".join(f"{name} {a - b:+.3f}" if not math.isnan(a - b) else f"{name} n/a"
+                         for name, a, b in zip(GAPS, v, v[1:], strict=False))
         lines.append(f"- {r.role} (`{r.cell}`): {gaps}; online trials from {r.online_source}")
     return lines

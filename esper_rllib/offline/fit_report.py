@@ -76,7 +76,10 @@ def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
             "From the EV ceiling (whole env state) to the best held-out EV on all training "
             "episodes (what the observation history supports), with one quick trial's data "
             "(32 episodes), with its optimisation too (8 gradient steps), to the final EV of "
-            "the same config trained online by PPO (its sweep's trials). IQM [95% interval].",
+            "the same config trained online by PPO (its sweep's trials) against the same "
+            "target, the return-to-go; beside it the online final EV against the GAE targets "
+            "(the verdict's, which carry the critic's own values; n/a where a sweep predates "
+            "the return-to-go metric). IQM [95% interval].",
             "", *render_table(rows), ""]
 
 
