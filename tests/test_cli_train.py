@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,8 @@ def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     for field in ("env steps", "EV", "value loss", "clip ratio", "kl", "verdict", "ETA"):
         assert field in lines[0]
     assert "final verdict:" in stdout
+    assert re.search(r"\(EV [+-]\d+\.\d{3}, against the return-to-go [+-]\d+\.\d{3}, over 2 "
+                     r"iterations\)", stdout), stdout
     assert f"tensorboard --logdir {storage / 'tiny'}" in stdout
     # The trial folder (TensorBoard's run name) is the preset and the seed, not Tune's default.
     assert trial.name == "seed_before,seed=0"

@@ -186,7 +186,8 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     result = dict(trial.metrics)
     esper = result.get(mn.RESULT_KEY, {})
     out(f"final verdict: {esper.get(mn.VERDICT, 'n/a')} "
-        f"(EV {esper.get('explained_variance', float('nan')):+.3f} over "
+        f"(EV {esper.get(mn.EV, float('nan')):+.3f}, against the return-to-go "
+        f"{esper.get(mn.EV_RETURN, float('nan')):+.3f}, over "
         f"{result.get('training_iteration')} iterations)")
     out(f"trial directory (TensorBoard events, result.json): {trial.path}")
     if trial.checkpoint is not None:
