@@ -140,10 +140,12 @@ def test_summary_of_one_trial():
 
 
 def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
-               overrides: dict | None = None, sweep: str = "seed") -> Path:
+               overrides: dict | None = None, sweep: str = "seed",
+               return_ev: bool = True) -> Path:
     """A sweep folder (the seed sweep unless named) with hand-made results: final EV is set by
     the gain alone, final accuracy by the depth alone (+5 points at depth 4); seeds add 0.01 EV
-    and 1 point."""
+    and 1 point; the EV against the return-to-go is 0.3 lower (absent with ``return_ev`` off,
+    as in runs from before it was logged)."""
     plan = plan_sweep(sweep, "quick", resolve_knobs, seeds=seeds, grid=grid,
                       overrides=overrides)
     plan.save(root)
@@ -158,11 +160,12 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
         for it in range(1, 7):
             verdict = ("strong" if ev > 0.2 else "failure") if it > 5 else "undetermined"
             esper = {"explained_variance": ev, "ev_trailing": ev, "value_loss": 10 / it,
-                     "ev_return_trailing": ev - 0.3,
                      "clip_ratio": 2.0, "kl": 0.01, "q_spread": 0.1, "episode_val_acc": accuracy,
                      "verdict": verdict, "verdict_code": {"strong": 2, "failure": 0}.get(
                          verdict, -1), "op_count_WAIT": 3, "op_count_GERMINATE": 1,
                      "flag_ev_negative": ev < 0 and it > 5}
+            if return_ev:
+                esper |= {"explained_variance_return": ev - 0.3, "ev_return_trailing": ev - 0.3}
             lines.append(json.dumps({"training_iteration": it, "timesteps_total": 8 * it,
                                      "done": it == 6, "esper": esper}))
         (trial / "result.json").write_text("\n".join(lines) + "\n")
@@ -194,7 +197,8 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     write_signal(tmp_path)  # beside the experiment folder
     written = write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
     report = (root / "report.md").read_text()
-    names = ["final_ev", "main_effects", "explained_variance", "value_loss", "clip_ratio"]
+    names = ["final_ev", "main_effects", "explained_variance", "explained_variance_return",
+             "value_loss", "clip_ratio"]
     assert written == [root / "report.md", *(root / "plots" / f"{n}.png" for n in names)]
     for png in written[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -265,9 +269,14 @@ def test_small_multiples_have_one_panel_per_cell_with_each_seed_and_the_mean(tmp
 
 
 def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
-    root = fake_sweep(tmp_path, grid={"value_coef": [1.0]})
-    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    # (and one from before explained_variance_return was logged: n/a, no empty plot of it)
+    root = fake_sweep(tmp_path, grid={"value_coef": [1.0]}, return_ev=False)
+    written = write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    assert root / "plots" / "explained_variance_return.png" not in written
     report = (root / "report.md").read_text()
+    fix_row = next(r for r in section(report, "Cells").splitlines()
+                   if r.startswith("| 0.01 | 4 | 1.0 | 2 |"))
+    assert "| 0.505 [0.5, 0.51] | n/a |" in fix_row
     compared = section(report, "Does a cell beat the baseline?")
     assert ("This sweep has no broken run (value_head_gain 1.0, value_head_depth 2, value_coef "
             "0.5): the baseline is its first cell, every axis at its first value "

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 # (per-iteration metric, axis title, reference line and its label or None)
 PANEL_METRICS = (
     ("explained_variance", "explained variance", (STRONG_EV, f"strong (EV > {STRONG_EV})")),
+    ("explained_variance_return", "explained variance vs the return-to-go", None),
     ("value_loss", "value loss", None),
     ("clip_ratio", "clip ratio (pre-clip grad norm / max)",
      (EXTREME_CLIP_RATIO, f"extreme clipping ({EXTREME_CLIP_RATIO:g}x)")),
 )
+EV_METRICS = ("explained_variance", "explained_variance_return")
 PANEL_COLUMNS = 4
 SEED_COLOR, MEAN_COLOR, CEILING_COLOR, REF_COLOR = "tab:blue", "navy", "tab:green", "tab:red"
 
@@ -89,7 +91,7 @@ def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(grid, axis=0) if grid.size else grid
         ax.plot(iterations, mean, color=MEAN_COLOR, lw=2.2, label="seed mean")
-        if metric == "explained_variance":
+        if metric in EV_METRICS:
             _ceiling_band(ax, analysis.ceiling, vertical=False)
             ax.axhline(0.0, color="gray", lw=0.8)
         if reference is not None:
@@ -99,7 +101,7 @@ def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric
         ax.tick_params(labelsize=7)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    if positive and metric != "explained_variance":
+    if positive and metric not in EV_METRICS:
         _log_scale(axes[0, 0])  # losses and ratios span decades; shared by every panel
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
@@ -182,6 +184,12 @@ def final_ev_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str]) -> 
     return fig
 
 
+def _reported(sweep: Sweep, metric: str) -> bool:
+    """Whether any trial logged ``metric`` (runs from before explained_variance_return did not:
+    no empty figure for them)."""
+    return any(metric in m for cell in sweep.cells for t in cell.trials for m in t.metrics)
+
+
 def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
                 outcomes: Sequence[tuple[str, str]], out_dir: Path) -> list[Path]:
     """Every plot of the report into ``out_dir`` (``labels``: one per cell, as the report names
@@ -189,7 +197,7 @@ def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
     figures = {"final_ev": final_ev_figure(sweep, analysis, labels),
                "main_effects": main_effects_figure(analysis, outcomes),
                **{metric: panel_figure(sweep, analysis, labels, metric, title, reference)
-                  for metric, title, reference in PANEL_METRICS}}
+                  for metric, title, reference in PANEL_METRICS if _reported(sweep, metric)}}
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     written = []
