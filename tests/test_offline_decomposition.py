@@ -12,6 +12,7 @@ from esper_rllib.offline.decomposition import (
     cell_knobs,
     decompose,
     load_online,
+    online_estimates,
     render_table,
 )
 from esper_rllib.offline.fit_summary import summarize_curve
@@ -91,3 +92,25 @@ def test_online_folder_without_a_known_sweep_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="give DIR@SWEEP"):
         load_online(str(folder), "quick")
     assert load_online(f"{folder}@extended", "quick") == []
+
+
+def test_a_replay_without_value_steps_matches_the_config_without_one(tmp_path):
+    # budget's baseline cell (critic_steps 0, critic_replay 3) trains exactly as the fix: the
+    # learner keeps no batches without a value phase. With value steps the replay matters.
+    fix = cell_knobs(resolve_knobs("quick", "seed_after"))
+    head = {"trial": "t", "value_head_gain": 0.01, "value_head_depth": 4, "value_coef": 1.0,
+            "value_head_layernorm": True, "seed": 0, "final_ev": 0.5}
+    fields = [*head, "critic_steps", "critic_replay"]
+    folder = tmp_path / "budget-quick"
+    folder.mkdir()
+    with open(folder / "ablation.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow({**head, "critic_steps": 0, "critic_replay": 3})
+        writer.writerow({**head, "trial": "u", "final_ev": 9.0, "critic_steps": 32,
+                         "critic_replay": 3})
+    online = load_online(f"{folder}@budget", "quick")
+    (estimate, _), source = online_estimates(online, fix)
+    assert estimate.format() == "n/a" and str(folder) in source  # matched t only; no return EV
+    (_, on_gae), _ = online_estimates(online, fix)
+    assert on_gae.value == pytest.approx(0.5)

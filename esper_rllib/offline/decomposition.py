@@ -52,8 +52,12 @@ def match_keys() -> list[str]:
 
 def _normal(knobs: Mapping[str, Any]) -> dict[str, Any]:
     """Only the matched knobs, as JSON holds them (tuples as lists); a knob a record does not
-    name (one made before the knob existed) at its default."""
-    return json.loads(json.dumps({k: knobs.get(k, KNOBS[k].default) for k in match_keys()}))
+    name (one made before the knob existed) at its default. Without a value phase the replay
+    does nothing (the learner keeps no batches), so it is matched at its default."""
+    normal = {k: knobs.get(k, KNOBS[k].default) for k in match_keys()}
+    if "critic_replay" in normal and not normal.get("critic_steps"):
+        normal["critic_replay"] = KNOBS["critic_replay"].default
+    return json.loads(json.dumps(normal))
 
 
 def cell_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
