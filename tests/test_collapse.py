@@ -146,3 +146,14 @@ def test_the_return_to_go_ev_has_its_own_trailing_window_and_no_say_in_the_verdi
     step = {**HEALTHY, "explained_variance": 0.5, "explained_variance_return": 0.7}
     assert restored.update(step)["ev_return_trailing"] == monitor.update(step)[
         "ev_return_trailing"] == pytest.approx(0.1)
+
+
+def test_a_checkpoint_from_before_the_return_to_go_ev_restores():
+    monitor = CollapseMonitor()
+    feed(monitor, [0.5] * 8)  # a verdict already: 3 post-warm-up EVs
+    state = monitor.get_state()
+    del state["return_evs"]  # as written before explained_variance_return was logged
+    restored = CollapseMonitor()
+    restored.set_state(state)
+    record = restored.update({**HEALTHY, "explained_variance_return": 0.25})
+    assert record["ev_return_trailing"] == 0.25 and record["verdict"] == "strong"
