@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import EXTREME_CLIP_RATIO, STRONG_EV
 
 if TYPE_CHECKING:
@@ -26,12 +27,12 @@ if TYPE_CHECKING:
 # (per-iteration metric, axis title, reference line and its label or None)
 PANEL_METRICS = (
     ("explained_variance", "explained variance", (STRONG_EV, f"strong (EV > {STRONG_EV})")),
-    ("explained_variance_return", "explained variance vs the return-to-go", None),
+    (mn.EV_RETURN, "explained variance vs the return-to-go", None),
     ("value_loss", "value loss", None),
     ("clip_ratio", "clip ratio (pre-clip grad norm / max)",
      (EXTREME_CLIP_RATIO, f"extreme clipping ({EXTREME_CLIP_RATIO:g}x)")),
 )
-EV_METRICS = ("explained_variance", "explained_variance_return")
+EV_METRICS = (mn.EV, mn.EV_RETURN)
 PANEL_COLUMNS = 4
 SEED_COLOR, MEAN_COLOR, CEILING_COLOR, REF_COLOR = "tab:blue", "navy", "tab:green", "tab:red"
 

@@ -42,6 +42,10 @@ def _finite(x: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _median(window: deque[float]) -> float:
+    return statistics.median(window) if window else math.nan
+
+
 class CollapseMonitor:
     """Per-iteration collapse flags and a trailing-window verdict.
 
@@ -96,7 +100,7 @@ class CollapseMonitor:
         }
         assert tuple(flags) == COLLAPSE_FLAGS
 
-        ev_trailing = statistics.median(self._evs) if self._evs else math.nan
+        ev_trailing = _median(self._evs)
         verdict = self._verdict(ev_trailing) if len(self._evs) >= self.min_evs else UNDETERMINED
         self.failure_streak = self.failure_streak + 1 if verdict == "failure" else 0
 
@@ -105,8 +109,7 @@ class CollapseMonitor:
             "verdict": verdict,
             "verdict_code": VERDICTS.index(verdict) if verdict in VERDICTS else -1,
             "ev_trailing": ev_trailing,
-            "ev_return_trailing": (statistics.median(self._return_evs) if self._return_evs
-                                   else math.nan),
+            "ev_return_trailing": _median(self._return_evs),
         }
         self.history.append(record)
         return record

@@ -70,6 +70,15 @@ def has_q_critic(module: Any) -> bool:
     return module.model_config.get("critic") == "q_op"
 
 
+def _as_batch_rows(flat: np.ndarray, episode_lens: Sequence[int], module: Any) -> np.ndarray:
+    """Per-step values of the episodes, one after another, in the train batch's layout: for an
+    LSTM module, zero-padded rows of max_seq_len."""
+    if not module.is_stateful():
+        return flat
+    return np.stack(split_and_zero_pad_n_episodes(
+        flat, episode_lens=list(episode_lens), max_seq_len=module.model_config["max_seq_len"]))
+
+
 class FactoredGAE(GeneralAdvantageEstimation):
     """Drop-in for RLlib's GAE connector piece (its ``gamma``, ``lambda_``), plus
     ``truncation_bootstrap``: False values an episode's end at max_epochs as 0 (nothing follows
@@ -137,11 +146,8 @@ class FactoredGAE(GeneralAdvantageEstimation):
             gamma=self.gamma,
             lambda_=self.lambda_,
         )
-        if module.is_stateful():
-            targets = np.stack(split_and_zero_pad_n_episodes(
-                targets, episode_lens=episode_lens, max_seq_len=module.model_config["max_seq_len"]
-            ))
-        targets = torch.as_tensor(targets, device=baseline.device)
+        targets = torch.as_tensor(_as_batch_rows(targets, episode_lens, module),
+                                  device=baseline.device)
         mask = batch[Columns.LOSS_MASK].bool()
         raw_advantages = targets - baseline
         advantages = telemetry.normalize_advantages(raw_advantages, mask)
@@ -183,11 +189,8 @@ class FactoredGAE(GeneralAdvantageEstimation):
             for e in episodes]).astype(np.float32)
         ended = np.concatenate([np.full(n, e.is_done) for e, n in zip(episodes, episode_lens,
                                                                         strict=True)])
-        if module.is_stateful():
-            returns, ended = (np.stack(split_and_zero_pad_n_episodes(
-                x, episode_lens=list(episode_lens), max_seq_len=module.model_config["max_seq_len"]
-            )) for x in (returns, ended))
-        return torch.as_tensor(returns), torch.as_tensor(ended).bool()
+        return (torch.as_tensor(_as_batch_rows(returns, episode_lens, module)),
+                torch.as_tensor(_as_batch_rows(ended, episode_lens, module)).bool())
 
     @staticmethod
     def _q_spread_start(
