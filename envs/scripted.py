@@ -13,12 +13,32 @@ from envs.contract import (
     BLEND_STYLES,
     BLUEPRINT_NAMES,
     CNN_BLUEPRINTS,
+    HEADS,
     TEMPOS,
     Op,
     Stage,
     head_sizes,
 )
 from envs.heuristic import make_action
+
+
+def random_legal_action(mask: np.ndarray, n_slots: int, rng: np.random.Generator) -> np.ndarray:
+    """One action, each head uniform over the values its part of the concatenated per-head 0/1
+    ``mask`` allows.
+
+    Every head of an env observation keeps a legal value (``Lifecycle.action_mask``, the
+    probes' ``legal_mask``); a head with none is a broken mask (all-zero masks belong to
+    padded LSTM steps, never to an observation): ValueError naming the head, rather than a
+    value that may be illegal."""
+    action, start = [], 0
+    for head, size in zip(HEADS, head_sizes(n_slots), strict=True):
+        legal = np.flatnonzero(mask[start:start + size] > 0)
+        if not legal.size:
+            raise ValueError(f"action_mask: head {head!r} has no legal value (mask["
+                             f"{start}:{start + size}] is all zero); every head keeps one")
+        action.append(int(rng.choice(legal)))
+        start += size
+    return np.asarray(action, dtype=np.int64)
 
 
 class RandomPolicy:
@@ -34,13 +54,7 @@ class RandomPolicy:
         pass
 
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        mask = obs["action_mask"]
-        action, start = [], 0
-        for n in head_sizes(len(obs["blueprints"])):
-            legal = np.flatnonzero(mask[start:start + n] > 0)
-            action.append(int(self.rng.choice(legal)))
-            start += n
-        return np.asarray(action, dtype=np.int64)
+        return random_legal_action(obs["action_mask"], len(obs["blueprints"]), self.rng)
 
 
 class OraclePolicy:

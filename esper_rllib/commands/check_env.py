@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from gymnasium.utils.env_checker import check_env
 
+    from envs.scripted import random_legal_action
     from esper_rllib.run.config import ConfigError, env_config
-    from esper_rllib.run.random_actions import random_legal_action
 
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")
