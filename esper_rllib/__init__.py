@@ -12,7 +12,3 @@
 
 ``tuning`` (Tune orchestration) imports only ``ppo.metric_names`` and receives the rest.
 """
-
-from esper_rllib import legacy
-
-legacy.install()

@@ -1,11 +1,12 @@
 """esper-rllib critic-fit --checkpoint: a trained run's critic scored, as it is, on a
 recording's held-out episodes against their return-to-go; a run of another env is refused."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from test_legacy_checkpoint import CHECKPOINT
 
 from esper_rllib.cli import main
 from esper_rllib.offline import dataset
@@ -17,7 +18,10 @@ from esper_rllib.offline.fit_run import split_records
 from esper_rllib.offline.record import plan_recording, play_episode
 from esper_rllib.run.config import env_config
 
-# The env the checkpoint's run trained on (tests/data/checkpoint-before-layout).
+# A checkpoint of a one-iteration run of ENV (written before the package layout; its pickles
+# re-written with today's module paths when the legacy import hook went).
+CHECKPOINT = Path(__file__).parent / "data" / "checkpoint"
+# The env the checkpoint's run trained on.
 ENV = {"n_train": 256, "n_val": 128, "max_epochs": 4}
 EPISODES = 8  # 2 held out
 
