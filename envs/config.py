@@ -35,8 +35,19 @@ class EnvConfig:
     inject_nan_at_epoch: int | None
 
 
-def _int(kwargs: dict[str, Any], key: str, default: int | None, minimum: int,
-         optional: bool = False) -> int | None:
+# The integer kwargs: (default, minimum); None as the default means None is allowed. The run
+# configuration's knobs for these read their bounds from here.
+INT_KWARGS: dict[str, tuple[int | None, int]] = {
+    "max_epochs": (150, 1), "max_seeds": (2, 0), "n_train": (None, 1), "n_val": (None, 1),
+    "seed": (None, 0), "data_seed": (0, 0),
+    # Counted from 1: the first host epoch is epoch 1.
+    "inject_nan_at_epoch": (None, 1),
+}
+
+
+def _int(kwargs: dict[str, Any], key: str) -> int | None:
+    default, minimum = INT_KWARGS[key]
+    optional = default is None
     value = kwargs.get(key, default)
     if value is None and optional:
         return None
@@ -86,15 +97,15 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
         data_dir = os.fspath(data_dir)
     return EnvConfig(
         task=get_task(task_name),
-        max_epochs=_int(kwargs, "max_epochs", 150, 1),
-        max_seeds=_int(kwargs, "max_seeds", 2, 0),
+        max_epochs=_int(kwargs, "max_epochs"),
+        max_seeds=_int(kwargs, "max_seeds"),
         reward=reward,
         reward_normalization=norm,
         data_dir=data_dir,
         device=resolve_device(kwargs.get("device", "cpu")),
-        n_train=_int(kwargs, "n_train", None, 1, optional=True),
-        n_val=_int(kwargs, "n_val", None, 1, optional=True),
-        seed=_int(kwargs, "seed", None, 0, optional=True),
-        data_seed=_int(kwargs, "data_seed", 0, 0),
-        inject_nan_at_epoch=_int(kwargs, "inject_nan_at_epoch", None, 1, optional=True),
+        n_train=_int(kwargs, "n_train"),
+        n_val=_int(kwargs, "n_val"),
+        seed=_int(kwargs, "seed"),
+        data_seed=_int(kwargs, "data_seed"),
+        inject_nan_at_epoch=_int(kwargs, "inject_nan_at_epoch"),
     )

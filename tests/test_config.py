@@ -6,6 +6,7 @@ import pytest
 
 from envs import ENV_ID
 from envs.contract import action_space, observation_space
+from esper_rllib.ppo.learner_config import LEARNER_DEFAULTS
 from esper_rllib.run.config import (
     KNOBS,
     PRESETS,
@@ -138,11 +139,8 @@ def test_built_config_has_the_reference_ppo_settings():
     assert (config.lr, config.gamma, config.lambda_, config.clip_param) == (1e-4, 0.995, 0.98, 0.2)
     assert config.grad_clip == 1.0 and config.grad_clip_by == "global_norm"
     assert math.isinf(config.vf_clip_param) and config.use_kl_loss is False
-    assert config.learner_config_dict == {"value_coef": 1.0, "entropy_coef": 0.05,
-                                          "ratio_mode": "per_head", "value_clip": None,
-                                          "critic_lr_scale": 1.0, "minibatches": 1,
-                                          "critic_steps": 0, "critic_replay": 0,
-                                          "truncation_bootstrap": True}
+    # Every loss knob at its default, but the preset's value_coef.
+    assert config.learner_config_dict == {**LEARNER_DEFAULTS, "value_coef": 1.0}
     assert config.model_config["value_target_norm"] == "none"
     assert config.learner_class is FactoredPPOLearner
     assert config.callbacks_class is EsperCallbacks
@@ -199,15 +197,16 @@ def test_presets_give_the_reference_parameter_counts(preset, total):
     assert sum(p.numel() for p in module.parameters()) == total
 
 
-def test_knob_defaults_are_the_module_and_learner_defaults():
-    from esper_rllib.model.model_config import DEFAULTS
-    from esper_rllib.ppo.learner import LEARNER_DEFAULTS
-    from esper_rllib.ppo.loss import RATIO_MODES
+def test_an_env_knob_takes_its_bounds_from_the_env():
+    # The knob once accepted 0, which the env refuses: the bound is now the env's own.
+    with pytest.raises(ConfigError, match="inject_nan_at_epoch=0: not allowed; allowed: int >= 1"):
+        resolve_knobs("quick", overrides={"inject_nan_at_epoch": 0})
+    assert parse_set(["inject_nan_at_epoch=1"]) == {"inject_nan_at_epoch": 1}
 
-    for where, defaults in (("model_config", DEFAULTS), ("learner_config_dict", LEARNER_DEFAULTS)):
-        knobs = {n: k for n, k in KNOBS.items() if k.where == where}
-        assert set(knobs) == set(defaults)
-        # max_seq_len is derived from the episode length unless set.
-        assert {n: k.default for n, k in knobs.items() if n != "max_seq_len"} == {
-            n: v for n, v in defaults.items() if n != "max_seq_len"}
-    assert KNOBS["ratio_mode"].choices == RATIO_MODES
+
+def test_a_bad_loss_knob_is_one_line_below_the_knob_table_too():
+    from esper_rllib.ppo.learner_config import resolve_learner_config
+
+    with pytest.raises(ConfigError, match=r"learner_config_dict\['critic_steps'\]=-1: not "
+                                          r"allowed; allowed: int >= 0"):
+        resolve_learner_config({"critic_steps": -1})

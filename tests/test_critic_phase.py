@@ -15,7 +15,7 @@ from test_module import _batch, _module
 from esper_rllib.cli import main
 from esper_rllib.model.model_config import resolve_model_config
 from esper_rllib.model.module import CRITIC_OUT, CRITIC_STATE
-from esper_rllib.ppo.learner import resolve_learner_config
+from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.metric_names import CRITIC_PHASE_METRICS
 from esper_rllib.run.config import ConfigError, parse_set, resolve_knobs
 
@@ -204,12 +204,14 @@ def test_bad_knob_values_give_one_line(item, allowed):
 def test_bad_values_are_refused_below_the_knob_table_too():
     with pytest.raises(ConfigError, match="critic_replay=-1: not allowed; allowed: int >= 0"):
         resolve_knobs("quick", overrides={"critic_replay": -1})
-    with pytest.raises(ValueError, match=r"\['critic_steps'\]: must be an int >= 0, got 1.5"):
+    with pytest.raises(ValueError, match=r"\[.critic_steps.\]=1.5: not allowed; allowed: "
+                                         r"int >= 0"):
         resolve_learner_config({"critic_steps": 1.5})
-    with pytest.raises(ValueError, match=r"\['critic_replay'\]: must be an int >= 0, got True"):
+    with pytest.raises(ValueError, match=r"\['critic_replay'\]=True: not allowed; allowed: "
+                                         r"int >= 0"):
         resolve_learner_config({"critic_replay": True})
-    with pytest.raises(ValueError, match=r"\['critic_trunk'\]: must be one of \('shared', "
-                                         r"'separate'\), got 'own'"):
+    with pytest.raises(ValueError, match=r"\['critic_trunk'\]='own': not allowed; allowed: shared "
+                                         r"\| separate"):
         resolve_model_config({"critic_trunk": "own"})
 
 

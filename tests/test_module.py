@@ -9,7 +9,11 @@ from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from envs.contract import N_OPS, Op, action_space, observation_space
 from esper_rllib.model.distribution import FactoredCategorical
-from esper_rllib.model.model_config import DEFAULTS, PRESETS, resolve_model_config
+from esper_rllib.model.model_config import (
+    PRESETS,
+    REFERENCE_MAX_SEQ_LEN,
+    resolve_model_config,
+)
 from esper_rllib.model.module import FactoredLSTM
 
 # Gain 1 on the value output so values are O(1) and comparisons between them mean something.
@@ -228,7 +232,7 @@ def test_checkpoint_round_trip_keeps_config_and_weights(tmp_path):
 def test_model_config_defaults_and_rllib_keys():
     module = _module()
     assert module.model_config["max_seq_len"] == SMALL["max_seq_len"]
-    assert resolve_model_config({})["max_seq_len"] == DEFAULTS["max_seq_len"]
+    assert resolve_model_config({})["max_seq_len"] == REFERENCE_MAX_SEQ_LEN
     # PPOConfig merges vf_share_layers into every model_config.
     assert "vf_share_layers" not in resolve_model_config({"vf_share_layers": False})
     assert module.get_initial_state()["h"].shape == (SMALL["lstm_hidden"],)
@@ -239,12 +243,12 @@ def test_model_config_defaults_and_rllib_keys():
     ({"lstm_size": 64}, "unknown key.*lstm_size.*known keys"),
     ({"critic": "q"}, "critic.*q_op.*v"),
     ({"q_baseline": "mean"}, "q_baseline.*sampled_op.*expected"),
-    ({"lstm_hidden": 0}, "lstm_hidden.*positive int"),
-    ({"value_head_depth": 2.0}, "value_head_depth.*positive int"),
+    ({"lstm_hidden": 0}, "lstm_hidden.*int >= 1"),
+    ({"value_head_depth": 2.0}, "value_head_depth.*int >= 1"),
     ({"value_head_depth": 7, "lstm_hidden": 32}, "value_head_depth.*at most 6"),
-    ({"value_head_layernorm": "yes"}, "value_head_layernorm.*True or False"),
-    ({"value_head_gain": -1}, "value_head_gain.*positive"),
-    ({"blueprint_head_hidden": 256}, "blueprint_head_hidden.*sequence"),
+    ({"value_head_layernorm": "yes"}, "value_head_layernorm.*true \\| false"),
+    ({"value_head_gain": -1}, "value_head_gain.*float > 0"),
+    ({"blueprint_head_hidden": 256}, "blueprint_head_hidden.*comma-separated ints"),
 ])
 def test_bad_model_config_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -37,12 +37,8 @@ from ray.rllib.core.columns import Columns
 from esper_rllib.offline.behaviour import build_module
 from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.ppo import loss, telemetry
-from esper_rllib.ppo.learner import (
-    LR_SCALE,
-    FactoredPPOLearner,
-    make_adam,
-    resolve_learner_config,
-)
+from esper_rllib.ppo.learner import LR_SCALE, FactoredPPOLearner, make_adam
+from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import minibatch_bounds
 from esper_rllib.run.config import build_ppo_config
 

@@ -3,7 +3,7 @@
 Replaces RLlib's PPO loss (policy-and-ppo.md section 3, guide sections 3 and 9 for why: its value
 clipping clamps the squared error, its explained variance is t=0 only, its KL is 0 without the KL
 penalty, its GAE normalises over bootstrap steps). Settings come from
-``config.learners(learner_config_dict={...})`` (keys and defaults: ``LEARNER_DEFAULTS``) plus
+``config.learners(learner_config_dict={...})`` (keys and defaults: ``learner_config``) plus
 RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
 ``num_epochs`` and ``lr``.
 
@@ -67,23 +67,8 @@ from envs.contract import HEADS
 from esper_rllib.ppo import loss, telemetry
 from esper_rllib.ppo.gae import FactoredGAE, log_learner_metrics
 from esper_rllib.ppo.learner_batch import REPLACED_PIECES, EpisodesToSequences
+from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import episode_minibatches
-
-LEARNER_DEFAULTS: dict[str, Any] = {
-    "ratio_mode": "per_head",
-    "value_clip": None,
-    "entropy_coef": 0.05,
-    "value_coef": 0.5,
-    "critic_lr_scale": 1.0,
-    "minibatches": 1,
-    # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over
-    # the current batch and the last critic_replay batches (replay does nothing without steps).
-    "critic_steps": 0,
-    "critic_replay": 0,
-    # GAE at max_epochs: True bootstraps with the critic's value of the last observation (the
-    # reference); False ends the return there, as the env does (no reward follows the horizon).
-    "truncation_bootstrap": True,
-}
 
 # The columns the value phase reads: all a stored batch keeps (ACTIONS for Q(s, op taken)).
 VALUE_PHASE_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.STATE_IN, Columns.SEQ_LENS,
@@ -110,41 +95,6 @@ def make_adam(params: Any, lr: float = 1e-3) -> torch.optim.Adam:
     """The reference's Adam (eps 1e-5), fused: one kernel per step instead of a dozen ops per
     parameter tensor (6x faster on CPU, same update up to float rounding)."""
     return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS, fused=True)
-
-
-def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ValueError naming the key)."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(LEARNER_DEFAULTS))
-    if unknown:
-        raise ValueError(f"learner_config_dict: unknown key(s) {unknown}; known keys: "
-                         f"{sorted(LEARNER_DEFAULTS)}")
-    cfg = {**LEARNER_DEFAULTS, **given}
-    if cfg["ratio_mode"] not in loss.RATIO_MODES:
-        raise ValueError(f"learner_config_dict['ratio_mode']: must be one of {loss.RATIO_MODES}, "
-                         f"got {cfg['ratio_mode']!r}")
-    for key in ("entropy_coef", "value_coef", "value_clip"):
-        value = cfg[key]
-        if key == "value_clip" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            allowed = "a number >= 0" + (" or None (off)" if key == "value_clip" else "")
-            raise ValueError(f"learner_config_dict[{key!r}]: must be {allowed}, got {value!r}")
-        cfg[key] = float(value)
-    scale = cfg["critic_lr_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
-        raise ValueError(f"learner_config_dict['critic_lr_scale']: must be a number > 0, got "
-                         f"{scale!r}")
-    cfg["critic_lr_scale"] = float(scale)
-    if not isinstance(cfg["truncation_bootstrap"], bool):
-        raise ValueError("learner_config_dict['truncation_bootstrap']: must be True or False, "
-                         f"got {cfg['truncation_bootstrap']!r}")
-    for key, least in (("minibatches", 1), ("critic_steps", 0), ("critic_replay", 0)):
-        n = cfg[key]
-        if isinstance(n, bool) or not isinstance(n, int) or n < least:
-            raise ValueError(f"learner_config_dict[{key!r}]: must be an int >= {least}, got "
-                             f"{n!r}")
-    return cfg
 
 
 def finite_grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:

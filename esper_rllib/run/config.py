@@ -13,135 +13,39 @@ builder derives other settings from (batch sizes, sequence length, resources) mu
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
 
 import envs
-from envs.config import REWARD_NORMALIZATIONS
+from envs.config import INT_KWARGS, REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
-from esper_rllib.model.model_config import (
-    CRITIC_TRUNKS,
-    CRITICS,
-    Q_BASELINES,
-    resolve_model_config,
+from esper_rllib.knob import (
+    ENV,
+    ENV_RUNNERS,
+    FAULT,
+    LEARNER,
+    MODEL,
+    RESOURCES,
+    RUN,
+    TRAINING,
+    ConfigError,
+    Knob,
 )
-from esper_rllib.model.model_config import DEFAULTS as MODEL_DEFAULTS
+from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config
 from esper_rllib.model.model_config import PRESETS as MODEL_PRESETS
-from esper_rllib.model.value_norm import VALUE_TARGET_NORMS
+from esper_rllib.ppo.learner_config import LEARNER_KNOBS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
 
 
-class ConfigError(ValueError):
-    """A bad knob, profile or preset: one line naming the key, what was wrong, what is allowed."""
-
-
-# Where a knob goes.
-ENV = "env kwarg"
-MODEL = "model_config"
-LEARNER = "learner_config_dict"
-TRAINING = "PPOConfig.training"
-ENV_RUNNERS = "PPOConfig.env_runners"
-RESOURCES = "resources"
-FAULT = "PPOConfig.fault_tolerance"
-RUN = "run"
-
-_NONE_WORDS = ("none", "null")
-_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-@dataclass(frozen=True)
-class Knob:
-    default: Any
-    type: type  # bool, int, float, str, or tuple (of positive ints, "a,b" on the command line)
-    where: str
-    help: str
-    choices: tuple = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    above: float | None = None  # an exclusive lower bound (e.g. 0 for "strictly positive")
-    optional: bool = False  # None allowed ("none" on the command line)
-    key: str | None = None  # name at the destination when it differs from the knob's
-    # False where the builder derives other settings from the value (no Tune search space).
-    searchable: bool = True
-    pattern: str | None = None  # a str knob's allowed form, as a regex (its own text in help)
-
-    def allowed(self) -> str:
-        if self.choices:
-            text = " | ".join(map(str, self.choices))
-        elif self.pattern:
-            text = self.pattern
-        elif self.type is bool:
-            text = "true | false"
-        elif self.type is tuple:
-            text = "comma-separated ints >= 1"
-        elif self.maximum is not None:
-            text = f"{self.minimum:g} <= {self.type.__name__} <= {self.maximum:g}"
-        elif self.minimum is not None:
-            text = f"{self.type.__name__} >= {self.minimum:g}"
-        elif self.above is not None:
-            text = f"{self.type.__name__} > {self.above:g}"
-        else:
-            text = self.type.__name__
-        return f"{text} | none" if self.optional else text
-
-    def parse(self, name: str, text: str) -> Any:
-        """Value of a command-line string, typed per the knob."""
-        raw = text.strip()
-        if self.optional and raw.lower() in _NONE_WORDS:
-            return None
-        try:
-            if self.type is bool:
-                value: Any = _BOOL_WORDS[raw.lower()]
-            elif self.type is int:
-                value = int(raw)
-            elif self.type is float:
-                value = float(raw)
-            elif self.type is tuple:
-                value = tuple(int(part) for part in raw.split(","))
-            else:
-                value = raw
-        except (KeyError, ValueError):
-            allowed = self.allowed()
-            raise ConfigError(f"{name}={text!r}: not a valid value; allowed: {allowed}") from None
-        return self.check(name, value)
-
-    def check(self, name: str, value: Any) -> Any:
-        """The value, validated (ints accepted for floats); ConfigError otherwise."""
-        bad = ConfigError(f"{name}={value!r}: not allowed; allowed: {self.allowed()}")
-        if value is None:
-            if self.optional:
-                return None
-            raise bad
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if self.type is tuple and isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
-            raise bad
-        if self.type is float and math.isnan(value):
-            raise bad
-        if self.choices and value not in self.choices:
-            raise bad
-        numbers = value if self.type is tuple else (value,)
-        if self.type is tuple and not (numbers and all(type(v) is int for v in numbers)):
-            raise bad
-        if self.minimum is not None and min(numbers) < self.minimum:
-            raise bad
-        if self.maximum is not None and max(numbers) > self.maximum:
-            raise bad
-        if self.above is not None and min(numbers) <= self.above:
-            raise bad
-        if self.pattern and not re.fullmatch(self.pattern, value):
-            raise bad
-        return value
+def _env_int(name: str, help: str, **kwargs: Any) -> Knob:
+    """An integer env kwarg's knob, its default and bounds the env's own (``INT_KWARGS``)."""
+    default, minimum = INT_KWARGS[name]
+    return Knob(default, int, ENV, help, minimum=minimum, optional=default is None, **kwargs)
 
 
 KNOBS: dict[str, Knob] = {
@@ -150,13 +54,10 @@ KNOBS: dict[str, Knob] = {
                 choices=(envs.ENV_ID, *envs.PROBE_IDS), searchable=False),
     "task": Knob("synth_impaired", str, ENV, "task preset (host + data set)",
                  choices=tuple(TASKS)),
-    "n_train": Knob(None, int, ENV, "training images (none = the task's)", minimum=1,
-                    optional=True),
-    "n_val": Knob(None, int, ENV, "validation images (none = the task's)", minimum=1,
-                  optional=True),
-    "max_epochs": Knob(150, int, ENV, "episode length in host epochs", minimum=1,
-                       searchable=False),
-    "max_seeds": Knob(2, int, ENV, "live + fossilized seeds at once (0 = unlimited)", minimum=0),
+    "n_train": _env_int("n_train", "training images (none = the task's)"),
+    "n_val": _env_int("n_val", "validation images (none = the task's)"),
+    "max_epochs": _env_int("max_epochs", "episode length in host epochs", searchable=False),
+    "max_seeds": _env_int("max_seeds", "live + fossilized seeds at once (0 = unlimited)"),
     "reward": Knob("aligned", str, ENV, "reward mode (shaped = the reference's, for "
                    "reproducing the seed document)", choices=REWARD_MODES),
     "reward_normalization": Knob("auto", str, ENV, "reward scaling (auto: running_std for "
@@ -166,62 +67,12 @@ KNOBS: dict[str, Knob] = {
                      optional=True),
     "env_device": Knob("cpu", str, ENV, "device the host trains on (cuda whenever "
                        "gpus_per_env_runner > 0)", key="device", pattern=r"cpu|auto|cuda|cuda:\d+"),
-    "data_seed": Knob(0, int, ENV, "which fixed data set of the task", minimum=0),
-    "inject_nan_at_epoch": Knob(None, int, ENV, "force a governor rollback at this epoch "
-                                "(fault tests)", minimum=0, optional=True),
-    # --- the network (model_config, policy-and-ppo.md section 1; defaults: the module's) ---
-    "lstm_hidden": Knob(MODEL_DEFAULTS["lstm_hidden"], int, MODEL, "LSTM hidden size",
-                        minimum=1),
-    "feature_dim": Knob(MODEL_DEFAULTS["feature_dim"], int, MODEL, "feature net width",
-                        minimum=1),
-    "embed_dim": Knob(MODEL_DEFAULTS["embed_dim"], int, MODEL, "blueprint embedding size",
-                      minimum=1),
-    "head_hidden": Knob(MODEL_DEFAULTS["head_hidden"], int, MODEL,
-                        "hidden width of each policy head", minimum=1),
-    "blueprint_head_hidden": Knob(MODEL_DEFAULTS["blueprint_head_hidden"], tuple, MODEL,
-                                  "hidden widths of the blueprint head, e.g. 512,256",
-                                  minimum=1),
-    "value_head_depth": Knob(MODEL_DEFAULTS["value_head_depth"], int, MODEL,
-                             "Linear layers in the value head", minimum=1),
-    "value_head_layernorm": Knob(MODEL_DEFAULTS["value_head_layernorm"], bool, MODEL,
-                                 "LayerNorm after hidden value layers"),
-    "value_head_gain": Knob(MODEL_DEFAULTS["value_head_gain"], float, MODEL,
-                            "orthogonal gain of the value output layer", above=0.0),
-    "critic": Knob(MODEL_DEFAULTS["critic"], str, MODEL, "Q(s, op) or state value V(s)",
-                   choices=CRITICS),
-    "q_baseline": Knob(MODEL_DEFAULTS["q_baseline"], str, MODEL,
-                       "GAE baseline of the q_op critic", choices=Q_BASELINES),
-    "value_target_norm": Knob(MODEL_DEFAULTS["value_target_norm"], str, MODEL,
-                              "value targets: raw, or PopArt (running mean/std, the output "
-                              "layer rescaled to preserve predictions)",
-                              choices=VALUE_TARGET_NORMS),
-    "critic_trunk": Knob(MODEL_DEFAULTS["critic_trunk"], str, MODEL, "the value head reads the "
-                         "policy's LSTM (shared) or a critic LSTM and encoder of its own "
-                         "(separate)", choices=CRITIC_TRUNKS),
-    "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
-                        "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
-                        searchable=False),
-    # --- the loss (learner_config_dict, policy-and-ppo.md section 3) ---
-    "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),
-    "entropy_coef": Knob(0.05, float, LEARNER, "weight of the entropy bonus", minimum=0.0),
-    "ratio_mode": Knob("per_head", str, LEARNER, "PPO ratio per head or of the joint log-prob",
-                       choices=("per_head", "joint")),
-    "value_clip": Knob(None, float, LEARNER, "reference-style value clipping range (none = "
-                       "off; normalised units with popart)", minimum=0.0, optional=True),
-    "critic_lr_scale": Knob(1.0, float, LEARNER, "the value head's learning rate is lr x this",
-                            above=0.0),
-    "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
-                        minimum=1),
-    "critic_steps": Knob(0, int, LEARNER, "value-only gradient steps per batch after the PPO "
-                         "steps (Phasic Policy Gradient's value phase; a shared trunk stays "
-                         "fixed in it)", minimum=0),
-    "critic_replay": Knob(0, int, LEARNER, "earlier batches the value phase also trains on "
-                          "(with their value targets as collected; nothing without "
-                          "critic_steps)", minimum=0),
-    "truncation_bootstrap": Knob(True, bool, LEARNER, "GAE bootstraps an episode cut at "
-                                 "max_epochs with the critic's value of its last observation "
-                                 "(the reference); false: the return ends at the horizon, as "
-                                 "the env's does"),
+    "data_seed": _env_int("data_seed", "which fixed data set of the task"),
+    "inject_nan_at_epoch": _env_int("inject_nan_at_epoch", "force a governor rollback at this "
+                                    "host epoch (fault tests)"),
+    # --- the network (model_config) and the loss (learner_config_dict): their own tables ---
+    **MODEL_KNOBS,
+    **LEARNER_KNOBS,
     # --- PPO (PPOConfig.training) ---
     "lr": Knob(1e-4, float, TRAINING, "Adam learning rate", minimum=0.0),
     # RLlib clips only when grad_clip is truthy: 0 would silently turn clipping off.
@@ -231,7 +82,8 @@ KNOBS: dict[str, Knob] = {
     "gamma": Knob(0.995, float, TRAINING, "discount", minimum=0.0, maximum=1.0),
     "lambda_": Knob(0.98, float, TRAINING, "GAE lambda", minimum=0.0, maximum=1.0),
     "num_epochs": Knob(1, int, TRAINING, "passes over each batch; gradient steps per batch = "
-                       "num_epochs x minibatches (1 x 1 = the reference)", minimum=1),
+                       "num_epochs x minibatches (1 x 1 = the reference)", minimum=1,
+                       online_only="PPO's passes over each batch"),
     "episodes_per_batch": Knob(4, int, TRAINING, "whole episodes per training batch",
                                minimum=1, searchable=False),
     # --- sampling and resources ---
@@ -278,6 +130,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
         "stack_batch": True,
     },
+    "batch64": {
+        # The seed document's budget on quick's env and module: 64 episodes per batch, 16
+        # batches (1,024 episodes; `--iterations 32` for its 2,000). 16x quick's data per batch
+        # buys PPO's usual update: 4 epochs x 4 minibatches of 16 whole episodes (640 env steps)
+        # = 16 gradient steps per batch at Adam's lr 3e-4, where quick takes 1 step on 4
+        # episodes at 1e-4. 2 env runners of 32 stacked envs: both cores of a 2-core machine
+        # sample (the trainer takes no CPU while they do); a checkpoint every 2 iterations.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 64,
+        "iterations": 16, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 2,
+        "stack_batch": True, "num_env_runners": 2, "num_epochs": 4, "minibatches": 4,
+        "lr": 3e-4,
+    },
     "standard": {
         # About 4x quick in env steps (60 x 4 x 24 = 5,760 vs 40 x 4 x 8 = 1,280; the 512-wide
         # LSTM costs more per step), with 3x its batches.
@@ -304,7 +169,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> ConfigError:
-    return ConfigError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+    """One line: the near misses ("did you mean"), then the known names, or where to find
+    them when there are too many for a line."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=3)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    listing = (f"known: {', '.join(known)}" if len(known) <= 12
+               else f"`esper-rllib knobs` lists all {len(known)}")
+    return ConfigError(f"unknown {what} {name!r}{hint} ({listing})" if hint or len(known) > 12
+                       else f"unknown {what} {name!r}; {listing}")
 
 
 def _check_value(name: str, value: Any) -> Any:
@@ -446,6 +320,12 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     if model_config["max_seq_len"] is None:
         model_config["max_seq_len"] = steps + 1
     learner_config = _section(knobs, LEARNER)
+    # The trainer process holds the learner (num_learners=0). With remote env runners it
+    # computes only while they wait for it (PPO samples, then learns, never both), so it
+    # reserves no CPU of its own (an empty head bundle, which Tune supports) and N runners
+    # need N CPUs: 2 runners sample on both cores of a 2-core machine. Sampling in the
+    # trainer process (num_env_runners=0) keeps its one CPU.
+    main_cpus = 0 if knobs["num_env_runners"] else 1
     return (
         PPOConfig()
         # The "envs:" prefix makes gymnasium import `envs` (which registers the ids) in every
@@ -465,10 +345,11 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
         )
         # Ray gives each 1-CPU actor OMP_NUM_THREADS=1, so learner and env runners each use
         # one torch thread.
-        .resources(num_cpus_for_main_process=1)
+        .resources(num_cpus_for_main_process=main_cpus)
         .learners(
             learner_class=FactoredPPOLearner,
             num_learners=0,
+            num_cpus_per_learner=main_cpus,
             num_gpus_per_learner=knobs["gpus"],
             learner_config_dict=learner_config,
         )

@@ -1,0 +1,46 @@
+"""The loss's knobs (``learner_config_dict`` keys of ``FactoredPPOLearner``): one entry each,
+from which the learner's defaults and validation derive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from esper_rllib.knob import LEARNER, Knob, resolve_table
+from esper_rllib.ppo.loss import RATIO_MODES
+
+_ONLINE = "a knob of the online PPO recipe"
+
+LEARNER_KNOBS: dict[str, Knob] = {
+    "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),
+    "entropy_coef": Knob(0.05, float, LEARNER, "weight of the entropy bonus", minimum=0.0),
+    "ratio_mode": Knob("per_head", str, LEARNER, "PPO ratio per head or of the joint log-prob",
+                       choices=RATIO_MODES),
+    "value_clip": Knob(None, float, LEARNER, "reference-style value clipping range (none = "
+                       "off; normalised units with popart)", minimum=0.0, optional=True),
+    "critic_lr_scale": Knob(1.0, float, LEARNER, "the critic's learning rate is lr x this (the "
+                            "value head, and the critic trunk when it has its own)", above=0.0),
+    "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
+                        minimum=1),
+    # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over
+    # the current batch and the last critic_replay batches (replay does nothing without steps).
+    "critic_steps": Knob(0, int, LEARNER, "value-only gradient steps per batch after the PPO "
+                         "steps (Phasic Policy Gradient's value phase; a shared trunk stays "
+                         "fixed in it)", minimum=0, online_only=_ONLINE),
+    "critic_replay": Knob(0, int, LEARNER, "earlier batches the value phase also trains on "
+                          "(with their value targets as collected; nothing without "
+                          "critic_steps)", minimum=0, online_only=_ONLINE),
+    # GAE at max_epochs: True bootstraps with the critic's value of the last observation (the
+    # reference); False ends the return there, as the env does (no reward follows the horizon).
+    "truncation_bootstrap": Knob(True, bool, LEARNER, "GAE bootstraps an episode cut at "
+                                 "max_epochs with the critic's value of its last observation "
+                                 "(the reference); false: the return ends at the horizon, as "
+                                 "the env's does",
+                                 online_only="offline targets are the recorded return-to-go"),
+}
+LEARNER_DEFAULTS: dict[str, Any] = {name: knob.default for name, knob in LEARNER_KNOBS.items()}
+
+
+def resolve_learner_config(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``LEARNER_DEFAULTS`` overlaid with ``given``, validated (ConfigError naming the key)."""
+    return resolve_table(LEARNER_KNOBS, given, "learner_config_dict")
