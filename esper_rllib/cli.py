@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 
+# The command modules import only what their parsers show (names, defaults); what a command runs
+# with (Ray, torch, the analyses) it imports when it runs, so `--help` and argparse's errors come
+# back at once (benchmarks/bench_cli_help.py).
 from esper_rllib.commands import (
     ablate,
     check_env,
@@ -18,8 +22,6 @@ from esper_rllib.commands import (
     signal,
     train,
 )
-from esper_rllib.run.config import ConfigError
-from esper_rllib.run.trainer import TrainingError
 
 # Add a subcommand by adding its module here.
 COMMANDS = (train, heuristic, check_env, knobs, ablate, report, signal, evaluate, record,
@@ -30,6 +32,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         # One clear line (no usage dump), exit code 2; --help still shows the usage.
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as err:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices or ()],
+                                              n=1)
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{err.message}; did you mean {close[0]!r}?"
+                                         ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +58,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except TrainingError as err:
-        _stop_ray_log_streaming()
-        print(f"esper-rllib {args.command}: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if _raised(err, "esper_rllib.run.config", "ConfigError"):
+            print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        if _raised(err, "esper_rllib.run.trainer", "TrainingError"):
+            _stop_ray_log_streaming()
+            print(f"esper-rllib {args.command}: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _raised(err: Exception, module: str, name: str) -> bool:
+    """Whether ``err`` is ``module.name``; looked up only when raised (a module that was never
+    imported raised nothing), so that the CLI imports neither to catch them."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(err, getattr(loaded, name))
 
 
 def _stop_ray_log_streaming() -> None:

@@ -131,7 +131,7 @@ def test_missing_or_truncated_checkpoint_is_one_clear_error(trained, tmp_path, c
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["train", "--set", "lstm_size=64"], "unknown key 'lstm_size'; known: env, task"),
+    (["train", "--set", "lstm_size=64"], "unknown key 'lstm_size'; did you mean 'lstm_hidden'"),
     (["train", "--set", "critic=q"], "critic='q': not allowed; allowed: q_op | v"),
     (["train", "--profile", "huge"], "argument --profile: invalid choice: 'huge'"),
     (["train", "--iterations", "0"], "iterations=0: not allowed; allowed: int >= 1"),

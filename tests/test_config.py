@@ -55,12 +55,15 @@ def test_parse_set_types_values_per_knob():
                       "value_clip": None, "blueprint_head_hidden": (32, 16), "critic": "v"}
 
 
-def test_unknown_keys_list_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown key 'lstm_size'") as err:
+def test_unknown_keys_name_the_near_misses_and_list_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown key 'lstm_size'; did you mean 'lstm_hidden'"
+                       ) as err:
         parse_set(["lstm_size=64"])
-    assert all(name in str(err.value) for name in KNOBS)
-    with pytest.raises(ConfigError, match="known: .*lstm_hidden"):
-        resolve_knobs("quick", overrides={"lstm_size": 64})
+    assert f"`esper-rllib knobs` lists all {len(KNOBS)}" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown key 'zzz' \\(`esper-rllib knobs`"):
+        resolve_knobs("quick", overrides={"zzz": 64})
+    with pytest.raises(ConfigError, match="unknown profile 'quik'; did you mean 'quick'"):
+        resolve_knobs("quik")
     with pytest.raises(ConfigError, match=f"unknown profile 'huge'; known: {', '.join(PROFILES)}"):
         resolve_knobs("huge")
     with pytest.raises(ConfigError, match=f"unknown preset 'x'; known: {', '.join(PRESETS)}"):

@@ -79,13 +79,16 @@ def test_free_axes_seeds_and_set_combine():
 
 
 def test_bad_sweep_name(capsys):
-    line = _error(capsys, "--sweep", "nope", "--storage", "/tmp")
-    assert "unknown sweep 'nope'" in line and "seed, extended, remedies" in line
+    with pytest.raises(SystemExit) as exit_:  # argparse's choices
+        main(["ablate", "--sweep", "nope", "--storage", "/tmp"])
+    line = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in line
+    assert "argument --sweep: invalid choice: 'nope'" in line and "'seed', 'extended'" in line
 
 
 def test_bad_axis_and_bad_values(capsys):
     line = _error(capsys, "--grid", "bogus=1,2")
-    assert "unknown key 'bogus'" in line and "value_head_gain" in line
+    assert "unknown key 'bogus'" in line and "`esper-rllib knobs` lists all" in line
     line = _error(capsys, "--grid", "value_coef=0.5,lots")
     assert "value_coef='lots'" in line and "float >= 0" in line
     line = _error(capsys, "--grid", "critic=q_op,x")

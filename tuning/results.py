@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE
+from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE, final_evs
+from tuning.storage import atomic_path
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
@@ -135,20 +136,21 @@ def _median(values: Sequence[float]) -> float:
 def summarize(trial: TrialRecord) -> dict[str, Any]:
     """The trial's summary metrics (``SUMMARY_METRICS``) plus its final verdict string.
 
-    Final EV is the collapse monitor's trailing-window EV at the last iteration (the number the
-    verdict is judged on), or the last EV when the monitor did not report one; final EV return
-    is the same window against the return-to-go (NaN for runs from before it was logged).
+    Final EV and final EV return are ``metric_names.final_evs`` of the last iteration: the
+    collapse monitor's trailing-window EVs (what the verdict is judged on), or that iteration's
+    own EVs before the window holds one (NaN for runs from before a metric was logged).
     """
     ev = trial.series(EV)
-    final_ev = _last(trial.series("ev_trailing"))
+    final_ev, final_ev_return = final_evs(trial.metrics[-1]) if trial.metrics else (math.nan,
+                                                                                   math.nan)
     last_code = _last(trial.series(VERDICT_CODE))
     verdicts = [m.get(VERDICT) for m in trial.metrics if m.get(VERDICT)]
     return {
         "initial_value_loss": trial.series("value_loss")[0] if trial.metrics else math.nan,
         "ev_iter5": _at_iteration(trial, EV, EARLY_EV_ITERATION),
         "best_ev": max(_finite(ev), default=math.nan),
-        "final_ev": final_ev if not math.isnan(final_ev) else _last(ev),
-        "final_ev_return": _last(trial.series("ev_return_trailing")),
+        "final_ev": final_ev,
+        "final_ev_return": final_ev_return,
         "final_value_loss": _last(trial.series("value_loss")),
         "median_clip_ratio": _median(trial.series("clip_ratio")),
         "final_q_spread": _last(trial.series("q_spread")),

@@ -6,11 +6,13 @@ and the collapse flags with the verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from envs.contract import Op
-from esper_rllib.ppo.metric_names import COLLAPSE_FLAGS, VERDICT
+from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
+from esper_rllib.ppo.metric_names import COLLAPSE_FLAGS, VERDICT, final_evs
 from tuning.results import TrialRecord, load_trial
 
 # The batches the seed document tabulates.
@@ -103,9 +105,18 @@ def flags(trial: TrialRecord) -> list[str]:
         "| Flag | Iterations raised | First | Last |", "|---|---:|---:|---:|",
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        f"Final verdict: **{last.get(VERDICT, 'n/a')}** (trailing EV "
-        f"{_fmt(last.get('ev_trailing'), '+.3f')} after {len(trial.iterations)} iterations)",
+        final_verdict(last, len(trial.iterations)),
     ]
+
+
+def final_verdict(last: Mapping[str, Any], iterations: int) -> str:
+    """The verdict and the final EVs (``metric_names.final_evs``, as the console and report.md
+    give them), and the iterations a verdict needs when there is none yet."""
+    ev, ev_return = final_evs(last)
+    verdict = last.get(VERDICT) or UNDETERMINED
+    return (f"Final verdict: **{verdict}** (after {iterations} iterations"
+            f"{verdict_wait(verdict, iterations)}); final EV "
+            f"{_fmt(ev, '+.3g')}, against the return-to-go {_fmt(ev_return, '+.3g')}")
 
 
 def postmortem(trial_dir: str | Path) -> str:

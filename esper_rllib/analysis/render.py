@@ -44,6 +44,7 @@ from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
 from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
+from esper_rllib.ppo.collapse import DEFAULT_WINDOW, VERDICT_ITERATIONS, WARMUP_ITERATIONS
 
 REPORT_FILE = "report.md"
 
@@ -241,9 +242,11 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
     plan = sweep.plan
     iterations = max((t.iterations[-1] for t in sweep.trials if t.iterations), default=0)
     seeds = sorted({t.params.get(SEED) for t in sweep.trials}, key=str)
-    title = f"sweep `{plan.sweep}`, profile `{plan.profile}`" if plan else sweep.path.name
+    # A folder without sweep.json is a `train` run (or a sweep from before sweep.json).
+    title = (f"Ablation report: sweep `{plan.sweep}`, profile `{plan.profile}`" if plan
+             else f"Run report: `{sweep.path.name}`")
     lines = [
-        f"# Ablation report: {title}",
+        f"# {title}",
         "",
         f"Experiment folder: `{sweep.path}`; {len(sweep.trials)} trials in "
         f"{len(sweep.cells)} cells; seeds {', '.join(map(str, seeds))}; up to {iterations} "
@@ -254,8 +257,11 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
         "## Cells",
         "",
         "IQM over seeds with a 95% interval (n=1: a single seed, no interval). Final EV is the "
-        "collapse monitor's trailing-window EV at the last iteration; verdicts use the seed "
-        "document's thresholds (failure EV < 0 after iteration 5, weak 0..0.2, strong > 0.2).",
+        "collapse monitor's trailing-window EV at the last iteration (the median of the EVs "
+        f"after the {WARMUP_ITERATIONS} warm-up iterations, at most {DEFAULT_WINDOW}), or the "
+        "last iteration's EV in a run too short for that window; verdicts use the seed "
+        "document's thresholds (failure EV < 0, weak 0..0.2, strong > 0.2) and need "
+        f"{VERDICT_ITERATIONS} iterations (before that: undetermined).",
         "",
         *cell_table(sweep, analysis),
         "",

@@ -7,25 +7,37 @@ import sys
 from typing import Any
 
 from esper_rllib.commands.knob_args import add_knob_arguments
-from esper_rllib.run.config import ConfigError, parse_set
-from tuning.sweeps import SWEEPS, get_sweep
+from esper_rllib.commands.names import REFERENCE_EPISODES
+from tuning.sweeps import SWEEPS, Sweep, get_sweep
+
+
+def _sweep_line(sweep: Sweep) -> str:
+    """``name  N cells: axis (values) x ...``: what a sweep varies, from its grid."""
+    cells = 1
+    for values in sweep.axes.values():
+        cells *= len(values)
+    axes = " x ".join(f"{k} ({' | '.join(map(str, v))})" for k, v in sweep.axes.items())
+    return f"  {sweep.name:<9} {cells:>2} cells: {axes}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ablate", help="run an ablation sweep with Tune",
-        description="Run a named sweep (every cell x seeds, each to the same budget) with Tune; "
-                    "then write ablation.csv and report.md into the experiment folder. "
-                    "Sweeps: " + "; ".join(f"{s.name}: {s.about}" for s in SWEEPS.values()))
-    parser.add_argument("--sweep", default="seed", help=f"named sweep: {' | '.join(SWEEPS)} "
-                        "(default: seed)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a named sweep (every cell x seeds, each to the same budget) with Tune;\n"
+                    "then write ablation.csv and report.md into the experiment folder.\n\n"
+                    "sweeps (README.md, \"Profiles and sweeps\", says what each asks):\n"
+                    + "\n".join(_sweep_line(s) for s in SWEEPS.values()))
+    parser.add_argument("--sweep", default="seed", choices=list(SWEEPS),
+                        help="named sweep (default: seed)")
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 5); the seed is a "
                         "grid axis counting up from the `seed` knob")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="sweep (or add) an axis over these values (repeatable)")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
-                        help="GPUs per trial, split between the learner and the env runners")
+                        help="GPUs per trial, split between the learner and the env runners "
+                             "(default 0)")
     parser.add_argument("--storage", default="runs", help="local folder or URI for results "
                         "(default: runs)")
     parser.add_argument("--name", help="experiment name under --storage (default: "
@@ -42,8 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: off; confirmatory sweeps run every cell to the end)")
     parser.add_argument("--max-failures", type=int, default=2, metavar="N",
                         help="retries of a crashed trial from its last checkpoint (default 2)")
-    parser.add_argument("--reference-episodes", type=int, default=2, metavar="N",
-                        help="heuristic/WAIT-only episodes for the report (0 = skip)")
+    parser.add_argument("--reference-episodes", type=int, default=REFERENCE_EPISODES,
+                        metavar="N", help="heuristic/WAIT-only episodes for the report (0 = "
+                        f"skip; default {REFERENCE_EPISODES})")
     parser.add_argument("--evaluate-episodes", type=int, default=0, metavar="N",
                         help="held-out episodes per policy when the report evaluates the last "
                         "checkpoints of the baseline (broken), fixed and best cells (default 0: "
@@ -57,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
     """``["key=v1,v2", ...]`` -> ``{key: [typed values]}`` (typed per knob; labels as text)."""
+    from esper_rllib.run.config import ConfigError, parse_set
+
     labels = get_sweep(sweep).labels
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -74,6 +89,7 @@ def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
 
 def _check_counts(args: argparse.Namespace) -> None:
     from esper_rllib.analysis.render import check_counts
+    from esper_rllib.run.config import ConfigError
 
     for flag, value in (("--max-concurrent", args.max_concurrent),
                         ("--stop-on-collapse", args.stop_on_collapse)):
@@ -86,10 +102,10 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.render import write_report
-    from esper_rllib.run.config import build_ppo_config, resolve_knobs
-    from esper_rllib.run.preflight import check_env_inputs, runs_here
+    from esper_rllib.run.config import build_ppo_config, parse_set, resolve_knobs
+    from esper_rllib.run.preflight import check_env_inputs, check_trial_resources, runs_here
     from tuning.output import COMPACT, TUNE_TABLES
-    from tuning.plan import plan_sweep
+    from tuning.plan import SweepPlan, plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
 
@@ -105,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
             experiment = find_experiment(args.storage, args.name,
                                          prefix=f"{args.sweep}-{args.profile}-")
             print(f"resuming {experiment}")
+            if "://" not in experiment:
+                saved = SweepPlan.load(experiment)
+                check_trial_resources(saved.cell_knobs(next(saved.trials())), args.address,
+                                      quiet=not args.verbose)
             outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
                                    report=report, verbose=verbose)
         else:
@@ -115,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
                               gpus_per_trial=args.gpus_per_trial)
             for params in plan.trials():
                 check_env_inputs(plan.cell_knobs(params), local=runs_here(args.address))
+            # Asking for more CPUs or GPUs than this machine has would wait forever.
+            check_trial_resources(plan.cell_knobs(next(plan.trials())), args.address,
+                                  quiet=not args.verbose)
             print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
                   f"({len(plan.axes) - 1} axes x {len(plan.axes['seed'])} seeds), "
                   f"{plan.iterations} iterations each")

@@ -7,7 +7,6 @@ import argparse
 import time
 
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
-from esper_rllib.run.preflight import make_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from envs.scripted import random_legal_action
     from esper_rllib.run.config import ConfigError, env_config
+    from esper_rllib.run.preflight import make_env
 
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")

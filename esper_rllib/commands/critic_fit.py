@@ -7,8 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-from esper_rllib.run.config import ConfigError
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -66,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from esper_rllib.offline.checkpoint_ev import checkpoint_evs
 
         for r in checkpoint_evs(args.data, args.checkpoint):
+    from esper_rllib.run.config import ConfigError
             print(f"{r.checkpoint}: held-out EV {r.heldout_ev:+.4f} ({r.heldout} episodes), "
                   f"training-pool EV {r.pool_ev:+.4f} ({r.pool} episodes)")
         return 0

@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esper_rllib.analysis.audit import render_markdown
-from esper_rllib.analysis.evaluation import (
-    EVALUATION_JSON,
-    EVALUATION_MD,
-    HELD_OUT_SEED,
-    default_out,
-    evaluate,
-    write_evaluation,
-)
+from esper_rllib.commands.names import HELD_OUT_SEED
 from esper_rllib.commands.signal import add_oracle_arguments
 
 
@@ -39,6 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_rllib.analysis.audit import render_markdown
+    from esper_rllib.analysis.evaluation import (
+        EVALUATION_JSON,
+        EVALUATION_MD,
+        default_out,
+        evaluate,
+        write_evaluation,
+    )
+
     result = evaluate(args.checkpoint, episodes=args.episodes, greedy=args.greedy,
                       first_seed=args.seeds, oracle=args.oracle, search_seeds=args.search_seeds)
     out = Path(args.out) if args.out else default_out(args.checkpoint)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
-from esper_rllib.run.preflight import make_env
 
 POLICIES = ("heuristic", "wait")
 
@@ -18,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "profile and --set env knobs; print the final accuracy per seed and means.")
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--seeds", type=int, default=3, help="episodes per policy (default 3)")
-    parser.add_argument("--policy", choices=[*POLICIES, "both"], default="both")
+    parser.add_argument("--policy", choices=[*POLICIES, "both"], default="both",
+                        help="which baseline to run (default: both)")
     parser.set_defaults(func=run)
 
 
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
     from esper_rllib.run.config import ConfigError
+    from esper_rllib.run.preflight import make_env
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: allowed: an int >= 1")

@@ -6,14 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esper_rllib.analysis.outputs import make_out_dir
-from esper_rllib.analysis.signal import (
-    SIGNAL_JSON,
-    SIGNAL_MD,
-    check_audit_args,
-    signal_audit,
-    write_signal,
-)
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
 
 
@@ -46,6 +38,14 @@ def add_oracle_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from envs.hosts import SLOT_SIZES
     from esper_rllib.analysis.audit import render_markdown
+    from esper_rllib.analysis.outputs import make_out_dir
+    from esper_rllib.analysis.signal import (
+        SIGNAL_JSON,
+        SIGNAL_MD,
+        check_audit_args,
+        signal_audit,
+        write_signal,
+    )
 
     knobs = knobs_from_args(args)
     # Bad flags fail before anything is created.

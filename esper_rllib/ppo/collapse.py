@@ -27,6 +27,16 @@ UNDETERMINED = "undetermined"
 # The seed document judges EV only "after batch 5": earlier iterations are warm-up.
 WARMUP_ITERATIONS = 5
 DEFAULT_WINDOW = 5
+# The iterations a run needs before its first verdict (the warm-up, then a majority of the
+# window); before that it is "undetermined".
+VERDICT_ITERATIONS = WARMUP_ITERATIONS + DEFAULT_WINDOW // 2 + 1
+
+
+def verdict_wait(verdict: str | None, iterations: int) -> str:
+    """"; a verdict needs N iterations" for a run that stopped too soon for one, else ""."""
+    if verdict in (None, UNDETERMINED) and iterations < VERDICT_ITERATIONS:
+        return f"; a verdict needs {VERDICT_ITERATIONS} iterations"
+    return ""
 STRONG_EV = 0.2
 Q_SPREAD_REL = 1e-3
 EXTREME_CLIP_RATIO = 10.0

@@ -8,6 +8,10 @@ Every metric is computed by us (not relabelled from RLlib) and copied, flat, int
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 from envs.contract import HEADS, Op
 
 RESULT_KEY = "esper"
@@ -108,6 +112,8 @@ ALL_METRICS = (*LEARNER_METRICS, *ENV_METRICS, *MONITOR_METRICS)
 EV = "explained_variance"
 EV_POST = "explained_variance_post"
 EV_RETURN = "explained_variance_return"
+EV_TRAILING = "ev_trailing"
+EV_RETURN_TRAILING = "ev_return_trailing"
 VALUE_LOSS = "value_loss"
 CLIP_RATIO = "clip_ratio"
 KL = "kl"
@@ -122,3 +128,21 @@ HEAD_ENTROPIES = tuple(f"{ENTROPY}_{h}" for h in HEADS)
 OP_FRACTIONS = tuple(f"op_frac_{op.name}" for op in Op)
 EPISODE_VAL_ACC = "episode_val_acc"
 EPISODE_FOSSILS = "episode_fossils"
+
+
+def final_evs(last: Mapping[str, Any]) -> tuple[float, float]:
+    """A run's final EV and final EV against the return-to-go, from its last iteration's
+    metrics: the collapse monitor's trailing-window medians (what its verdict judges), or, while
+    that window holds no EV yet (the warm-up iterations), that iteration's own EVs. The one
+    definition the console, the report (``final_ev``, ``final_ev_return``) and the post-mortem
+    print."""
+
+    def num(name: str) -> float:
+        value = last.get(name)
+        return math.nan if value is None else float(value)
+
+    def pick(trailing: str, own: str) -> float:
+        value = num(trailing)
+        return value if not math.isnan(value) else num(own)
+
+    return pick(EV_TRAILING, EV), pick(EV_RETURN_TRAILING, EV_RETURN)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.ppo import metric_names as mn
+from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
 from esper_rllib.run.config import ConfigError, build_ppo_config
 from esper_rllib.run.preflight import check_env_inputs, runs_here
 from tuning.output import SILENT, TUNE_TABLES, clock, ray_init_kwargs, tune_console
@@ -84,6 +85,17 @@ def progress_line(result: Mapping[str, Any], iterations: int) -> str:
             f"EV {num(mn.EV, '+.3f')} | value loss {num(mn.VALUE_LOSS, '.4g')} | "
             f"clip ratio {num(mn.CLIP_RATIO, '.2f')}x | kl {num(mn.KL, '.2e')} | "
             f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, ETA {clock(left)}")
+
+
+def final_line(esper: Mapping[str, Any], iterations: int) -> str:
+    """The run's verdict and final EVs (``metric_names.final_evs``: the numbers report.md and
+    the post-mortem give), and how many iterations a verdict needs when there is none yet."""
+    ev, ev_return = (("n/a" if math.isnan(v) else format(v, "+.3g"))
+                     for v in mn.final_evs(esper))
+    verdict = esper.get(mn.VERDICT) or UNDETERMINED
+    return (f"final verdict: {verdict} (over {iterations} iterations"
+            f"{verdict_wait(verdict, iterations)}); final EV {ev}, against the return-to-go "
+            f"{ev_return}")
 
 
 def _progress_callback(out: Callable[[str], None] | None, iterations: int) -> Any:
@@ -185,10 +197,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
                             f"(full log: {trial.path})")
     result = dict(trial.metrics)
     esper = result.get(mn.RESULT_KEY, {})
-    out(f"final verdict: {esper.get(mn.VERDICT, 'n/a')} "
-        f"(EV {esper.get(mn.EV, float('nan')):+.3f}, against the return-to-go "
-        f"{esper.get(mn.EV_RETURN, float('nan')):+.3f}, over "
-        f"{result.get('training_iteration')} iterations)")
+    out(final_line(esper, result.get("training_iteration") or 0))
     out(f"trial directory (TensorBoard events, result.json): {trial.path}")
     if trial.checkpoint is not None:
         out(f"last checkpoint: {trial.checkpoint.path}")
