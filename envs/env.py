@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.utils import seeding
 
 from envs import observation as obs_mod
 from envs.blueprints import build_blueprint
@@ -398,14 +399,27 @@ class SeedMorphogenesisEnv(gym.Env):
     # ---- helpers for policies, tests and benchmarks --------------------------------------
     def __deepcopy__(self, memo: dict[int, Any]) -> SeedMorphogenesisEnv:
         """A branch of this env: same state, RNGs and normaliser, so the same actions give the
-        same future (the EV ceiling branches episodes this way). The data set is read-only and
-        shared rather than copied."""
+        same future (the EV ceiling branches episodes this way; ``redraw_future`` gives a branch
+        its own dice). The data set is read-only and shared rather than copied."""
         memo[id(self._data)] = self._data
         branch = self.__class__.__new__(self.__class__)
         memo[id(self)] = branch
         for key, value in self.__dict__.items():
             branch.__dict__[key] = copy.deepcopy(value, memo)
         return branch
+
+    def redraw_future(self, seed: int) -> None:
+        """Draw this env's future random stream afresh from ``seed``: ``np_random`` (it seeds a
+        new seed module's initialisation) and the torch generator of the host's minibatch order
+        and augmentation. The state is untouched (host and seed weights, optimisers, slots and
+        lifecycle, governor snapshot, epoch, histories, reward normaliser): a branch that calls
+        it continues from the same state with other dice, as the EV ceiling's Markov-state
+        continuations do."""
+        if self._model is None:
+            raise RuntimeError("call reset() first")
+        self._np_random, self._np_random_seed = seeding.np_random(seed)
+        self._gen = torch.Generator(device=self.cfg.device).manual_seed(
+            int(self.np_random.integers(0, 2**62)))
 
     @property
     def model(self) -> SeededModel:

@@ -4,9 +4,12 @@ inputs, env branching, and `esper-rllib signal` end to end on a tiny env."""
 import copy
 import json
 import math
+from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from envs.contract import Op, Stage
 from envs.env import SeedMorphogenesisEnv
@@ -15,17 +18,25 @@ from envs.probes import Probe2Env, Probe4Env
 from envs.scripted import OraclePolicy, RandomPolicy, parse_oracle
 from esper_rllib.analysis import learnability as lb
 from esper_rllib.cli import main
+from esper_rllib.ppo.telemetry import returns_to_go
+
+
+def ceilings_on(env, n_states=24, continuations=6, policy=RandomPolicy):
+    """{"ev_ceiling": the Markov-state ceiling, "ev_ceiling_shared_stream": ...}"""
+    fresh, shared = [], []
+    for i in range(n_states):
+        episode = lb.play(env, policy(i), seed=i, name="random", branch_at=[0])
+        branch = episode.branches[0]
+        own = float(returns_to_go(episode.rewards, 0.99)[0])
+        for groups, redraw in ((fresh, lb.redraw_stream), (shared, None)):
+            others = lb.continuation_returns(branch, continuations - 1, 0.99, lb.reseed_rng,
+                                             seed=1000 * (i + 1), redraw=redraw)
+            groups.append([own, *others])
+    return lb.ev_ceiling(fresh, shared)
 
 
 def ceiling_on(env, n_states=24, continuations=6):
-    groups = []
-    for i in range(n_states):
-        episode = lb.play(env, RandomPolicy(i), seed=i, name="random", branch_at=[0])
-        branch = episode.branches[0]
-        others = lb.continuation_returns(branch, continuations - 1, 0.99, lb.reseed_rng,
-                                         seed=1000 * (i + 1))
-        groups.append([episode.ret, *others])
-    return lb.ev_ceiling(groups)
+    return ceilings_on(env, n_states, continuations)["ev_ceiling"]
 
 
 def test_ev_ceiling_is_one_when_the_state_fixes_the_reward():
@@ -45,6 +56,98 @@ def test_ev_ceiling_is_zero_when_the_reward_is_the_policys_coin_flip():
 def test_ev_ceiling_rejects_too_few_returns():
     with pytest.raises(ValueError, match=">= 2 states"):
         lb.ev_ceiling([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="3 shared-stream states for 2"):
+        lb.ev_ceiling([[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+
+
+class DiceEnv(gym.Env):
+    """Two steps; each pays a coin the env flips from its own np_random: after the first step
+    nothing in the state tells the return, the future's dice do."""
+
+    observation_space = gym.spaces.Dict({"features": gym.spaces.Box(0.0, 1.0, (1,))})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return {"features": np.zeros(1, np.float32)}, {"effective_op": 0}
+
+    def step(self, action):
+        self.t += 1
+        reward = float(self.np_random.integers(0, 2))
+        return ({"features": np.zeros(1, np.float32)}, reward, self.t == 2, False,
+                {"effective_op": 0})
+
+
+class Constant:
+    """A policy with a random stream it never uses: only the env's dice can differ."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self):
+        pass
+
+    def act(self, obs, info):
+        return 0
+
+
+def test_ev_ceiling_returns_both_figures_and_only_the_shared_stream_knows_the_dice():
+    both = ceilings_on(DiceEnv(), n_states=40, continuations=4, policy=Constant)
+    markov, shared = both["ev_ceiling"], both["ev_ceiling_shared_stream"]
+    assert markov["stream"] == "fresh" and shared["stream"] == "shared"
+    assert markov["states"] == shared["states"] == 40
+    assert markov["continuations"] == shared["continuations"] == 4
+    # Copies that share the stream replay the same coins: their returns never differ.
+    assert shared["estimate"] == pytest.approx(1.0)
+    assert abs(markov["estimate"]) < 0.2 and markov["low"] <= 0.0 <= markov["high"]
+    assert shared["minus_fresh"]["estimate"] == pytest.approx(1.0 - markov["estimate"])
+    assert shared["minus_fresh"]["low"] > 0.5
+    assert len(markov["returns"]) == 40 and len(markov["returns"][0]) == 4
+    assert lb.ev_ceiling([[1.0, 2.0], [3.0, 4.0]])["ev_ceiling_shared_stream"] is None
+
+
+def test_redrawn_stream_changes_the_data_order_and_leaves_the_state():
+    env = SeedMorphogenesisEnv(n_train=512, n_val=100, max_epochs=6, reward="aligned")
+    env.reset(seed=3)
+    env.step(make_action(Op.GERMINATE, 1, blueprint=1, tempo=0))
+    env.step(make_action(Op.ADVANCE, 1))
+    same, other, again = (copy.deepcopy(env) for _ in range(3))
+    other.redraw_future(7)
+    again.redraw_future(7)
+
+    def state(e):
+        return {"model": e.model.state_dict(), "host_opt": e._host_opt.state_dict(),
+                "seed_opts": {i: o.state_dict() for i, o in e._seed_opts.items()},
+                "slots": [(s.stage, s.alpha.alpha) for s in e.lifecycle.slots],
+                "epoch": e.epoch, "loss": list(e._loss_hist), "acc": list(e._acc_hist),
+                "obs": e._observation()}
+
+    def equal(a, b):
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+        if isinstance(a, list | tuple):
+            return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        if isinstance(a, np.ndarray):
+            return np.array_equal(a, b)
+        return a == b
+
+    assert equal(state(other), state(env)), "redrawing the stream touched the state"
+    assert other.model is not env.model  # a branch: the env itself is untouched too
+    # The next epoch's minibatch order (train_epochs' permutation) and new seeds' init draws.
+    perms = [torch.randperm(512, generator=e._gen) for e in (same, env, other, again)]
+    assert torch.equal(perms[0], perms[1]), "a plain copy shares the env's stream"
+    assert not torch.equal(perms[2], perms[1])
+    assert torch.equal(perms[2], perms[3]), "the same seed draws the same stream"
+    draws = [e.np_random.integers(0, 2**62) for e in (same, env, other)]
+    assert draws[0] == draws[1] != draws[2]
+    # Same state, same action: a plain copy replays the env's future, other dice give another.
+    for e in (env, same, other):
+        e.step(make_action(Op.WAIT))
+    assert equal(same.model.state_dict(), env.model.state_dict())
+    assert not equal(other.model.state_dict(), env.model.state_dict())
 
 
 def test_env_branch_replays_the_same_future_for_the_same_actions():
@@ -105,6 +208,7 @@ def test_oracle_grows_its_seed_and_hold_fossilizes_only_at_the_last_step():
         parse_oracle("lora@r0c1")
 
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "n_train=128", "--set", "n_val=100", "--set", "max_epochs=4"]
 
 
@@ -124,10 +228,29 @@ def test_signal_command_writes_its_tables(tmp_path, capsys):
         assert set(p["components"]) == {"accuracy", "param_cost", "rollback"}
     assert result["correlation"]["n"] == 10
     assert result["ev_ceiling"]["random"]["states"] == 2
+    assert result["ev_ceiling"]["random"]["stream"] == "fresh"
+    shared = result["ev_ceiling_shared_stream"]["random"]
+    assert shared["stream"] == "shared" and shared["states"] == 2 and "minus_fresh" in shared
+    assert result["ev_ceiling"]["random"]["states_at"] == shared["states_at"]
+    # The same states: each group starts with the sampled episode's own return.
+    assert [g[0] for g in shared["returns"]] == [
+        g[0] for g in result["ev_ceiling"]["random"]["returns"]]
     assert set(result["ridge_r2"]) == {"random", "heuristic"}
     assert result["meta"]["reward"] == "aligned" and result["meta"]["oracle"] == "conv_light@r0c1"
     md = (out / "signal.md").read_text()
-    assert "EV ceiling" in md and "| oracle_hold |" in md
+    assert "EV ceiling, Markov state" in md and "| oracle_hold |" in md
+
+
+def test_signal_results_from_before_the_markov_state_ceiling_still_render():
+    from esper_rllib.analysis.audit import ceiling_figures, render_markdown
+
+    old = json.loads((REPO / "docs" / "results" / "signal-quick-aligned" / "signal.json")
+                     .read_text())
+    markov, shared = ceiling_figures(old, "random")
+    assert markov is None and shared["estimate"] == pytest.approx(0.4254, abs=1e-4)
+    headroom = render_markdown(old).split("## Critic headroom", 1)[1]
+    row = next(line for line in headroom.splitlines() if line.startswith("| random |"))
+    assert row.startswith("| random | n/a (not measured: older audit) | 0.43 [0.25, 0.56] |")
 
 
 @pytest.mark.parametrize("args, message", [

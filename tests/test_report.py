@@ -174,13 +174,17 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
 
 
 CEILING = {"estimate": 0.4, "low": 0.33, "high": 0.47, "states": 32, "continuations": 8}
+SHARED = {"estimate": 0.55, "low": 0.4, "high": 0.7, "states": 32, "continuations": 8}
 
 
 def write_signal(folder: Path, reward: str = QUICK_REWARD, max_epochs: int = QUICK_EPOCHS,
                  **random: object) -> Path:
     """signal.json as `esper-rllib signal` writes it (the parts the report reads)."""
     path = folder / "signal.json"
-    path.write_text(json.dumps({"ev_ceiling": {"random": {**CEILING, **random}},
+    path.write_text(json.dumps({"ev_ceiling": {"random": {**CEILING, "stream": "fresh",
+                                                          **random}},
+                                "ev_ceiling_shared_stream": {"random": {**SHARED,
+                                                                        "stream": "shared"}},
                                 "policies": {}, "meta": {"profile": "quick", "reward": reward,
                                                          "max_epochs": max_epochs}}))
     return path
@@ -311,7 +315,8 @@ def test_ev_ceiling_loader(tmp_path):
     sweep_dir.mkdir()
     assert load_ev_ceiling(sweep_dir) is None
     beside = write_signal(tmp_path)
-    assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "profile": "quick",
+    assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "shared_stream": SHARED,
+                                          "shared_stream_only": False, "profile": "quick",
                                           "reward": QUICK_REWARD, "max_epochs": QUICK_EPOCHS,
                                           "path": beside}
     inside = write_signal(sweep_dir, estimate=0.1)
@@ -333,6 +338,43 @@ def test_ev_ceiling_loader(tmp_path):
         inside.write_text(text)
         with pytest.raises(ValueError, match="^" + re.escape(f"{inside}: {error}")):
             load_ev_ceiling(sweep_dir)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_signal_json_from_before_the_markov_state_ceiling_loads_without_a_ceiling(tmp_path):
+    # Written before the Markov-state ceiling: ev_ceiling holds the shared-stream figure and has
+    # no "stream". It loads, as the shared-stream figure only, never as the ceiling.
+    old = REPO / "docs" / "results" / "signal-quick-aligned"
+    ceiling = load_ev_ceiling(old)
+    assert math.isnan(ceiling["estimate"]) and ceiling["states"] == 0
+    assert ceiling["shared_stream_only"]
+    assert ceiling["shared_stream"]["estimate"] == pytest.approx(0.4254, abs=1e-4)
+    assert ceiling["shared_stream"]["states"] == 60
+    root = fake_sweep(tmp_path / "sweep", seeds=1)
+    signal = tmp_path / "signal.json"
+    signal.write_text(json.dumps({"ev_ceiling": {"random": CEILING}, "policies": {},
+                                  "meta": {"profile": "quick", "reward": QUICK_REWARD,
+                                           "max_epochs": QUICK_EPOCHS}}))
+    ceiling, note = ceiling_for(load_sweep(root))
+    assert ceiling is None
+    assert note.startswith(f"No EV ceiling: `{signal}` predates the Markov-state ceiling: it has "
+                           "only the shared-stream figure 0.4 [0.33, 0.47], whose continuations "
+                           "shared the env's future random stream")
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    text = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
+    assert "predates the Markov-state ceiling" in text and "of a possible" not in text
+
+
+def test_the_report_reads_the_markov_state_ceiling_and_names_the_shared_stream_one(tmp_path):
+    root = fake_sweep(tmp_path / "sweep", seeds=1)
+    write_signal(tmp_path)
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    text = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
+    assert "of a possible 0.4 [0.33, 0.47]" in text
+    assert "drawn afresh, the Markov-state ceiling; the shared-stream figure" in text
+    assert "0.55 [0.4, 0.7]" in text and "of a possible 0.55" not in text
 
 
 def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_report(tmp_path,

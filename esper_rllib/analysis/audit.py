@@ -88,16 +88,20 @@ def run_audit(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *
 
 def play_policies(make_env: Callable[[], Any], policies: dict[str, PolicyFactory], *,
                   seeds: Sequence[int], max_epochs: int, gamma: float, ev_states: int,
-                  ev_continuations: int, tick: Tick) -> tuple[Episodes, dict[str, list]]:
+                  ev_continuations: int, tick: Tick) -> tuple[Episodes, dict[str, dict]]:
     """Episodes of every policy on the same env seeds (one env object per policy, episodes one
     after another, so a reward normaliser carries over as in an env runner) and, when
-    ``ev_states`` > 0, the EV ceiling's groups of returns of CEILING_POLICIES.
+    ``ev_states`` > 0, the EV ceiling's groups of returns of CEILING_POLICIES: policy ->
+    {"fresh": groups, "shared": groups, "states_at": [[env seed, step], ...]}, a group per
+    state, the sampled episode's own return first, then continuations that draw the env's
+    random stream afresh ("fresh") or share it ("shared"), with the same policy seeds.
     ``ev_continuations`` counts the sampled episode's own continuation."""
     episodes: Episodes = {}
-    ceiling_groups: dict[str, list[list[float]]] = {}
+    ceiling_groups: dict[str, dict[str, list]] = {}
     for name, factory in policies.items():
         env, rng = make_env(), np.random.default_rng(0)
-        episodes[name], ceiling_groups[name] = [], []
+        episodes[name] = []
+        ceiling_groups[name] = {"fresh": [], "shared": [], "states_at": []}
         for i, seed in enumerate(seeds):
             branch_at = (_branch_steps(rng, ev_states, len(seeds), i, max_epochs)
                          if name in CEILING_POLICIES and ev_states else [])
@@ -106,16 +110,19 @@ def play_policies(make_env: Callable[[], Any], policies: dict[str, PolicyFactory
             tick(max_epochs, f"{name} episode {i + 1}/{len(seeds)}")
             own = returns_to_go(episode.rewards, gamma)
             for branch in episode.branches:
-                others = lb.continuation_returns(branch, ev_continuations - 1, gamma,
-                                                 lb.reseed_rng, seed=10_000 * (seed + 1)
-                                                 + 100 * branch.t)
-                ceiling_groups[name].append([float(own[branch.t]), *others])
-                tick((ev_continuations - 1) * (max_epochs - branch.t),
-                     f"{name} EV ceiling, state at step {branch.t}")
+                groups = ceiling_groups[name]
+                groups["states_at"].append([seed, branch.t])
+                for stream, redraw in (("fresh", lb.redraw_stream), ("shared", None)):
+                    others = lb.continuation_returns(branch, ev_continuations - 1, gamma,
+                                                     lb.reseed_rng, seed=10_000 * (seed + 1)
+                                                     + 100 * branch.t, redraw=redraw)
+                    groups[stream].append([float(own[branch.t]), *others])
+                    tick((ev_continuations - 1) * (max_epochs - branch.t),
+                         f"{name} EV ceiling ({stream} stream), state at step {branch.t}")
     return episodes, ceiling_groups
 
 
-def summarize(episodes: Episodes, ceiling_groups: dict[str, list], gamma: float
+def summarize(episodes: Episodes, ceiling_groups: dict[str, dict], gamma: float
               ) -> dict[str, Any]:
     reference = episodes[REFERENCE]
     policies = {}
@@ -143,9 +150,34 @@ def summarize(episodes: Episodes, ceiling_groups: dict[str, list], gamma: float
                                        [e.final_acc for e in everyone]),
         "ridge_r2": {name: lb.ridge_r2(episodes[name], gamma) for name in RIDGE_POLICIES
                      if name in episodes},
-        "ev_ceiling": {name: lb.ev_ceiling(groups) for name, groups in ceiling_groups.items()
-                       if groups},
+        **_ceilings(ceiling_groups),
     }
+
+
+def _ceilings(ceiling_groups: dict[str, dict[str, list]]) -> dict[str, dict[str, Any]]:
+    """signal.json's ``ev_ceiling`` (the Markov-state ceiling: fresh streams) and
+    ``ev_ceiling_shared_stream``, policy -> figure, with the states' [env seed, step]."""
+    out: dict[str, dict[str, Any]] = {"ev_ceiling": {}, "ev_ceiling_shared_stream": {}}
+    for name, groups in ceiling_groups.items():
+        if not groups.get("fresh"):
+            continue
+        figures = lb.ev_ceiling(groups["fresh"], groups.get("shared") or None)
+        for key, figure in figures.items():
+            if figure is not None:
+                out[key][name] = {**figure, "states_at": groups.get("states_at", [])}
+    return out
+
+
+def ceiling_figures(result: dict[str, Any], policy: str
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(Markov-state ceiling, shared-stream figure) of ``policy`` in a signal result, each None
+    when not measured. An audit from before the Markov-state ceiling wrote only the shared-stream
+    figure, under ``ev_ceiling`` without ``stream``: it is returned as the shared one, never as
+    the ceiling."""
+    entry = result.get("ev_ceiling", {}).get(policy)
+    if entry is not None and entry.get("stream") != "fresh":
+        return None, entry
+    return entry, result.get("ev_ceiling_shared_stream", {}).get(policy)
 
 
 # ---- markdown ---------------------------------------------------------------------------
@@ -191,23 +223,38 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Critic headroom",
         "",
-        "| policy | EV ceiling [95% CI] | states x continuations | ridge R^2 held out "
+        "| policy | EV ceiling, Markov state [95% CI] | shared stream [95% CI] "
+        "| shared - Markov [95% CI] | states x continuations | ridge R^2 held out "
         "| ridge R^2 in sample |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(set(result["ev_ceiling"]) | set(result["ridge_r2"])):
-        ev, ridge = result["ev_ceiling"].get(name), result["ridge_r2"].get(name)
-        ev_text = (f"{_f(ev['estimate'])} [{_f(ev['low'])}, {_f(ev['high'])}]" if ev
-                   else "n/a (deterministic policy)")
-        size = f"{ev['states']} x {ev['continuations']}" if ev else "-"
-        lines.append(f"| {name} | {ev_text} | {size} "
+
+    def interval(fig: dict[str, Any] | None) -> str:
+        return f"{_f(fig['estimate'])} [{_f(fig['low'])}, {_f(fig['high'])}]" if fig else "-"
+
+    ceilings = result.get("ev_ceiling", {})
+    for name in sorted(set(ceilings) | set(result["ridge_r2"])):
+        markov, shared = ceiling_figures(result, name)
+        ridge = result["ridge_r2"].get(name)
+        measured = markov or shared
+        markov_text = (interval(markov) if markov else "n/a (not measured: older audit)"
+                       if shared else "n/a (deterministic policy)")
+        size = f"{measured['states']} x {measured['continuations']}" if measured else "-"
+        lines.append(f"| {name} | {markov_text} | {interval(shared)} "
+                     f"| {interval(shared.get('minus_fresh')) if shared else '-'} | {size} "
                      f"| {_f(ridge['held_out']) if ridge else '-'} "
                      f"| {_f(ridge['in_sample']) if ridge else '-'} |")
     lines += [
         "",
         "The EV ceiling is 1 - E[Var(G | s)] / Var(G) for discounted returns-to-go G: the most "
-        "explained variance any critic can reach under that policy (the state is the whole env, "
-        "so no observation history can do better). Ridge: a linear critic on the observation "
+        "explained variance any critic can reach under that policy. Markov state: each "
+        "continuation draws the env's future random stream afresh (minibatch order, "
+        "augmentation, new seeds' initialisation) as well as the policy's actions: the most a "
+        "critic that knows the whole env state (host weights included, so no observation "
+        "history can do better) but not the future's dice can explain. Shared stream: the "
+        "continuations are copies that share the env's future random stream, so the figure "
+        "credits a critic with knowing the future's dice and overstates the ceiling; shared - "
+        "Markov is paired over the same states. Ridge: a linear critic on the observation "
         "and the step, held out by episode.",
         "",
         "## Reward components (mean total per episode)",

@@ -5,11 +5,17 @@ explain at all.
 - ``play`` runs one episode of a policy and records every step (received and raw reward, reward
   components, effective op, observation features) and, at chosen steps, a branch point.
 - ``ev_ceiling``: from branch points (a deep copy of the env and the policy before acting),
-  continuations that differ only in the policy's action samples give Var(G | s); the most
-  explained variance any critic can reach under that policy is 1 - E[Var(G | s)] / Var(G). The
-  env is deterministic given its seed and the actions, so the copy's future is the original's
-  future for the same actions. The state here is the whole env (host weights included), more than
-  any observation history: the ceiling is an upper bound for every critic.
+  continuations give Var(G | s); the most explained variance any critic can reach under that
+  policy is 1 - E[Var(G | s)] / Var(G). The state here is the whole env (host weights, optimiser,
+  slots, seeds, epoch), more than any observation history. Two figures:
+  - the **Markov-state ceiling** (``ev_ceiling``): each continuation draws the env's future
+    random stream afresh (minibatch order, augmentation, new seeds' initialisation;
+    ``redraw_stream``) and the policy's action samples: the most a critic that knows the whole
+    state, but not the future's dice, can explain. The upper bound for every critic.
+  - the **shared-stream figure** (``ev_ceiling_shared_stream``): continuations are plain deep
+    copies, which share the env's future random stream (the env is deterministic given its
+    stream and the actions), so only the policy's samples differ. It credits a critic with
+    knowing the future's dice and overstates the ceiling; kept to show by how much.
 - ``ridge_r2``: what a linear critic on the observation explains, held out by episode.
 """
 
@@ -22,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from gymnasium.utils import seeding
 
 from envs.contract import Op
 from esper_rllib.ppo.telemetry import returns_to_go
 
 BOOTSTRAP_SAMPLES = 2000
+ENV_STREAM = 1  # mixed into a continuation's seed for its env's stream (the policy's is bare)
 RIDGE_ALPHA = 1.0  # on standardised features
 
 
@@ -98,13 +106,18 @@ def play(env: Any, policy: Any, seed: int, name: str,
 
 
 def continuation_returns(branch: Branch, n: int, gamma: float,
-                         reseed: Callable[[Any, int], None], seed: int) -> list[float]:
+                         reseed: Callable[[Any, int], None], seed: int,
+                         redraw: Callable[[Any, int], None] | None = None) -> list[float]:
     """Discounted returns from ``branch`` of ``n`` continuations whose policies draw different
-    action samples (``reseed(policy, k)`` gives the k-th copy its own random stream)."""
+    action samples (``reseed(policy, seed + k)`` gives the k-th copy its own random stream).
+    With ``redraw`` (``redraw_stream``), each continuation's env draws its future random stream
+    afresh too, from a seed of its own (not the policy's); without, the copies share the env's."""
     out = []
     for k in range(n):
         env, policy = copy.deepcopy(branch.env), copy.deepcopy(branch.policy)
         reseed(policy, seed + k)
+        if redraw is not None:
+            redraw(env, int(np.random.SeedSequence((seed + k, ENV_STREAM)).generate_state(1)[0]))
         _, steps, _ = _run(env, policy, copy.deepcopy(branch.obs), copy.deepcopy(branch.info),
                            branch.t)
         out.append(float(returns_to_go(np.array([r for _, r, _ in steps]), gamma)[0]))
@@ -116,26 +129,71 @@ def reseed_rng(policy: Any, seed: int) -> None:
     policy.rng = np.random.default_rng(seed)
 
 
+def redraw_stream(env: Any, seed: int) -> None:
+    """Draw an env's future random stream afresh, its state untouched: the real env's
+    ``redraw_future`` (np_random and its torch generator); an env without one (a probe) has only
+    Gymnasium's ``np_random``."""
+    if hasattr(env, "redraw_future"):
+        env.redraw_future(seed)
+    else:
+        env.np_random, _ = seeding.np_random(seed)
+
+
 # ---- statistics -------------------------------------------------------------------------
-def ev_ceiling(groups: Sequence[Sequence[float]], seed: int = 0) -> dict[str, float]:
-    """1 - E[Var(G | s)] / Var(G) from groups of returns that share a state, with a 95%
-    bootstrap interval over states. Var(G) pools every return: states are sampled uniformly
-    over the policy's time steps, as a PPO batch's explained variance weighs them."""
+def _ceiling_estimate(sample: Sequence[np.ndarray]) -> float:
+    total = np.concatenate(sample).var(ddof=1)
+    within = np.mean([g.var(ddof=1) for g in sample])
+    return float(1.0 - within / total) if total > 0 else math.nan
+
+
+def _groups(groups: Sequence[Sequence[float]]) -> list[np.ndarray]:
     arr = [np.asarray(g, dtype=float) for g in groups]
     if len(arr) < 2 or any(len(g) < 2 for g in arr):
         raise ValueError("ev_ceiling needs >= 2 states with >= 2 returns each")
+    return arr
 
-    def estimate(sample: Sequence[np.ndarray]) -> float:
-        total = np.concatenate(sample).var(ddof=1)
-        within = np.mean([g.var(ddof=1) for g in sample])
-        return float(1.0 - within / total) if total > 0 else math.nan
 
+def ev_ceiling(groups: Sequence[Sequence[float]],
+               shared_stream: Sequence[Sequence[float]] | None = None,
+               seed: int = 0) -> dict[str, dict[str, Any] | None]:
+    """1 - E[Var(G | s)] / Var(G) from groups of returns that share a state, with a 95%
+    bootstrap interval over states. Var(G) pools every return: states are sampled uniformly
+    over the policy's time steps, as a PPO batch's explained variance weighs them.
+
+    ``groups``: continuations that drew the env's random stream afresh (the Markov-state
+    ceiling, ``ev_ceiling``); ``shared_stream``: the same states' continuations that shared it
+    (``ev_ceiling_shared_stream``, None when not measured), resampled with the same states, so
+    its ``minus_fresh`` (shared - fresh) has a paired interval. Each figure: {estimate, low,
+    high, states, continuations, stream, returns}."""
+    fresh = _groups(groups)
+    shared = None if shared_stream is None else _groups(shared_stream)
+    if shared is not None and len(shared) != len(fresh):
+        raise ValueError(f"ev_ceiling: {len(shared)} shared-stream states for {len(fresh)}")
     rng = np.random.default_rng(seed)
-    boots = [estimate([arr[i] for i in rng.integers(0, len(arr), len(arr))])
-             for _ in range(BOOTSTRAP_SAMPLES)]
-    low, high = np.nanpercentile(boots, [2.5, 97.5])
-    return {"estimate": estimate(arr), "low": float(low), "high": float(high),
-            "states": len(arr), "continuations": len(arr[0])}
+    picks = [rng.integers(0, len(fresh), len(fresh)) for _ in range(BOOTSTRAP_SAMPLES)]
+
+    def boots(arr: list[np.ndarray]) -> np.ndarray:
+        return np.array([_ceiling_estimate([arr[i] for i in pick]) for pick in picks])
+
+    def interval(estimate: float, sample: np.ndarray) -> dict[str, float]:
+        low, high = np.nanpercentile(sample, [2.5, 97.5])
+        return {"estimate": estimate, "low": float(low), "high": float(high)}
+
+    def figure(arr: list[np.ndarray], sample: np.ndarray, stream: str) -> dict[str, Any]:
+        return {**interval(_ceiling_estimate(arr), sample), "states": len(arr),
+                "continuations": len(arr[0]), "stream": stream,
+                "returns": [g.tolist() for g in arr]}
+
+    fresh_boots = boots(fresh)
+    out: dict[str, dict[str, Any] | None] = {
+        "ev_ceiling": figure(fresh, fresh_boots, "fresh"), "ev_ceiling_shared_stream": None}
+    if shared is not None:
+        shared_boots = boots(shared)
+        out["ev_ceiling_shared_stream"] = {
+            **figure(shared, shared_boots, "shared"),
+            "minus_fresh": interval(_ceiling_estimate(shared) - _ceiling_estimate(fresh),
+                                    shared_boots - fresh_boots)}
+    return out
 
 
 def ridge_r2(episodes: Sequence[Episode], gamma: float, folds: int = 5) -> dict[str, float]:

@@ -115,9 +115,14 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
                     ) -> dict[str, Any] | None:
     """The EV ceiling under ``policy`` from the ``signal.json`` that `esper-rllib signal` wrote in
     the experiment folder or its parent: {policy, estimate, low, high, states, continuations,
-    profile, reward, max_epochs, path}; estimate, low and high are NaN when the audit measured
-    none under ``policy`` (--ev-states 0, or returns without variance). None when there is no
-    signal.json; a ValueError naming the file and the field when it is malformed."""
+    shared_stream, profile, reward, max_epochs, path}. estimate, low, high, states and
+    continuations are the Markov-state ceiling's (continuations with the env's random stream
+    drawn afresh); NaN (states 0) when the audit measured none under ``policy`` (--ev-states 0,
+    or returns without variance) or predates it. ``shared_stream`` is the shared-stream figure
+    ({estimate, low, high, states, continuations}, None when absent): an audit from before the
+    Markov-state ceiling wrote only that one, under ``ev_ceiling`` (``shared_stream_only``
+    True), and it is never read as the ceiling. None when there is no signal.json; a
+    ValueError naming the file and the field when it is malformed."""
     folder = Path(experiment_dir)
     path = next((d / SIGNAL_JSON for d in (folder, folder.parent) if (d / SIGNAL_JSON).is_file()),
                 None)
@@ -136,22 +141,54 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
         _check(path, f"meta.{key}", meta.get(key), "a string" if kind is str else "an int",
                 isinstance(meta.get(key), kind))
         fields[key] = meta[key]
-    ceilings = data.get("ev_ceiling", {})
-    entry = ceilings.get(policy, {}) if isinstance(ceilings, dict) else None
-    if not isinstance(entry, dict):
-        raise ValueError(f"{path}: ev_ceiling: expected an object of policy -> {{estimate, low, "
+    entries = {key: _ceiling_entry(path, data, key, policy)
+               for key in ("ev_ceiling", "ev_ceiling_shared_stream")}
+    markov, shared = entries["ev_ceiling"], entries["ev_ceiling_shared_stream"]
+    predates = markov is not None and markov.pop("stream") != "fresh"  # an older audit
+    if predates:
+        markov, shared = None, markov
+    if shared is not None:
+        shared.pop("stream", None)
+    none = {"estimate": math.nan, "low": math.nan, "high": math.nan, "states": 0,
+            "continuations": 0}
+    return {"policy": policy, **fields, **(markov or none), "shared_stream": shared,
+            "shared_stream_only": predates, "path": path}
+
+
+def _ceiling_entry(path: Path, data: dict[str, Any], key: str, policy: str
+                   ) -> dict[str, Any] | None:
+    """signal.json's ``key`` figure under ``policy``, checked: {estimate, low, high (NaN for the
+    audit's null), states, continuations, stream}; None when it has none for ``policy``."""
+    ceilings = data.get(key, {})
+    entry = ceilings.get(policy) if isinstance(ceilings, dict) else None
+    if not isinstance(ceilings, dict) or not isinstance(entry, dict | None):
+        raise ValueError(f"{path}: {key}: expected an object of policy -> {{estimate, low, "
                          "high, states, continuations}")
-    for key in ("estimate", "low", "high"):  # null: the audit's NaN
-        value = entry.get(key)
-        _check(path, f"ev_ceiling.{policy}.{key}", value, "a finite number or null",
+    if entry is None:
+        return None
+    fields: dict[str, Any] = {"stream": entry.get("stream")}
+    for name in ("estimate", "low", "high"):  # null: the audit's NaN
+        value = entry.get(name)
+        _check(path, f"{key}.{policy}.{name}", value, "a finite number or null",
                 value is None or (isinstance(value, int | float) and math.isfinite(value)))
-        fields[key] = math.nan if value is None else float(value)
-    for key in ("states", "continuations"):
-        value = entry.get(key, 0)
-        _check(path, f"ev_ceiling.{policy}.{key}", value, "an int >= 0",
+        fields[name] = math.nan if value is None else float(value)
+    for name in ("states", "continuations"):
+        value = entry.get(name, 0)
+        _check(path, f"{key}.{policy}.{name}", value, "an int >= 0",
                 isinstance(value, int) and value >= 0)
-        fields[key] = value
-    return {"policy": policy, **fields, "path": path}
+        fields[name] = value
+    return fields
+
+
+def shared_stream_note(ceiling: dict[str, Any]) -> str:
+    """Why a signal.json with only the shared-stream figure gives no ceiling ("" otherwise)."""
+    shared = ceiling.get("shared_stream")
+    if not ceiling.get("shared_stream_only") or shared is None:
+        return ""
+    return (f"`{ceiling['path']}` predates the Markov-state ceiling: it has only the "
+            f"shared-stream figure {shared['estimate']:.3g} [{shared['low']:.3g}, "
+            f"{shared['high']:.3g}], whose continuations shared the env's future random stream, "
+            "so it credits a critic with knowing the future's dice and overstates the ceiling")
 
 
 # The knobs a sweep's trials and the audit must share for its ceiling to apply (with the profile).
@@ -190,6 +227,9 @@ def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
     mismatch = _mismatch(sweep, ceiling)
     if mismatch:
         return None, f"No EV ceiling: {mismatch}. Measure one with {_signal_hint(sweep)}."
+    if shared_stream_note(ceiling):
+        return None, (f"No EV ceiling: {shared_stream_note(ceiling)}. Measure the Markov-state "
+                      f"ceiling with {_signal_hint(sweep)}.")
     if math.isnan(ceiling["estimate"]):
         return None, (f"No EV ceiling: `{ceiling['path']}` has none under the "
                       f"{ceiling['policy']} policy (measured with --ev-states 0, or its returns "
@@ -213,7 +253,7 @@ def measure_signal(sweep: Sweep, seeds: int) -> list[Path]:
     if seeds <= 0:
         return []
     found = load_ev_ceiling(sweep.path)
-    if found is not None and not _mismatch(sweep, found):
+    if found is not None and not _mismatch(sweep, found) and not shared_stream_note(found):
         return []
     from esper_rllib.analysis.outputs import command_line
     from esper_rllib.analysis.signal import signal_audit, write_signal

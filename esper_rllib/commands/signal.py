@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.commands.names import EV_STATES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=6, help="episodes per policy (default 6)")
     parser.add_argument("--out", help="output folder (default runs/signal/<profile>-<reward>)")
     add_oracle_arguments(parser)
-    parser.add_argument("--ev-states", type=int, default=30,
-                        help="states the EV ceiling branches at (default 30)")
+    parser.add_argument("--ev-states", type=int, default=EV_STATES,
+                        help=f"states the EV ceiling branches at (default {EV_STATES})")
     parser.add_argument("--ev-continuations", type=int, default=4,
-                        help="returns per state, the sampled one included (default 4)")
+                        help="returns per state, the sampled one included, per figure: the "
+                             "Markov-state ceiling and the shared-stream one (default 4)")
     parser.set_defaults(func=run)
 
 
