@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE, final_evs
-from tuning.storage import atomic_path
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"

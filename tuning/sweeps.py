@@ -151,10 +151,10 @@ def get_sweep(name: str) -> Sweep:
     try:
         return SWEEPS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown sweep {name!r}{hint} (known sweeps: {', '.join(SWEEPS)})"
-        ) from None
         import difflib
 
         close = difflib.get_close_matches(str(name), list(SWEEPS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown sweep {name!r}{hint} (known sweeps: {', '.join(SWEEPS)})"
+        ) from None

@@ -42,9 +42,9 @@ from esper_rllib.analysis.evaluation import (
 from esper_rllib.analysis.plots import plot_report
 from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
 from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
+from esper_rllib.ppo.collapse import DEFAULT_WINDOW, VERDICT_ITERATIONS, WARMUP_ITERATIONS
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
-from esper_rllib.ppo.collapse import DEFAULT_WINDOW, VERDICT_ITERATIONS, WARMUP_ITERATIONS
 
 REPORT_FILE = "report.md"
 
@@ -76,11 +76,6 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
         return [analysis.ceiling_note]
     possible = f"{ceiling['estimate']:.3g} [{ceiling['low']:.3g}, {ceiling['high']:.3g}]"
     what = f"EV ceiling under the {ceiling['policy']} policy"
-    shared = ceiling.get("shared_stream")
-    beside = ("" if not shared else
-              f"; the shared-stream figure, which credits a critic with knowing the env's future "
-              f"random stream, is {shared['estimate']:.3g} [{shared['low']:.3g}, "
-              f"{shared['high']:.3g}]")
     best = analysis.best(sweep)
     best_ev = analysis.final_ev(sweep, best)
 
@@ -96,8 +91,7 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
             for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True)]
     return [
         f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
-        f"continuations with the env's random stream drawn afresh, the Markov-state "
-        f"ceiling{beside} (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
+        f"continuations (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
         f"{ceiling['profile']}); a trained policy's returns may be more or less predictable "
         f"than the {ceiling['policy']} policy's. The cell with {BEST_CELL} "
         f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "

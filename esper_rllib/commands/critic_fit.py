@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.offline.fit_report import load_fit, save_fit, write_report
     from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
     from esper_rllib.offline.record import git_commit
+    from esper_rllib.run.config import ConfigError
 
     if args.checkpoint:
         from esper_rllib.offline.checkpoint_ev import checkpoint_evs
 
         for r in checkpoint_evs(args.data, args.checkpoint):
-    from esper_rllib.run.config import ConfigError
             print(f"{r.checkpoint}: held-out EV {r.heldout_ev:+.4f} ({r.heldout} episodes), "
                   f"training-pool EV {r.pool_ev:+.4f} ({r.pool} episodes)")
         return 0
