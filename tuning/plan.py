@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning.naming import label
+from tuning.storage import write_atomic
 from tuning.sweeps import Cell, get_sweep
 
 KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
@@ -96,7 +97,7 @@ class SweepPlan:
     def save(self, experiment_dir: str | Path) -> None:
         path = Path(experiment_dir)
         path.mkdir(parents=True, exist_ok=True)
-        (path / PLAN_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
+        write_atomic(path / PLAN_FILE, json.dumps(asdict(self), indent=2, default=str))
 
     @classmethod
     def load(cls, experiment_dir: str | Path) -> SweepPlan:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE, final_evs
+from tuning.storage import atomic_path
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
@@ -187,7 +188,7 @@ def write_ablation_csv(experiment_dir: str | Path,
     path = root / CSV_FILE
     header = list(rows[0]) if rows else ["trial", "iterations", "env_steps",
                                          *SUMMARY_METRICS, VERDICT]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)

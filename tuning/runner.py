@@ -19,7 +19,7 @@ from tuning.plan import PLAN_FILE, SweepPlan
 from tuning.results import CSV_FILE, PARAMS_FILE, RESULT_FILE, write_ablation_csv
 from tuning.saved_state import check_saved_state
 from tuning.stopper import SweepStopper
-from tuning.storage import StorageError, check_storage
+from tuning.storage import StorageError, atomic_path, check_storage
 from tuning.tensorboard import TensorBoardLogger
 from tuning.trainable import ConfigBuilder, make_trainable, placement
 
@@ -248,8 +248,8 @@ def _download(uri: str, local: Path, names: set[str]) -> None:
         if info.type == pyarrow.fs.FileType.File and info.base_name in names:
             target = local / Path(info.path).relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(info.path) as src:
-                target.write_bytes(src.read())
+            with fs.open_input_stream(info.path) as src, atomic_path(target) as tmp:
+                tmp.write_bytes(src.read())
 
 
 def _upload(local: Path, uri: str, relpaths: list[str]) -> None:

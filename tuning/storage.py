@@ -1,9 +1,12 @@
-"""Where a sweep's results go: a local folder or any URI Tune's storage accepts."""
+"""Where a sweep's results go (a local folder or any URI Tune's storage accepts), and how a
+result file is written: whole or not at all."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -40,3 +43,22 @@ def check_storage(storage: str) -> str:
                            f"({err.strerror}); allowed: a writable local folder or a "
                            "storage URI") from None
     return str(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside ``path`` (``<name>.tmp``) to write the file under, renamed onto
+    ``path`` when the block ends and removed when it raises: a reader sees the old file or the
+    whole new one, never a half-written one (a killed writer leaves only the ``.tmp``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

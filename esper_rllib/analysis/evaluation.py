@@ -216,7 +216,7 @@ def reference_accuracies(sweep: Sweep, episodes: int = REFERENCE_EPISODES
                                          ("WAIT-only", WaitPolicy))}
     finally:
         env.close()
-    cache.write_text(json.dumps({"key": key, "accuracy": accuracy}, indent=2))
+    write_atomic(cache, json.dumps({"key": key, "accuracy": accuracy}, indent=2))
     return accuracy
 
 

@@ -12,12 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.run.config import ConfigError
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+from tuning.storage import write_atomic
 
 
 def _jsonable(x: Any) -> Any:

@@ -15,6 +15,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import EXTREME_CLIP_RATIO, STRONG_EV
+from tuning.storage import atomic_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -205,6 +206,7 @@ def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
     for name, fig in figures.items():
         if fig is not None:
             written.append(out_dir / f"{name}.png")
-            fig.savefig(written[-1], dpi=100)
+            with atomic_path(written[-1]) as tmp:
+                fig.savefig(tmp, dpi=100, format="png")
             plt.close(fig)
     return written

@@ -39,6 +39,7 @@ from esper_rllib.analysis.evaluation import (
     evaluate_cells,
     reference_accuracies,
 )
+from esper_rllib.analysis.outputs import write_atomic
 from esper_rllib.analysis.plots import plot_report
 from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
 from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
@@ -324,7 +325,7 @@ def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE
               for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
     plots = plot_report(sweep, analysis, labels, OUTCOMES, sweep.path / PLOTS_DIR)
     report = sweep.path / REPORT_FILE
-    report.write_text(render(sweep, analysis, accuracy, plots, evaluations))
+    write_atomic(report, render(sweep, analysis, accuracy, plots, evaluations))
     written = [report, *plots, *measured]
     if accuracy is not None:
         written.append(sweep.path / REFERENCE_FILE)

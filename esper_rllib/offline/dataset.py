@@ -26,7 +26,6 @@ policy); ``reward``; ``terminated``, ``truncated``; ``final_acc`` (the episode's
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 
 from envs.contract import HEADS
 from esper_rllib.analysis.outputs import write_json
+from tuning.storage import atomic_path
 
 META_FILE = "meta.json"
 EPISODES_DIR = "episodes"
@@ -131,9 +131,8 @@ def write_episode(out: Path, episode: EpisodeRecord) -> Path:
     half-written one (an interrupted write leaves only a ``.tmp``, ignored and overwritten)."""
     path = episode_path(out, episode.episode_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(episode.to_table(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(episode.to_table(), tmp)
     return path
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from esper_rllib.analysis.plots import PANEL_COLUMNS, _ceiling_band, _pyplot
 from esper_rllib.offline.fit_summary import CurveSummary
+from tuning.storage import atomic_path
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 
@@ -58,6 +59,7 @@ def plot_curves(summary: CurveSummary, ceiling: dict[str, Any] | None, out: Path
                  "EV (dotted), IQM over seeds", fontsize=10)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) > 4), 1, 0.95))
     path = out / LEARNING_CURVES_PNG
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path

@@ -23,6 +23,7 @@ from esper_rllib.offline.fit_plan import FitPlan
 from tuning.console import error_line
 from tuning.output import SILENT, clock, tune_console
 from tuning.runner import init_ray
+from tuning.storage import atomic_path
 
 CURVE_CSV = "curve.csv"
 CURVE_COLUMNS = ("cell", "seed", "train_episodes", "step", "heldout_ev", "train_ev",
@@ -150,12 +151,10 @@ def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
 
 
 def write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: tuple(r[k] for k in CURVE_COLUMNS[:4])))
-    tmp.replace(path)
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
