@@ -11,7 +11,7 @@ import pytest
 
 from esper_rllib.run.config import resolve_knobs
 from tuning.console import SweepConsole
-from tuning.output import HARMLESS, clock, quiet_ray
+from tuning.output import HARMLESS, clock, eta, quiet_ray
 from tuning.plan import plan_sweep
 
 
@@ -120,3 +120,10 @@ def test_sweep_console_lines_failure_and_summary(tmp_path):
 def test_clock():
     assert [clock(s) for s in (0, 61.9, 3599, 3600, 86399)] == [
         "0:00", "1:01", "59:59", "1:00:00", "23:59:59"]
+
+
+def test_every_progress_line_takes_its_eta_from_one_rule():
+    # The mean time per unit done so far times the units left; "?" before any is done.
+    assert eta(60.0, 2, 6) == clock(180) == "3:00"
+    assert eta(60.0, 4, 0) == eta(60.0, 5, -1) == "0:00"  # done (or past the total)
+    assert eta(12.0, 0, 8) == "?"

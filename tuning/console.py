@@ -17,7 +17,7 @@ from typing import Any
 from ray.tune import ProgressReporter
 
 from esper_rllib.ppo.metric_names import EV, RESULT_KEY, VERDICT
-from tuning.output import clock
+from tuning.output import clock, eta
 from tuning.plan import SEED, SweepPlan
 
 ITERATION = "training_iteration"
@@ -107,9 +107,7 @@ class SweepConsole(ProgressReporter):
         total = self.plan.n_trials * self.plan.iterations
         done = sum(self._done(t) for t in trials)
         fresh = sum(self._state(t)[1] - self._baseline.get(t.trial_id, 0) for t in trials)
-        elapsed = time.time() - self._start
-        eta = clock(elapsed / fresh * (total - done)) if fresh > 0 else "?"
-        return f"{done}/{total}, ETA {eta}"
+        return f"{done}/{total}, ETA {eta(time.time() - self._start, fresh, total - done)}"
 
     def _summary(self, trials: list) -> str:
         failed = sum(t.status == ERROR for t in trials)

@@ -105,3 +105,10 @@ def clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def eta(elapsed: float, done: float, left: float) -> str:
+    """The time still to go at the pace so far, as ``clock``: ``elapsed`` per unit ``done``
+    (trials, iterations, env steps) times the units ``left``; ``?`` before any is done.
+    Every progress line's ETA (train, ablate, critic-fit, record, signal, evaluate) is this."""
+    return clock(elapsed / done * max(left, 0)) if done > 0 else "?"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.run.config import ConfigError
+from tuning.output import clock, eta
 from tuning.storage import write_atomic
 
 
@@ -60,9 +61,8 @@ class Progress:
         self._last = now
         frac = min(self.done / self.total, 1.0)
         elapsed = now - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
         line = (f"[{'#' * int(frac * 20):<20}] {frac:4.0%}  {label:<40.40}  "
-                f"elapsed {elapsed:4.0f}s  ETA {eta:4.0f}s")
+                f"elapsed {clock(elapsed)}  ETA {eta(elapsed, self.done, self.total - self.done)}")
         print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n",
               file=sys.stderr, flush=True)
 

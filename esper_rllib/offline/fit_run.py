@@ -21,7 +21,7 @@ from esper_rllib.offline import dataset
 from esper_rllib.offline.critic_fit import CurvePoint, fit_critic, to_episodes
 from esper_rllib.offline.fit_plan import FitPlan
 from tuning.console import error_line
-from tuning.output import SILENT, clock, tune_console
+from tuning.output import SILENT, clock, eta, tune_console
 from tuning.runner import init_ray
 from tuning.storage import atomic_path
 
@@ -96,9 +96,9 @@ class FitConsole(tune.Callback):
     def _line(self, trial: Any, what: str) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
         print(f"{_trial_name(self.plan, trial):<56} {what:<24} {self.done}/{self.total} "
-              f"trials, {clock(elapsed)}, ETA {clock(eta)}", flush=True)
+              f"trials, {clock(elapsed)}, ETA {eta(elapsed, self.done, self.total - self.done)}",
+              flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:

@@ -19,7 +19,7 @@ from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
 from esper_rllib.run.config import ConfigError, build_ppo_config
 from esper_rllib.run.preflight import check_env_inputs, runs_here
-from tuning.output import SILENT, TUNE_TABLES, clock, ray_init_kwargs, tune_console
+from tuning.output import SILENT, TUNE_TABLES, clock, eta, ray_init_kwargs, tune_console
 
 # What Algorithm.save_to_path writes that a restore cannot do without.
 _REQUIRED_FILES = (
@@ -80,11 +80,11 @@ def progress_line(result: Mapping[str, Any], iterations: int) -> str:
     steps = result.get("timesteps_total") or esper.get(mn.ENV_STEPS, 0)
     iteration = result.get("training_iteration", 0)
     elapsed = result.get("time_total_s", 0.0)
-    left = elapsed / iteration * max(iterations - iteration, 0) if iteration else 0.0
     return (f"iter {iteration:>3}/{iterations} | env steps {int(steps):>7} | "
             f"EV {num(mn.EV, '+.3f')} | value loss {num(mn.VALUE_LOSS, '.4g')} | "
             f"clip ratio {num(mn.CLIP_RATIO, '.2f')}x | kl {num(mn.KL, '.2e')} | "
-            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, ETA {clock(left)}")
+            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, "
+            f"ETA {eta(elapsed, iteration, iterations - iteration)}")
 
 
 def final_line(esper: Mapping[str, Any], iterations: int) -> str:
