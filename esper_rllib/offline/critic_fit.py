@@ -1,14 +1,14 @@
 """Fitting one critic on recorded episodes (``esper-rllib critic-fit``'s trials).
 
 The critic is the project's ``FactoredLSTM`` built by the one config builder from the knobs, and
-it is trained as ``FactoredPPOLearner`` trains it, minus the policy loss: the learner's value
-loss (``ppo.loss.value_loss``, its clipping against the predictions before training when
-``value_clip`` is set) times ``value_coef``; the reference Adam (``ppo.learner.make_adam``, the
-value head in its own group at ``lr x critic_lr_scale``, the lr set as the learner sets it); one
-global gradient-norm clip at ``max_grad_norm`` (the same formula as the learner's:
-``coef = max / (norm + 1e-6)``, at most 1); PopArt statistics updated once from the training
-targets before the first step when ``value_target_norm=popart``; and each gradient step on one
-of ``minibatches`` contiguous groups of whole episodes (``ppo.minibatches.minibatch_bounds``).
+it is trained as the learner's value phase trains it (``critic_steps``), through the same
+functions (``ppo.critic_training``): the value loss (``ppo.loss.value_loss``, clipped against the
+predictions before training when ``value_clip`` is set; PopArt on normalised values), without
+``value_coef`` (no other term to weigh it against); AdamW with the critic's parameters at
+``lr x critic_lr_scale`` and ``critic_weight_decay``, the others at ``lr``; one global
+gradient-norm clip at ``max_grad_norm``; PopArt statistics updated once from the training targets
+before the first step when ``value_target_norm=popart``; and each gradient step on one of
+``minibatches`` contiguous groups of whole episodes (``ppo.minibatches.minibatch_bounds``).
 The prediction is ``module.compute_values(batch, embeddings)``, the learner's loss path: Q(s, op
 taken) for ``q_op``, V(s) for ``v``. The target is the discounted return-to-go of the recorded
 episode (no bootstrap: each episode is whole), the G of the EV ceiling.
@@ -36,8 +36,7 @@ from ray.rllib.core.columns import Columns
 
 from esper_rllib.offline.behaviour import build_module
 from esper_rllib.offline.dataset import EpisodeRecord
-from esper_rllib.ppo import loss, telemetry
-from esper_rllib.ppo.learner import LR_SCALE, FactoredPPOLearner, make_adam
+from esper_rllib.ppo import critic_training, telemetry
 from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import minibatch_bounds
 from esper_rllib.run.config import build_ppo_config
@@ -184,9 +183,10 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
         norm.update(train.targets[train.mask], module.value_head[-1])
     with torch.no_grad():
         old_values = critic.values(train)
-    optimizer = make_adam(_groups(critic, cfg["critic_lr_scale"]))
-    FactoredPPOLearner._set_optimizer_lr(optimizer, config.lr)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = critic.parameters()
+    optimizer = critic_training.make_optimizer(critic_training.param_groups(
+        params, module, cfg["critic_lr_scale"], cfg["critic_weight_decay"]))
+    critic_training.set_lr(optimizer, config.lr)
     bounds = minibatch_bounds(len(train), cfg["minibatches"])
     minibatches = [(train.rows(s, e), old_values[s:e]) for s, e in zip(bounds[:-1], bounds[1:],
                                                                        strict=True)]
@@ -200,38 +200,21 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
             break
         episodes, old = minibatches[step % len(minibatches)]
         value = _value_loss(critic, episodes, old, cfg["value_clip"])
-        optimizer.zero_grad(set_to_none=True)
-        (cfg["value_coef"] * value).backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        critic_training.clipped_step(optimizer, params, value, config.grad_clip)
     return curve
-
-
-def _groups(critic: Critic, critic_lr_scale: float) -> list[dict[str, Any]]:
-    """The learner's two parameter groups: the value head at lr x critic_lr_scale."""
-    head = {id(p) for p in critic.module.value_head.parameters()}
-    params = critic.parameters()
-    return [g for g in (
-        {"params": [p for p in params if id(p) not in head], LR_SCALE: 1.0},
-        {"params": [p for p in params if id(p) in head], LR_SCALE: critic_lr_scale},
-    ) if g["params"]]
 
 
 def _value_loss(critic: Critic, episodes: Episodes, old_values: torch.Tensor,
                 value_clip: float | None) -> torch.Tensor:
-    """The learner's value term (before value_coef); PopArt: on normalised values/targets."""
-    terms = (critic.values(episodes), episodes.targets, old_values)
-    norm = critic.module.value_norm
-    if norm is not None:
-        terms = tuple(norm.normalize(x) for x in terms)
-    return loss.value_loss(*terms, episodes.mask, value_clip)
+    """The value phase's loss (``critic_training.value_loss``) on ``episodes``."""
+    return critic_training.value_loss(critic.module, critic.values(episodes), episodes.targets,
+                                      old_values, episodes.mask, value_clip)
 
 
 def _measure(critic: Critic, train: Episodes, heldout: Episodes, step: int,
              value_clip: float | None, old_values: torch.Tensor) -> CurvePoint:
-    norm = critic.module.value_norm
     train_ev, heldout_ev = critic_ev(critic, train), critic_ev(critic, heldout)
     with torch.no_grad():
-        value = float(_value_loss(critic, train, old_values, value_clip))
-    scale = 1.0 if norm is None else float(norm.std) ** 2  # on the return scale, as logged
-    return CurvePoint(step, heldout_ev, train_ev, value * scale)
+        value = _value_loss(critic, train, old_values, value_clip)
+    return CurvePoint(step, heldout_ev, train_ev,
+                      critic_training.on_return_scale(critic.module, value))

@@ -7,8 +7,10 @@ penalty, its GAE normalises over bootstrap steps). Settings come from
 RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
 ``num_epochs`` and ``lr``.
 
-Optimisation: one Adam over all parameters, the value head in its own parameter group at
-``lr x critic_lr_scale`` (RLlib's lr schedule sets both groups). RLlib clips gradients per
+Optimisation (``esper_rllib.ppo.critic_training``, which critic-fit uses too): one AdamW over
+all parameters, the critic (value head, and critic trunk if separate) in its own parameter group
+at ``lr x critic_lr_scale`` with decoupled weight decay ``critic_weight_decay`` (RLlib's lr
+schedule sets both groups). RLlib clips gradients per
 optimizer (``Learner.postprocess_gradients_for_module``), so a single optimizer keeps
 ``max_grad_norm`` one global norm over every parameter. Each epoch (``num_epochs``) is split into
 ``minibatches`` gradient steps on whole episodes (``esper_rllib.ppo.minibatches``); RLlib's
@@ -64,7 +66,12 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from envs.contract import HEADS
-from esper_rllib.ppo import loss, telemetry
+from esper_rllib.ppo import critic_training, loss, telemetry
+from esper_rllib.ppo.critic_training import (
+    clip_by_global_norm_,
+    finite_grad_norms,
+    on_return_scale,
+)
 from esper_rllib.ppo.gae import FactoredGAE, log_learner_metrics
 from esper_rllib.ppo.learner_batch import REPLACED_PIECES, EpisodesToSequences
 from esper_rllib.ppo.learner_config import resolve_learner_config
@@ -81,39 +88,10 @@ HEAD_ENTROPY_COEFS: dict[str, float] = {
 }
 assert tuple(HEAD_ENTROPY_COEFS) == HEADS
 
-ADAM_EPS = 1e-5
-# Key of an Adam parameter group's learning-rate multiplier.
-LR_SCALE = "lr_scale"
-
 # RLlib's own loss coefficients, which our loss never reads, and the learner_config_dict key
 # that takes their place.
 IGNORED_RLLIB_SETTINGS: dict[str, str] = {"entropy_coeff": "entropy_coef",
                                           "vf_loss_coeff": "value_coef"}
-
-
-def make_adam(params: Any, lr: float = 1e-3) -> torch.optim.Adam:
-    """The reference's Adam (eps 1e-5), fused: one kernel per step instead of a dozen ops per
-    parameter tensor (6x faster on CPU, same update up to float rounding)."""
-    return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS, fused=True)
-
-
-def finite_grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
-    """One L2 norm per gradient tensor. Non-finite entries are zeroed first, in place (RLlib
-    zeroes NaN too), so one bad batch does not poison the weights and the norms are those of
-    what is applied."""
-    norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
-    if not bool(torch.isfinite(norms).all()):
-        for g in grads:
-            g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        norms = torch.stack(torch._foreach_norm(grads))
-    return norms
-
-
-def clip_by_global_norm_(grads: list[torch.Tensor], pre_clip: torch.Tensor,
-                         max_norm: float) -> None:
-    """RLlib's global-norm clip, in place, with the norm already taken."""
-    coef = max_norm / torch.clamp(pre_clip + 1e-6, min=max_norm)
-    torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
 
 
 def check_rllib_loss_settings(config: Any) -> None:
@@ -193,18 +171,15 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
-        # gradient clip stays global), the value head in a group of its own lr multiplier.
+        # gradient clip stays global), the critic in a group of its own lr multiplier and
+        # weight decay (critic_training.param_groups, as critic-fit builds it).
         params = self.get_parameters(self._module[module_id])
-        # The value head, and the critic trunk when it has its own.
-        critic = {id(p) for p in self._module[module_id].unwrapped().critic_parameters()}
-        groups = [
-            {"params": [p for p in params if id(p) not in critic], LR_SCALE: 1.0},
-            {"params": [p for p in params if id(p) in critic],
-             LR_SCALE: self.esper_config["critic_lr_scale"]},
-        ]
+        groups = critic_training.param_groups(
+            params, self._module[module_id].unwrapped(), self.esper_config["critic_lr_scale"],
+            self.esper_config["critic_weight_decay"])
         self.register_optimizer(
             module_id=module_id,
-            optimizer=make_adam(groups),
+            optimizer=critic_training.make_optimizer(groups),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
@@ -212,8 +187,7 @@ class FactoredPPOLearner(PPOTorchLearner):
     @staticmethod
     def _set_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         # RLlib sets (and schedules) one lr per optimizer; each group takes it times its scale.
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get(LR_SCALE, 1.0)
+        critic_training.set_lr(optimizer, lr)
 
     # -- the loss ---------------------------------------------------------------------------
     def compute_loss_for_module(
@@ -242,7 +216,7 @@ class FactoredPPOLearner(PPOTorchLearner):
             relevant = relevance.bool() & mask.unsqueeze(-1)
             step_metrics = {
                 "policy_loss": float(policy),
-                "value_loss": _on_return_scale(module, value),
+                "value_loss": on_return_scale(module, value),
                 "total_loss": float(total), "entropy": float(entropy),
                 **{f"entropy_{h}": float(e) if relevant[..., i].any() else float("nan")
                    for i, (h, e) in enumerate(zip(HEADS, head_entropy, strict=True))},
@@ -262,15 +236,12 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     def _value_loss(self, module: Any, batch: Mapping[str, Any],
                     embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the value loss optimised, the (B, T) values), in the PPO and the value phase;
-        with PopArt, normalised outputs regress normalised targets."""
+        """(the value loss optimised, the (B, T) values), in the PPO and the value phase."""
         values = module.compute_values(batch, embeddings=embeddings)
-        value_terms = (values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS])
-        norm = module.value_norm
-        if norm is not None:
-            value_terms = tuple(norm.normalize(x) for x in value_terms)
-        mask = batch[Columns.LOSS_MASK].bool()
-        return loss.value_loss(*value_terms, mask, self.esper_config["value_clip"]), values
+        value = critic_training.value_loss(
+            module, values, batch[Postprocessing.VALUE_TARGETS], batch[Columns.VF_PREDS],
+            batch[Columns.LOSS_MASK], self.esper_config["value_clip"])
+        return value, values
 
     # -- gradient norms, clipping, the step ---------------------------------------------------
     def postprocess_gradients_for_module(
@@ -397,20 +368,12 @@ class FactoredPPOLearner(PPOTorchLearner):
         minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
         for minibatch in islice(minibatches, cfg["critic_steps"]):
             mb = minibatch.policy_batches[module_id]
-            # No gradient may be left over from the PPO steps: Adam steps every parameter
-            # that has one and leaves those without bit-identical.
-            optimizer.zero_grad(set_to_none=True)
             with torch.set_grad_enabled(train_trunk):
                 embeddings = module.critic_embeddings(mb)
             value, _ = self._value_loss(module, mb, embeddings)
-            value.backward()
-            grads = [p.grad for p in params if p.grad is not None]
-            pre_clip = torch.linalg.vector_norm(finite_grad_norms(grads))
-            if max_norm:
-                clip_by_global_norm_(grads, pre_clip, max_norm)
-            optimizer.step()
-            steps.add(module_id, {"critic_phase_value_loss": _on_return_scale(module, value),
-                                  "critic_phase_grad_norm_pre_clip": float(pre_clip)})
+            pre_clip = critic_training.clipped_step(optimizer, params, value, max_norm)
+            steps.add(module_id, {"critic_phase_value_loss": on_return_scale(module, value),
+                                  "critic_phase_grad_norm_pre_clip": pre_clip})
             steps.add(module_id, {"critic_phase_steps": 1}, reduce="sum")
         optimizer.zero_grad(set_to_none=True)
         steps.log(self.metrics)
@@ -452,13 +415,6 @@ class FactoredPPOLearner(PPOTorchLearner):
                 metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
                 metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics
-
-
-def _on_return_scale(module: Any, value_loss: torch.Tensor) -> float:
-    """The optimised value loss on the return scale whatever the normalisation (with PopArt:
-    the normalised loss times std^2)."""
-    norm = module.value_norm
-    return float(value_loss.detach()) * (1.0 if norm is None else float(norm.std) ** 2)
 
 
 def _concat_rows(batches: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -20,6 +20,10 @@ LEARNER_KNOBS: dict[str, Knob] = {
                        "off; normalised units with popart)", minimum=0.0, optional=True),
     "critic_lr_scale": Knob(1.0, float, LEARNER, "the critic's learning rate is lr x this (the "
                             "value head, and the critic trunk when it has its own)", above=0.0),
+    "critic_weight_decay": Knob(0.0, float, LEARNER, "decoupled (AdamW) weight decay of the "
+                                "critic's parameters only (the value head, and the critic "
+                                "trunk when it has its own); the policy's never decay",
+                                minimum=0.0),
     "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
                         minimum=1),
     # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over

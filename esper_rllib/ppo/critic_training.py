@@ -1,0 +1,105 @@
+"""How a critic is trained, in one place: the learner's value phase and the offline critic fit
+(``esper-rllib critic-fit``) both build their optimiser and take each value-only step here.
+
+- ``param_groups``: the critic's parameters (``module.critic_parameters()``: the value head, and
+  the critic trunk when it has its own) at ``lr x critic_lr_scale`` with decoupled weight decay
+  ``critic_weight_decay``; every other parameter at ``lr``, no decay. The policy's parameters
+  never decay: the knob regularises the critic alone.
+- ``make_optimizer``: AdamW (Loshchilov and Hutter: the decay is applied to the weights, not
+  added to the gradient, so Adam's scaling does not undo it) with the reference's eps 1e-5,
+  fused; with no decay in a group it is the reference Adam for that group.
+- ``value_loss``: the value term, with PopArt on normalised values and targets.
+- ``clipped_step``: one gradient step under the global-norm clip, non-finite gradients zeroed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from esper_rllib.ppo import loss
+
+ADAM_EPS = 1e-5
+# Key of an optimiser group's learning-rate multiplier: RLlib sets one lr per optimiser and each
+# group takes it times its scale.
+LR_SCALE = "lr_scale"
+
+
+def param_groups(params: Iterable[torch.nn.Parameter], module: Any, critic_lr_scale: float,
+                 critic_weight_decay: float) -> list[dict[str, Any]]:
+    """``params`` split into the non-critic group and the critic's (empty groups dropped)."""
+    critic = {id(p) for p in module.critic_parameters()}
+    params = list(params)
+    groups = [
+        {"params": [p for p in params if id(p) not in critic], LR_SCALE: 1.0,
+         "weight_decay": 0.0},
+        {"params": [p for p in params if id(p) in critic], LR_SCALE: critic_lr_scale,
+         "weight_decay": critic_weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(groups: Any, lr: float = 1e-3) -> torch.optim.AdamW:
+    """Fused AdamW (one kernel per step; 6x faster on CPU than the per-tensor loop)."""
+    return torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS, weight_decay=0.0, fused=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Each group at ``lr`` times its scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get(LR_SCALE, 1.0)
+
+
+def value_loss(module: Any, values: torch.Tensor, targets: torch.Tensor,
+               old_values: torch.Tensor, mask: torch.Tensor,
+               value_clip: float | None) -> torch.Tensor:
+    """The value loss optimised: with PopArt, normalised predictions regress normalised
+    targets (``value_clip`` then in normalised units)."""
+    terms = (values, targets, old_values)
+    norm = module.value_norm
+    if norm is not None:
+        terms = tuple(norm.normalize(x) for x in terms)
+    return loss.value_loss(*terms, mask.bool(), value_clip)
+
+
+def on_return_scale(module: Any, value_loss: torch.Tensor) -> float:
+    """The optimised value loss on the return scale whatever the normalisation (with PopArt:
+    the normalised loss times std^2)."""
+    norm = module.value_norm
+    return float(value_loss.detach()) * (1.0 if norm is None else float(norm.std) ** 2)
+
+
+def finite_grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """One L2 norm per gradient tensor. Non-finite entries are zeroed first, in place (RLlib
+    zeroes NaN too), so one bad batch does not poison the weights and the norms are those of
+    what is applied."""
+    norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0)
+    if not bool(torch.isfinite(norms).all()):
+        for g in grads:
+            g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        norms = torch.stack(torch._foreach_norm(grads))
+    return norms
+
+
+def clip_by_global_norm_(grads: list[torch.Tensor], pre_clip: torch.Tensor,
+                         max_norm: float) -> None:
+    """RLlib's global-norm clip, in place, with the norm already taken."""
+    coef = max_norm / torch.clamp(pre_clip + 1e-6, min=max_norm)
+    torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter],
+                 objective: torch.Tensor, max_norm: float | None) -> float:
+    """Backward ``objective``, clip the gradients of ``params`` to one global norm, step; the
+    pre-clip norm. No gradient may be left over from elsewhere: Adam steps every parameter
+    that has one."""
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    pre_clip = torch.linalg.vector_norm(finite_grad_norms(grads))
+    if max_norm:
+        clip_by_global_norm_(grads, pre_clip, max_norm)
+    optimizer.step()
+    return float(pre_clip)
