@@ -81,14 +81,17 @@ def test_value_phase_moves_only_the_value_head(episodes):
     assert m["critic_phase_explained_variance_post"] > m["explained_variance_post"]
 
 
-def test_separate_trunk_value_phase_moves_the_critic_trunk_and_head_not_the_actor():
+@pytest.mark.parametrize(("critic_trunk", "own_part"), [("separate", "critic_trunk.lstm."),
+                                                       ("mlp", "critic_trunk.hidden.")])
+def test_own_trunk_value_phase_moves_the_critic_trunk_and_head_not_the_actor(critic_trunk,
+                                                                            own_part):
     # Probe 3's two-step episodes, so that the recurrent weights get a gradient too.
-    learner = learner_of(critic_trunk="separate", env="Probe3", critic_steps=4)
-    before, after, _ = around_value_phase(learner, episodes_of(learner, "separate", "Probe3"))
+    learner = learner_of(critic_trunk=critic_trunk, env="Probe3", critic_steps=4)
+    before, after, _ = around_value_phase(learner, episodes_of(learner, critic_trunk, "Probe3"))
     module = module_of(learner)
     critic = {n for n, p in module.named_parameters()
               if any(p is q for q in module.critic_parameters())}
-    assert any(n.startswith("critic_trunk.lstm.") for n in critic)
+    assert any(n.startswith(own_part) for n in critic)
     assert any(n.startswith("critic_trunk.feature_net.") for n in critic)
     changed = moved(before, after)
     assert changed == critic
@@ -148,9 +151,11 @@ def test_default_knobs_give_todays_update_bit_for_bit(episodes):
     assert not recipe._replay  # nothing stored without a value phase
 
 
-def test_separate_trunk_values_do_not_depend_on_the_actor_trunk():
-    module = _module(critic_trunk="separate")
-    assert set(module.get_initial_state()) == {"h", "c", *CRITIC_STATE.values()}
+@pytest.mark.parametrize(("critic_trunk", "state", "own_part"), [
+    ("separate", {"h", "c", *CRITIC_STATE.values()}, "lstm"), ("mlp", {"h", "c"}, "hidden")])
+def test_own_trunk_values_do_not_depend_on_the_actor_trunk(critic_trunk, state, own_part):
+    module = _module(critic_trunk=critic_trunk)
+    assert set(module.get_initial_state()) == state
     batch = {**_batch(module), Columns.SEQ_LENS: torch.tensor([6, 6, 6])}
     step = {Columns.OBS: {k: v[:, :1] for k, v in batch[Columns.OBS].items()},
             Columns.ACTIONS: batch[Columns.ACTIONS][:, :1], Columns.STATE_IN: batch[
@@ -174,7 +179,7 @@ def test_separate_trunk_values_do_not_depend_on_the_actor_trunk():
     fwd = module.forward_train(batch)
     module.compute_values(batch, fwd[Columns.EMBEDDINGS]).sum().backward()
     assert all(p.grad is None for p in module.lstm.parameters())
-    assert all(p.grad is not None for p in module.critic_trunk["lstm"].parameters())
+    assert all(p.grad is not None for p in module.critic_trunk[own_part].parameters())
 
 
 def test_shared_trunk_state_and_values_are_todays():
@@ -191,7 +196,7 @@ def test_shared_trunk_state_and_values_are_todays():
     ("critic_steps=-1", "allowed: int >= 0"),
     ("critic_steps=2.5", "allowed: int >= 0"),
     ("critic_replay=-3", "allowed: int >= 0"),
-    ("critic_trunk=both", "allowed: shared | separate"),
+    ("critic_trunk=both", "allowed: shared | separate | mlp"),
 ])
 def test_bad_knob_values_give_one_line(item, allowed):
     with pytest.raises(ConfigError) as err:
@@ -211,7 +216,7 @@ def test_bad_values_are_refused_below_the_knob_table_too():
                                          r"int >= 0"):
         resolve_learner_config({"critic_replay": True})
     with pytest.raises(ValueError, match=r"\['critic_trunk'\]='own': not allowed; allowed: shared "
-                                         r"\| separate"):
+                                         r"\| separate \| mlp"):
         resolve_model_config({"critic_trunk": "own"})
 
 
@@ -252,3 +257,23 @@ def test_horizon_sweep_crosses_the_truncation_bootstrap_and_value_steps_on_the_f
     assert (plan.base["critic_replay"], plan.base["critic_trunk"]) == (3, "shared")
     first = next(iter(plan.trials()))
     assert plan.trial_label(first) == "bootstrap=True,critic_steps=0,seed=0"
+
+
+@pytest.mark.parametrize("critic_trunk", ["shared", "mlp"])
+def test_weight_decay_reaches_only_the_critics_parameters(critic_trunk):
+    from esper_rllib.ppo import critic_training
+
+    module = _module(critic_trunk=critic_trunk)
+    params = list(module.parameters())
+    groups = critic_training.param_groups(params, module, critic_lr_scale=2.0,
+                                          critic_weight_decay=0.5)
+    optimizer = critic_training.make_optimizer(groups)
+    critic_training.set_lr(optimizer, 0.1)
+    before = {id(p): p.detach().clone() for p in params}
+    # A zero objective with a gradient on every parameter: AdamW's step is its decay alone.
+    critic_training.clipped_step(optimizer, params, sum((p * 0).sum() for p in params), 1.0)
+    critic = {id(p) for p in module.critic_parameters()}
+    for p in params:
+        # Decoupled decay: w <- w (1 - lr x critic_lr_scale x decay) on the critic's alone.
+        expected = before[id(p)] * (1 - 0.1 * 2.0 * 0.5) if id(p) in critic else before[id(p)]
+        assert torch.allclose(p.detach(), expected), p.shape

@@ -82,7 +82,8 @@ def test_value_head_depth_and_layernorm_shape():
 
 @pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk"), [
     ("q_op", "sampled_op", "shared"), ("q_op", "expected", "shared"), ("v", "sampled_op", "shared"),
-    ("q_op", "sampled_op", "separate"), ("v", "sampled_op", "separate")])
+    ("q_op", "sampled_op", "separate"), ("v", "sampled_op", "separate"),
+    ("q_op", "sampled_op", "mlp"), ("v", "sampled_op", "mlp")])
 def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline,
                                                                            critic_trunk):
     """What the env runner computes one step at a time with the carried state equals what the

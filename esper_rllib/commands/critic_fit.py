@@ -30,7 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-episodes", default="8,32,all", metavar="N1,N2,...",
                         help="training-set sizes (default 8,32,all)")
     parser.add_argument("--trunk", default="shared", metavar="TRUNK[,TRUNK]",
-                        help="shared | frozen | separate, or several (an axis; default shared)")
+                        help="shared | frozen | separate | mlp, or several (an axis; "
+                        "default shared)")
+    parser.add_argument("--reference", default="trees,ridge", metavar="LEARNER[,LEARNER]",
+                        help="reference learners fitted on the same episodes as the critics, "
+                             "each from the current observation plus t and from the last 4 "
+                             "stacked (<learner>_k4): trees (gradient-boosted trees), ridge, "
+                             "or none (default trees,ridge)")
     parser.add_argument("--out", help="output folder (default runs/critic-fit/<DATA name>-"
                                       "<time>)")
     parser.add_argument("--signal", metavar="FOLDER", help="folder of the signal.json whose EV "
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_report(out, fit, _signal_folders(args, fit['data'], out))}")
         return 0
     plan = plan_fit(args.data, overrides=args.overrides, grid=args.grid, trunks=args.trunk,
-                    seeds=args.seeds, steps=args.steps, train_episodes=args.train_episodes)
+                    seeds=args.seeds, steps=args.steps, train_episodes=args.train_episodes,
+                    references=args.reference)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent {args.max_concurrent}: allowed: an int >= 1")
     out = Path(args.out or Path("runs", "critic-fit",
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.signal is not None and not Path(args.signal).is_dir():
         raise ConfigError(f"--signal {args.signal}: no such folder")
     _check_online(args.online, plan.meta["profile"])
+    _check_cpus(args.address)
     make_out_dir(out)
     pool, held = plan.split()
     recorded = plan.knobs({})
@@ -103,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
            "axes": plan.axes, "train_sizes": plan.train_sizes, "commit": git_commit(),
            "cells": {plan.cell_label(c): cell_knobs(plan.knobs(c)) for c in plan.cells()},
            "cell_trunks": {plan.cell_label(c): plan.trunk_of(c) for c in plan.cells()},
-           "online": args.online}
+           "online": args.online, "references": plan.references}
     cells = plan.cells()
-    print(f"critic-fit on {args.data}: {len(cells)} cells x {len(plan.seeds)} seeds x "
+    refs = f" (and {len(plan.references)} reference learners)" if plan.references else ""
+    print(f"critic-fit on {args.data}: {len(cells)} cells{refs} x {len(plan.seeds)} seeds x "
           f"{len(plan.train_sizes)} training sizes, {plan.steps} gradient steps each")
     save_fit(out, fit)  # before the trials: an interrupted fit can still be reported
     start = time.monotonic()
@@ -118,6 +127,16 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(out, fit, _signal_folders(args, args.data, out))
     print(f"wrote {out / CURVE_CSV}, {report} ({fit['wall_s']:.0f} s)")
     return 0
+
+
+def _check_cpus(address: str | None) -> None:
+    """Each trial takes 1 CPU: a Ray without one would wait for it forever."""
+    from esper_rllib.run.preflight import check_cpus
+    from tuning.runner import init_ray
+
+    init_ray(address)  # run_fit then uses this Ray
+    check_cpus(1, address, "critic-fit", "each trial", "allowed: a Ray with CPUs (ray start "
+               "--num-cpus N), or --address of a cluster that has them")
 
 
 def _signal_folders(args: argparse.Namespace, data: str, out: Path) -> list[Path]:

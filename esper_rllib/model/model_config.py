@@ -13,7 +13,9 @@ from esper_rllib.model.value_norm import VALUE_TARGET_NORMS
 
 CRITICS = ("q_op", "v")
 Q_BASELINES = ("sampled_op", "expected")
-CRITIC_TRUNKS = ("shared", "separate")
+# shared: the policy's LSTM; separate: an LSTM and encoder of the critic's; mlp: a feed-forward
+# critic of the current observation alone (its features already carry a short history).
+CRITIC_TRUNKS = ("shared", "separate", "mlp")
 # The module needs a sequence length for a stateful module when no builder derived one: the
 # reference trains whole 150-epoch episodes.
 REFERENCE_MAX_SEQ_LEN = 160
@@ -40,8 +42,10 @@ MODEL_KNOBS: dict[str, Knob] = {
                               choices=VALUE_TARGET_NORMS),
     # Separate: its own blueprint embedding, feature net, LSTM and LayerNorm, as SB3's
     # RecurrentPPO does by default.
-    "critic_trunk": Knob("shared", str, MODEL, "the value head reads the policy's LSTM (shared) "
-                         "or a critic LSTM and encoder of its own (separate)",
+    "critic_trunk": Knob("shared", str, MODEL, "the value head reads the policy's LSTM (shared), "
+                         "a critic LSTM and encoder of its own (separate), or a feed-forward "
+                         "encoder of the current observation alone (mlp: no memory of the "
+                         "episode)",
                          choices=CRITIC_TRUNKS, online_only="critic-fit sets it from --trunk"),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,

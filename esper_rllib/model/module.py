@@ -4,11 +4,14 @@ blueprint embedding + features -> feature net -> LSTM -> LayerNorm -> one policy
 head (masked logits) and a value head that is either Q(s, op) (``q_op``, the reference) or V(s).
 Layers, sizes and initialisation follow policy-and-ppo.md section 1.
 
-With ``critic_trunk="separate"`` the value head reads a trunk of its own (blueprint embedding,
-feature net, LSTM, LayerNorm: the same shapes, built after every other layer so that the rest
-initialises exactly as with the shared trunk). Its recurrent state travels next to the policy's
-in the same flat state dict (``critic_h``, ``critic_c`` beside ``h``, ``c``): RLlib's env
-runner and our learner batch carry every key of ``get_initial_state`` without knowing it.
+With ``critic_trunk="mlp"`` the value head reads a feed-forward trunk of the current
+observation alone (encoder, one hidden layer, LayerNorm; no state), which cannot tell episodes
+apart by their history. With ``critic_trunk="separate"`` the value head reads a trunk of its
+own (blueprint embedding, feature net, LSTM, LayerNorm: the same shapes, built after every
+other layer so that the rest initialises exactly as with the shared trunk). Its recurrent
+state travels next to the policy's in the same flat state dict (``critic_h``, ``critic_c``
+beside ``h``, ``c``): RLlib's env runner and our learner batch carry every key of
+``get_initial_state`` without knowing it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
 
 
 _TRUNK_PARTS = ("blueprint_embedding", "feature_net", "lstm", "lstm_norm")
+# The feed-forward critic trunk (critic_trunk="mlp"): the same encoder, then a hidden layer of
+# the LSTM's width in the LSTM's place, so the value head is the same network.
+_MLP_TRUNK_PARTS = ("blueprint_embedding", "feature_net", "hidden", "norm")
 
 
 def _trunk(n_features: int, n_slots: int,
@@ -88,6 +94,20 @@ def _trunk(n_features: int, n_slots: int,
             nn.init.zeros_(param)
             param.data[hidden:2 * hidden] = 1.0
     return embedding, feature_net, lstm, nn.LayerNorm(hidden)
+
+
+def _critic_trunk(n_features: int, n_slots: int, cfg: dict[str, Any]) -> nn.ModuleDict | None:
+    """The critic's own trunk: an LSTM one (separate), a feed-forward one (mlp), or None."""
+    if cfg["critic_trunk"] == "shared":
+        return None
+    embedding, feature_net, lstm, lstm_norm = _trunk(n_features, n_slots, cfg)
+    if cfg["critic_trunk"] == "separate":
+        return nn.ModuleDict(zip(_TRUNK_PARTS, (embedding, feature_net, lstm, lstm_norm),
+                                 strict=True))
+    hidden = nn.Sequential(_linear(cfg["feature_dim"], cfg["lstm_hidden"], _RELU_GAIN),
+                           nn.ReLU())
+    return nn.ModuleDict(zip(_MLP_TRUNK_PARTS, (embedding, feature_net, hidden, lstm_norm),
+                             strict=True))
 
 
 class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
@@ -124,13 +144,13 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         # unnormalised (GAE, telemetry and env runners never see the normalised scale).
         self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None
         # Last, so every layer above draws the same initial weights as with the shared trunk.
-        self.critic_trunk = (nn.ModuleDict(zip(_TRUNK_PARTS, _trunk(n_features, n_slots, cfg),
-                                               strict=True))
-                             if cfg["critic_trunk"] == "separate" else None)
+        self.critic_trunk = _critic_trunk(n_features, n_slots, cfg)
+        # The critic trunk's recurrent state keys (none for a shared or feed-forward one).
+        self.critic_state = CRITIC_STATE if cfg["critic_trunk"] == "separate" else {}
 
     def get_initial_state(self) -> dict[str, np.ndarray]:
         hidden = self.model_config["lstm_hidden"]
-        keys = ["h", "c"] + (list(CRITIC_STATE.values()) if self.critic_trunk is not None else [])
+        keys = ["h", "c", *self.critic_state.values()]
         return {k: np.zeros(hidden, np.float32) for k in keys}
 
     def critic_parameters(self) -> list[nn.Parameter]:
@@ -176,6 +196,8 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         """LSTM output after LayerNorm (B, T, H) and the final state {h, c} (B, H) of the
         policy's trunk, or with ``critic`` of the separate critic trunk (state keys
         ``CRITIC_STATE``)."""
+        if critic and not self.critic_state:
+            return self._embed_feed_forward(batch), {}
         if critic:
             parts, keys = self.critic_trunk.values(), CRITIC_STATE
         else:
@@ -206,6 +228,14 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         else:
             out, (h, c) = lstm(x, (h0, c0))
         return lstm_norm(out), {keys["h"]: h.squeeze(0), keys["c"]: c.squeeze(0)}
+
+    def _embed_feed_forward(self, batch: dict[str, Any]) -> Tensor:
+        """(B, T, H): the feed-forward critic trunk on each step's observation alone."""
+        trunk = self.critic_trunk
+        obs = batch[Columns.OBS]
+        slots = trunk["blueprint_embedding"](obs["blueprints"].long()).flatten(-2)
+        x = trunk["feature_net"](torch.cat([obs["features"].float(), slots], dim=-1))
+        return trunk["norm"](trunk["hidden"](x))
 
     def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
         logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)

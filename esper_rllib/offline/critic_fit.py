@@ -18,7 +18,8 @@ the value loss (as PPO does, here without the policy loss); ``frozen`` keeps the
 initialisation and trains the value head alone; ``separate`` is the module's own critic trunk
 (model knob ``critic_trunk=separate``: an encoder and LSTM of the critic's, initialised after
 every other layer). Offline, with no policy loss on the trunk, ``separate`` differs from
-``shared`` only in the trunk's initial weights.
+``shared`` only in the trunk's initial weights. ``mlp`` is the module's feed-forward critic trunk
+(``critic_trunk=mlp``): the current observation alone.
 
 Explained variance is the project's one definition (``ppo.telemetry.explained_variance``):
 unclamped, over real steps only.
@@ -41,7 +42,9 @@ from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import minibatch_bounds
 from esper_rllib.run.config import build_ppo_config
 
-TRUNKS = ("shared", "frozen", "separate")
+TRUNKS = ("shared", "frozen", "separate", "mlp")
+# Trunks that are the module's own critic trunk (model knob critic_trunk of the same name).
+OWN_TRUNKS = ("separate", "mlp")
 
 
 @dataclass
@@ -105,9 +108,10 @@ class Critic:
     def __init__(self, module: Any, trunk: str) -> None:
         if trunk not in TRUNKS:
             raise ValueError(f"trunk: must be one of {TRUNKS}, got {trunk!r}")
-        if (module.critic_trunk is not None) != (trunk == "separate"):
-            raise ValueError(f"trunk {trunk!r} with a module whose critic_trunk is "
-                             f"{'separate' if module.critic_trunk is not None else 'shared'}")
+        own = module.model_config["critic_trunk"]
+        if (own if own in OWN_TRUNKS else "shared") != (trunk if trunk in OWN_TRUNKS
+                                                        else "shared"):
+            raise ValueError(f"trunk {trunk!r} with a module whose critic_trunk is {own!r}")
         self.trunk, self.module = trunk, module
         self._frozen: dict[int, torch.Tensor] = {}
 
@@ -120,14 +124,15 @@ class Critic:
     @classmethod
     def trained(cls, module: Any) -> Critic:
         """A trained run's critic as it is (its own trunk if it has one)."""
-        return cls(module, "separate" if module.critic_trunk is not None else "shared")
+        own = module.model_config["critic_trunk"]
+        return cls(module, own if own in OWN_TRUNKS else "shared")
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the value loss trains: the value head, and the trunk it reads unless frozen."""
         m = self.module
         if self.trunk == "frozen":
             return list(m.value_head.parameters())
-        if self.trunk == "separate":
+        if self.trunk in OWN_TRUNKS:
             return m.critic_parameters()
         return [*m.value_head.parameters(), *m.blueprint_embedding.parameters(),
                 *m.feature_net.parameters(), *m.lstm.parameters(), *m.lstm_norm.parameters()]

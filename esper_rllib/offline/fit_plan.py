@@ -8,6 +8,9 @@ critic or how it is trained may change: the model's and the learner's (``model_c
 ``gamma`` of the targets. Episodes are split train / held out by env seed: every
 ``HELDOUT_EVERY``-th env seed (in order) is held out, the rest is the training pool, of which a
 trial trains on the first N of a seed-dependent permutation.
+
+Reference learners (``offline.reference``, ``--reference``) are trials too: one per reference,
+seed and training-set size, on the same training episodes as the critics of that seed and size.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esper_rllib.offline import dataset
-from esper_rllib.offline.critic_fit import TRUNKS
+from esper_rllib.offline import dataset, reference
+from esper_rllib.offline.critic_fit import OWN_TRUNKS, TRUNKS
 from esper_rllib.run.config import (
     ENV,
     KNOBS,
@@ -38,10 +41,8 @@ FIT_KNOBS = ("lr", "max_grad_norm", "gamma")
 TRUNK, PRESET = "trunk", "preset"
 
 
-# Knobs of the model or learner that an offline fit sets otherwise or has no use for.
-NOT_OFFLINE = {"critic_trunk": "it follows --trunk", "critic_steps": "an online-only knob",
-               "critic_replay": "an online-only knob",
-               "truncation_bootstrap": "offline targets are the recorded return-to-go"}
+# Knobs an offline fit sets otherwise or has no use for, with why (their entries say).
+NOT_OFFLINE = {n: k.online_only for n, k in KNOBS.items() if k.online_only}
 
 
 def allowed_knobs() -> list[str]:
@@ -137,6 +138,7 @@ class FitPlan:
     steps: int
     trunk: str  # of every cell, unless the trunk is an axis
     env_seeds: list[int] = field(default_factory=list)  # of the recorded episodes
+    references: list[str] = field(default_factory=list)  # reference cells (offline.reference)
 
     def cells(self) -> list[dict[str, Any]]:
         """Every combination of the axes' values, in grid order."""
@@ -149,13 +151,23 @@ class FitPlan:
     def cell_label(cell: Mapping[str, Any]) -> str:
         return label(cell) or "base"
 
+    def labels(self) -> list[str]:
+        """The curve's cells: the critic cells' labels, then the references'; a trial's
+        ``cell`` index points into this list."""
+        return [*(self.cell_label(c) for c in self.cells()), *self.references]
+
+    def reference_of(self, index: int) -> str | None:
+        """The reference of trial cell ``index``, None for a critic cell."""
+        n = len(self.cells())
+        return self.references[index - n] if index >= n else None
+
     def trunk_of(self, cell: Mapping[str, Any]) -> str:
         return cell.get(TRUNK, self.trunk)
 
     def knobs(self, cell: Mapping[str, Any]) -> dict[str, Any]:
         """The resolved knobs of a cell (the recording's env, its fit knobs)."""
         knobs = {k: v for k, v in cell.items() if k not in (TRUNK, PRESET)}
-        trunk = "separate" if self.trunk_of(cell) == "separate" else "shared"
+        trunk = self.trunk_of(cell) if self.trunk_of(cell) in OWN_TRUNKS else "shared"
         return resolve_knobs(self.meta["profile"], cell.get(PRESET),
                              {**self.meta["overrides"], **self.overrides, **knobs,
                               "critic_trunk": trunk})
@@ -171,7 +183,8 @@ class FitPlan:
 
 
 def plan_fit(data: str | Path, *, overrides: Sequence[str], grid: Sequence[str],
-             trunks: str, seeds: int, steps: int, train_episodes: str) -> FitPlan:
+             trunks: str, seeds: int, steps: int, train_episodes: str,
+             references: str = reference.NONE) -> FitPlan:
     folder, meta = load_recording(data)
     fit_overrides = check_fit_overrides(parse_set(overrides), meta)
     axes = parse_grid(grid, meta)
@@ -186,9 +199,17 @@ def plan_fit(data: str | Path, *, overrides: Sequence[str], grid: Sequence[str],
     if steps < 1:
         raise ConfigError(f"--steps {steps}: allowed: an int >= 1")
     sizes = parse_sizes(train_episodes)
+    try:
+        refs = reference.parse_references(references)
+    except ValueError:
+        raise ConfigError(f"--reference {references}: allowed: comma-separated values of "
+                          f"{' | '.join(reference.FAMILIES)}, or {reference.NONE}") from None
+    if refs and "gamma" in axes:
+        raise ConfigError("--grid gamma: the references regress one return-to-go; give "
+                          f"--reference {reference.NONE} with a gamma axis")
     env_seeds = sorted({int(s) for s in _recorded_env_seeds(folder)})
     plan = FitPlan(str(folder), meta, fit_overrides, axes, list(range(seeds)), sizes, steps,
-                   trunk_values[0], env_seeds)
+                   trunk_values[0], env_seeds, refs)
     pool, held = plan.split()
     if len(held) < 2:
         raise ConfigError(f"DATA {data}: {len(env_seeds)} episodes leave {len(held)} held out; "
