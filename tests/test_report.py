@@ -367,6 +367,20 @@ def test_signal_json_from_before_the_markov_state_ceiling_loads_without_a_ceilin
     assert "predates the Markov-state ceiling" in text and "of a possible" not in text
 
 
+def test_critic_fit_reads_the_markov_state_ceiling_and_no_ceiling_from_an_older_audit(tmp_path):
+    from esper_rllib.offline.fit_report import ceiling_for_recording
+
+    recorded = {"profile": "quick", "reward": "aligned", "max_epochs": 40}
+    ceiling, note = ceiling_for_recording([REPO / "docs" / "results" / "signal-quick-aligned"],
+                                          recorded)
+    assert ceiling is None and "predates the Markov-state ceiling" in note
+    write_signal(tmp_path)
+    ceiling, note = ceiling_for_recording([tmp_path], {"profile": "quick",
+                                                       "reward": QUICK_REWARD,
+                                                       "max_epochs": QUICK_EPOCHS})
+    assert note == "" and ceiling["estimate"] == 0.4 and ceiling["shared_stream"] == SHARED
+
+
 def test_the_report_reads_the_markov_state_ceiling_and_names_the_shared_stream_one(tmp_path):
     root = fake_sweep(tmp_path / "sweep", seeds=1)
     write_signal(tmp_path)

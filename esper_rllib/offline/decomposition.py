@@ -1,8 +1,10 @@
 """Where the critic's explained variance goes (issue 18, item 3): for a critic config, from the
-EV ceiling (the whole env state) down to what PPO's online critic ends at.
+EV ceiling (the Markov-state one: the whole env state) down to what PPO's online critic ends at.
 
 Levels, each an IQM over seeds with its 95% interval:
-1. the EV ceiling (``esper-rllib signal``: branching the whole env state, host weights included);
+1. the EV ceiling (``esper-rllib signal``: branching the whole env state, host weights included,
+   each continuation with the env's random stream drawn afresh: the Markov-state ceiling, never
+   the shared-stream figure, which credits a critic with the future's dice);
 2. the best held-out EV of a critic fitted on ALL training episodes for up to S steps: what the
    observation history supports (ceiling - this = the information gap);
 3. the same from 32 episodes (one quick trial's data): the data gap;
@@ -39,7 +41,7 @@ RECIPE_STEPS = 8  # its gradient steps: one per batch
 # What must agree between a fit cell and an online trial (the online recipe included).
 ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk",
                "truncation_bootstrap")
-LEVELS = ("EV ceiling (whole state)", "all episodes, best step",
+LEVELS = ("EV ceiling (Markov state)", "all episodes, best step",
           f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
           "online final EV vs return-to-go", "online final EV (GAE targets)")
 # The levels the gaps run along (the last level is on another target).

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.analysis.outputs import write_atomic, write_json
-from esper_rllib.analysis.sweep import load_ev_ceiling
+from esper_rllib.analysis.sweep import load_ev_ceiling, shared_stream_note
 from esper_rllib.offline.fit_plots import LEARNING_CURVES_PNG, plot_curves
 from esper_rllib.offline.fit_run import CURVE_CSV, read_curve
 from esper_rllib.offline.fit_summary import KEY_STEPS, CurveSummary, summarize_curve
@@ -31,9 +31,12 @@ def ceiling_for_recording(folders: list[Path], recorded: dict[str, Any]
         ceiling = load_ev_ceiling(folder)
         if ceiling is None:
             continue
-        if all(ceiling[k] == recorded[k] for k in CEILING_KEYS) and not math.isnan(
-                ceiling["estimate"]):
+        matches = all(ceiling[k] == recorded[k] for k in CEILING_KEYS)
+        if matches and not math.isnan(ceiling["estimate"]):
             return ceiling, ""
+        if matches and shared_stream_note(ceiling):
+            return None, (f"No EV ceiling: {shared_stream_note(ceiling)}. `esper-rllib signal` "
+                          "measures the Markov-state ceiling; pass its folder as --signal.")
         seen.append(f"`{ceiling['path']}` ({', '.join(f'{k} {ceiling[k]}' for k in CEILING_KEYS)})")
     wanted = ", ".join(f"{k} {recorded[k]}" for k in CEILING_KEYS)
     if seen:
@@ -73,7 +76,7 @@ def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
     rows = decompose(summary, fit["cells"], ceiling, online, profile,
                      frozen=[c for c, t in fit.get("cell_trunks", {}).items() if t == "frozen"])
     return ["## Where the explained variance goes", "",
-            "From the EV ceiling (whole env state) to the best held-out EV on all training "
+            "From the EV ceiling (Markov state) to the best held-out EV on all training "
             "episodes (what the observation history supports), with one quick trial's data "
             "(32 episodes), with its optimisation too (8 gradient steps), to the final EV of "
             "the same config trained online by PPO (its sweep's trials) against the same "
@@ -103,9 +106,15 @@ def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] |
         "step is chosen on the held-out IQM itself, so it is an optimistic reading.", "",
     ]
     if ceiling is not None:
-        lines += [f"EV ceiling (whole env state, {ceiling['policy']} policy): "
+        shared = ceiling.get("shared_stream")
+        lines += [f"EV ceiling (Markov state: the whole env state, each continuation with the "
+                  f"env's random stream drawn afresh; {ceiling['policy']} policy): "
                   f"{ceiling['estimate']:.3f} [{ceiling['low']:.3f}, {ceiling['high']:.3f}] "
-                  f"from `{ceiling['path']}`; the recording's policy is "
+                  + ("" if not shared else
+                     f"(the shared-stream figure, which credits a critic with the future's "
+                     f"dice: {shared['estimate']:.3f} [{shared['low']:.3f}, "
+                     f"{shared['high']:.3f}]) ")
+                  + f"from `{ceiling['path']}`; the recording's policy is "
                   f"`{meta['policy']}`, so the ceiling is a reference, not this data's bound.",
                   ""]
     else:
