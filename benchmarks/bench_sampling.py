@@ -12,7 +12,7 @@ Prints a summary line, then ``ratio=<runner steps/s / raw steps/s>`` (1.0 = no o
         [--steps 40] [--rounds 5]
 
 The module has the profile's sizes (`standard`: the reference LSTM 512, `quick`: 64); the env is
-the profile's task with --n-train images.
+the profile's task with --n-train images, one env per runner (stack_batch off).
 """
 
 from __future__ import annotations
@@ -64,9 +64,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    # One plain env on both sides: with stack_batch (the profiles' default) the runner would
+    # step a stacked vector env of one sub-env, whose data order is the vector env's and not
+    # the single env's, and the replay would diverge. The stacked env's own speed is
+    # bench_vector_env.py's.
     knobs = resolve_knobs(args.profile, overrides={"n_train": args.n_train, "n_val": 256,
                                                    "max_epochs": args.max_epochs,
-                                                   "episodes_per_batch": 1})
+                                                   "episodes_per_batch": 1,
+                                                   "stack_batch": False})
     runner = SeedOnceEnvRunner(config=build_ppo_config(knobs))
     replay = Replay(gym.make(f"envs:{knobs['env']}", **env_config(knobs)), runner._seed)
     runner_rates, raw_rates = [], []

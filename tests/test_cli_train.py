@@ -209,7 +209,8 @@ def test_asking_for_gpus_a_local_machine_lacks_is_one_clear_error(tmp_path, caps
     # Otherwise the trial would wait forever for a GPU bundle (this machine has none).
     assert main(["train", "--gpus", "1", "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "the run needs 1 GPUs, this machine has 0" in err
+    assert err.startswith("esper-rllib train: error: gpus=1, gpus_per_env_runner=0: the run "
+                          "asks for 1 GPUs, the Ray cluster has 0; ") and "--gpus G" in err
 
 
 ENV_TINY = ["--set", "max_epochs=2", "--set", "n_train=128", "--set", "n_val=64"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuning.naming import label
 from tuning.storage import write_atomic
-from tuning.sweeps import Cell, get_sweep
+from tuning.sweeps import PRESET, Cell, get_sweep
 
 KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
 
@@ -36,6 +36,9 @@ class SweepPlan:
     base: dict[str, Any]  # resolved knobs shared by every cell (axes hold placeholders)
     derived: list[str]  # knobs set from each cell by the sweep's rules
     labels: list[str]  # axes that name a knob combination rather than being a knob
+    # The knobs each value of a `preset` axis sets (as the resolver applies the preset under the
+    # sweep's fixed knobs and --set); their names are in `derived`, so params hold none of them.
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
@@ -58,8 +61,9 @@ class SweepPlan:
         knobs set from the cell (the ONE place they are computed, inside each trial)."""
         rules = get_sweep(self.sweep).derived
         knobs = {k: v for k, v in cell.items() if k not in self.labels}
+        preset = self.presets.get(cell.get(PRESET), {})
         for name in self.derived:
-            value = rules[name](cell)
+            value = rules[name](cell) if name in rules else preset.get(name)
             knobs[name] = self.base[name] if value is None else value
         return knobs
 
@@ -166,8 +170,11 @@ def plan_sweep(
         axes[SEED] = [int(base[SEED]) + i for i in range(seeds)]
     axes[SEED] = axes.pop(SEED)
     labels = sorted(definition.labels & set(axes))
+    presets = _presets(sweep, profile, resolve_knobs, axes.get(PRESET, []), base,
+                       {**fixed, **overrides, **gpu_knobs(base, gpus_per_trial)})
+    derived += sorted({k for knobs in presets.values() for k in knobs} - set(derived))
     plan = SweepPlan(sweep=sweep, profile=profile, axes=axes, base=base, derived=derived,
-                     labels=labels)
+                     labels=labels, presets=presets)
     # Validate every cell exactly as its trial will see it: base knobs, axis values, derived knobs.
     names: set[str] = set()
     for params in plan.trials():
@@ -178,3 +185,17 @@ def plan_sweep(
                              "values that still differ with /()<>:\"\\|?* replaced by _")
         names.add(name)
     return plan
+
+
+def _presets(sweep: str, profile: str, resolve_knobs: KnobResolver, names: Sequence[Any],
+             base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The knobs each preset of a `preset` axis changes from ``base`` (the resolver layers the
+    preset under ``overrides``, so --set and the sweep's fixed knobs win over it)."""
+    presets = {}
+    for name in names:
+        try:
+            knobs = resolve_knobs(profile, preset=name, overrides=overrides)
+        except ValueError as err:  # the resolver's ConfigError: an unknown preset
+            raise ValueError(f"sweep {sweep}, axis {PRESET}: {err}") from None
+        presets[str(name)] = {k: v for k, v in knobs.items() if v != base[k]}
+    return presets

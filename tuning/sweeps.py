@@ -29,6 +29,15 @@ class Sweep:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     derived: Mapping[str, Callable[[Cell], Any]] = field(default_factory=dict)
     labels: frozenset[str] = frozenset()
+    # Held-out env seeds on which the report evaluates every trial's last checkpoint next to
+    # WAIT, random, the heuristic and the oracle (0: only with --evaluate-episodes, and only
+    # the baseline, fixed and best cells).
+    evaluate_episodes: int = 0
+
+
+# An axis of this name (a label) sets each cell's knobs from the config builder's preset of that
+# name: the planner asks the knob resolver for them (tuning never imports the presets).
+PRESET = "preset"
 
 
 def _deep_head_layernorm(cell: Cell) -> bool:
@@ -142,6 +151,19 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
             "critic_steps": (0, 128),
         },
         fixed={**SEED_DOCUMENT_FIX, "critic_replay": 3, "critic_trunk": "shared"},
+    ),
+    "learn": Sweep(
+        name="learn",
+        about="an agent at the seed document's budget (profile batch64: 64 episodes per "
+        "batch, 16 batches, both cores sampling): the seed document's fix (preset seed_after) "
+        "vs the critic that generalises offline (preset critic_fix) (2 cells); the report "
+        "evaluates every trial on 32 held-out env seeds next to WAIT, random, the heuristic and "
+        "the oracle. Theory: more data per batch alone does not make the reference critic or "
+        "its policy learn; a critic that reads the return from the observation does. Run with "
+        "`--profile batch64 --seeds 3`",
+        axes={PRESET: ("seed_after", "critic_fix")},
+        labels=frozenset({PRESET}),
+        evaluate_episodes=32,
     ),
 })
 

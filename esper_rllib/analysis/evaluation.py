@@ -37,6 +37,7 @@ from esper_rllib.analysis.signal import OracleFinder
 from esper_rllib.analysis.sweep import SEED_FIX, Cell, Sweep, named_cell
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
+from tuning.sweeps import SWEEPS
 
 # Training envs are seeded seed x 10000 + runner offsets and go on from their own RNG: a block
 # this far out is never a training episode's start.
@@ -245,14 +246,25 @@ class CellEvaluation:
                          for r in self.results])
 
 
+def sweep_evaluate_episodes(sweep: Sweep) -> int:
+    """The held-out episodes on which the named sweep asks the report to evaluate every cell
+    (its ``evaluate_episodes``; 0 for the others and for folders without sweep.json)."""
+    definition = SWEEPS.get(sweep.plan.sweep) if sweep.plan is not None else None
+    return definition.evaluate_episodes if definition is not None else 0
+
+
 def evaluated_cells(sweep: Sweep, analysis: Analysis) -> list[tuple[str, Cell]]:
     """(name, cell) of the baseline (the broken run, else the sweep's first cell), the seed
-    document's fix and the cell with the best final EV, those present, each once."""
+    document's fix and the cell with the best final EV, those present, each once; every cell
+    when the named sweep evaluates every cell (``sweep_evaluate_episodes``)."""
     chosen: list[Cell] = []
-    for cell in (analysis.baseline, named_cell(sweep, SEED_FIX), analysis.best(sweep)):
+    every = sweep.cells if sweep_evaluate_episodes(sweep) else []
+    for cell in (analysis.baseline, named_cell(sweep, SEED_FIX), analysis.best(sweep), *every):
         if cell is not None and all(cell is not c for c in chosen):
             chosen.append(cell)
-    return [(cell_note(sweep, cell, analysis) or "the only cell", cell) for cell in chosen]
+    return [(cell_note(sweep, cell, analysis)
+             or (cell.label(sweep.axes) if len(sweep.cells) > 1 else "the only cell"), cell)
+            for cell in chosen]
 
 
 def _cached_evaluation(out: Path, checkpoint: Path, seeds: list[int]) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from esper_rllib.analysis.evaluation import (
     CellEvaluation,
     evaluate_cells,
     reference_accuracies,
+    sweep_evaluate_episodes,
 )
 from esper_rllib.analysis.outputs import write_atomic
 from esper_rllib.analysis.plots import plot_report
@@ -319,6 +320,8 @@ def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE
     measured = measure_signal(sweep, signal_seeds)
     analysis = analyse(sweep, reps)
     accuracy = reference_accuracies(sweep, reference_episodes)
+    # A sweep that is about its trained policies (learn) evaluates every cell on its own count.
+    evaluate_episodes = max(evaluate_episodes, sweep_evaluate_episodes(sweep))
     evaluations = evaluate_cells(sweep, analysis, evaluate_episodes) if evaluate_episodes \
         else None
     labels = [cell.label(sweep.axes) + (f" ({note})" if note else "")

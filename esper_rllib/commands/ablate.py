@@ -103,9 +103,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.render import write_report
     from esper_rllib.run.config import build_ppo_config, parse_set, resolve_knobs
-    from esper_rllib.run.preflight import check_env_inputs, runs_here
+    from esper_rllib.run.preflight import check_env_inputs, check_trial_resources, runs_here
     from tuning.output import COMPACT, TUNE_TABLES
-    from tuning.plan import plan_sweep
+    from tuning.plan import SweepPlan, plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
 
@@ -121,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
             experiment = find_experiment(args.storage, args.name,
                                          prefix=f"{args.sweep}-{args.profile}-")
             print(f"resuming {experiment}")
+            if "://" not in experiment:
+                saved = SweepPlan.load(experiment)
+                check_trial_resources(saved.cell_knobs(next(saved.trials())), args.address,
+                                      quiet=not args.verbose)
             outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
                                    report=report, verbose=verbose)
         else:
@@ -131,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
                               gpus_per_trial=args.gpus_per_trial)
             for params in plan.trials():
                 check_env_inputs(plan.cell_knobs(params), local=runs_here(args.address))
+            # Asking for more CPUs or GPUs than this machine has would wait forever.
+            check_trial_resources(plan.cell_knobs(next(plan.trials())), args.address,
+                                  quiet=not args.verbose)
             print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
                   f"({len(plan.axes) - 1} axes x {len(plan.axes['seed'])} seeds), "
                   f"{plan.iterations} iterations each")

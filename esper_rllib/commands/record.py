@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.offline.behaviour import POLICY_CHOICES
     from esper_rllib.offline.record import check_out, plan_recording, record
     from esper_rllib.run.config import episode_steps, parse_set
+    from esper_rllib.run.preflight import check_cpus
     from tuning.runner import init_ray
 
     plan = plan_recording(args.profile, parse_set(args.overrides), args.policy, args.episodes,
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {args.workers}: allowed: an int >= 1")
     init_ray(args.address)
     todo = plan.episodes - len(done)
+    workers = min(todo, args.workers or 1)  # without --workers: one per CPU, at least one
+    check_cpus(workers, args.address, f"--workers {args.workers}" if args.workers else "record",
+               f"record ({workers} worker{'s' if workers > 1 else ''}, 1 CPU each)",
+               "allowed: --workers up to the cluster's CPUs, or leave it out (a worker per CPU)")
     print(f"recording {todo} of {plan.episodes} episodes ({len(done)} already in {out}), "
           f"policy {name}")
     progress = Progress(todo * episode_steps(plan.knobs))

@@ -58,3 +58,70 @@ def make_env(knobs: dict[str, Any]) -> Any:
         return gym.make(f"envs:{knobs['env']}", **env_config(knobs))
     except ValueError as err:  # e.g. a missing data_dir
         raise ConfigError(f"env: {err}") from None
+
+
+def asked_resources(config: Any) -> dict[str, float]:
+    """CPUs and GPUs of the placement group one run of ``config`` (a PPOConfig) asks Ray for:
+    the trainer with its learner, and each env runner."""
+    request = config.algo_class.default_resource_request(config)
+    return {resource: float(sum(bundle.get(resource, 0.0) for bundle in request.bundles))
+            for resource in ("CPU", "GPU")}
+
+
+def check_resources(asked: Mapping[str, float], what: str,
+                    fixes: Mapping[str, tuple[str, str]]) -> None:
+    """ConfigError, one line, when the running Ray has fewer CPUs or GPUs than ``what`` asks
+    for (``asked``: {"CPU": n, "GPU": n}); Ray would otherwise wait for them forever, with a
+    warning a minute. ``fixes``: per resource, (the setting that asked, what to change). Call
+    it after ``ray.init`` and only where Ray runs here (``runs_here``): a cluster may scale up
+    to what is asked."""
+    import ray
+
+    have = ray.cluster_resources()
+    for resource in ("CPU", "GPU"):
+        wanted, there = asked.get(resource, 0.0), have.get(resource, 0.0)
+        if wanted > there + 1e-9:
+            setting, fix = fixes[resource]
+            raise ConfigError(f"{setting}: {what} asks for {wanted:g} {resource}s, the Ray "
+                              f"cluster has {there:g}; {fix}")
+
+
+def check_run_resources(knobs: Mapping[str, Any], config: Any, what: str = "the run") -> None:
+    """``check_resources`` for one PPO run (a `train` run or one trial of a sweep)."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0.0))
+    check_resources(asked_resources(config), what, {
+        "CPU": (f"num_env_runners={knobs['num_env_runners']}",
+                f"allowed: num_env_runners <= {cpus} (1 CPU each; with 0 the trainer samples "
+                "on its own CPU): --set num_env_runners=N"),
+        "GPU": (f"gpus={knobs['gpus']:g}, gpus_per_env_runner={knobs['gpus_per_env_runner']:g}",
+                "allowed: gpus + num_env_runners x gpus_per_env_runner <= the cluster's GPUs: "
+                "--set gpus=G (train --gpus G, ablate --gpus-per-trial G)"),
+    })
+
+
+def check_trial_resources(knobs: Mapping[str, Any], address: str | None = None,
+                          quiet: bool = True) -> None:
+    """``check_run_resources`` for one trial of a sweep (``knobs``: its cell's), where Ray runs
+    here: starts Ray as the sweep would (the sweep then uses it)."""
+    if not runs_here(address):
+        return
+    import ray
+
+    from esper_rllib.run.config import build_ppo_config
+    from tuning.runner import init_ray
+
+    init_ray(address, quiet=quiet)
+    try:
+        check_run_resources(knobs, build_ppo_config(knobs), what="each trial")
+    except ConfigError:
+        ray.shutdown()
+        raise
+
+
+def check_cpus(cpus: float, address: str | None, setting: str, what: str, fix: str) -> None:
+    """``check_resources`` for work that asks for CPUs only (``record``'s workers, the trials
+    of ``critic-fit``), where Ray runs here; call it after ``ray.init``."""
+    if runs_here(address):
+        check_resources({"CPU": cpus}, what, {"CPU": (setting, fix)})

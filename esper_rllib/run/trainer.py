@@ -18,7 +18,7 @@ from typing import Any
 from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
 from esper_rllib.run.config import ConfigError, build_ppo_config
-from esper_rllib.run.preflight import check_env_inputs, runs_here
+from esper_rllib.run.preflight import check_env_inputs, check_run_resources, runs_here
 from tuning.output import SILENT, TUNE_TABLES, clock, eta, ray_init_kwargs, tune_console
 
 # What Algorithm.save_to_path writes that a restore cannot do without.
@@ -126,21 +126,36 @@ def _restoring_trainable(checkpoint: Path) -> type:
     return type("RestoredPPO", (PPO,), {"setup": setup})
 
 
-def _init_ray(knobs: Mapping[str, Any], quiet: bool) -> None:
+def _init_ray(knobs: Mapping[str, Any], config: Any, quiet: bool) -> None:
     import ray
 
     if not _runs_here():
         ray.init(ignore_reinit_error=True, **ray_init_kwargs(quiet))
-        return  # a cluster may autoscale to the GPUs the trial asks for
+        return  # a cluster may autoscale to the CPUs and GPUs the trial asks for
     ray.init(include_dashboard=False, **ray_init_kwargs(quiet))
-    # On a machine of its own the trial would wait forever for GPUs that never come.
-    wanted = knobs["gpus"] + knobs["num_env_runners"] * knobs["gpus_per_env_runner"]
-    have = ray.cluster_resources().get("GPU", 0)
-    if wanted > have:
+    # On a machine of its own the trial would wait forever for CPUs or GPUs that never come.
+    try:
+        check_run_resources(knobs, config)
+    except ConfigError:
         ray.shutdown()
-        raise ConfigError(f"gpus={knobs['gpus']}, gpus_per_env_runner="
-                          f"{knobs['gpus_per_env_runner']}: the run needs {wanted:g} GPUs, "
-                          f"this machine has {have:g}")
+        raise
+
+
+def _interrupted(trial: Any, iterations: int, out: Callable[[str], None]) -> dict[str, Any]:
+    """The lines of a run stopped short of its iterations (Ctrl-C); ``interrupted`` in the
+    result tells the command to exit 130."""
+    import sys
+
+    done = (trial.metrics.get("training_iteration") if trial is not None else None) or 0
+    checkpoint = trial.checkpoint.path if trial is not None and trial.checkpoint else None
+    where = (f"last checkpoint: {checkpoint} (continue with --restore {checkpoint})"
+             if checkpoint else "no checkpoint yet (--checkpoint-every N saves one every N "
+             "iterations)")
+    print(f"interrupted after iteration {done} of {iterations}; {where}", file=sys.stderr)
+    if trial is not None:
+        out(f"trial directory (TensorBoard events, result.json): {trial.path}")
+    return {"interrupted": True, "training_iteration": done, "checkpoint_path": checkpoint,
+            "trial_path": trial.path if trial is not None else None}
 
 
 def _runs_here() -> bool:
@@ -170,7 +185,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     root = check_storage(storage)
     name = name or time.strftime("train-%Y%m%d-%H%M%S")
     config = build_ppo_config(knobs)
-    _init_ray(knobs, quiet=not verbose)
+    _init_ray(knobs, config, quiet=not verbose)
     trial_name = functools.partial(_run_name, label or f"seed={knobs['seed']}")
     tuner = tune.Tuner(
         PPO if checkpoint is None else _restoring_trainable(checkpoint),
@@ -189,12 +204,16 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     )
     # Without --verbose Tune's legacy engine at verbose 0 prints nothing: our lines only.
     with tune_console(TUNE_TABLES if verbose else SILENT):
-        trial = tuner.fit()[0]
+        grid = tuner.fit()
     out = out or print
-    if trial.error is not None:
+    # Ctrl-C: Tune stops the trial and returns (before its first result, without it).
+    trial = grid[0] if len(grid) else None
+    if trial is not None and trial.error is not None:
         first = str(trial.error).strip().splitlines()
         raise TrainingError(f"training failed: {first[-1] if first else trial.error!r} "
                             f"(full log: {trial.path})")
+    if trial is None or not trial.metrics.get("done"):
+        return _interrupted(trial, knobs["iterations"], out)
     result = dict(trial.metrics)
     esper = result.get(mn.RESULT_KEY, {})
     out(final_line(esper, result.get("training_iteration") or 0))
