@@ -15,6 +15,7 @@ from envs.contract import BLUEPRINT_NAMES, CNN_BLUEPRINTS
 from envs.heuristic import HeuristicPolicy, WaitPolicy
 from envs.scripted import OraclePolicy, RandomPolicy
 from esper_rllib.analysis import learnability as lb
+from esper_rllib.analysis.outputs import markdown_table
 from esper_rllib.ppo.telemetry import returns_to_go
 
 POLICIES = ("wait", "random", "heuristic", "oracle", "oracle_hold")  # scripted_policies()
@@ -261,15 +262,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     keys = sorted({k for p in result["policies"].values() for k in p["components"]})
-    lines += ["| policy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for name, p in result["policies"].items():
-        lines.append(f"| {name} | " + " | ".join(_f(p["components"].get(k, 0.0), 3)
-                                                 for k in keys) + " |")
+    lines += markdown_table(["policy", *keys],
+                            [[name, *(_f(p["components"].get(k, 0.0), 3) for k in keys)]
+                             for name, p in result["policies"].items()])
     ops = list(next(iter(result["policies"].values()))["op_mix"])
     lines += ["", "## Op mix (fraction of effective ops)", "",
-              "| policy | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
-    for name, p in result["policies"].items():
-        lines.append(f"| {name} | " + " | ".join(_f(p["op_mix"][o]) for o in ops) + " |")
+              *markdown_table(["policy", *ops], [[name, *(_f(p["op_mix"][o]) for o in ops)]
+                                                 for name, p in result["policies"].items()])]
     search = result.get("oracle_search")
     if search:
         ranked = sorted(search["mean_final_acc"].items(), key=lambda kv: -kv[1])

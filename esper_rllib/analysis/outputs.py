@@ -1,5 +1,5 @@
-"""Files and console lines the analyses write: atomic text and strict JSON, output folders,
-the command line that made a result, and a progress line with an ETA."""
+"""Files and console lines the analyses write: atomic text and strict JSON, markdown tables,
+output folders, the command line that made a result, and a progress line with an ETA."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ def _jsonable(x: Any) -> Any:
 
 def write_json(path: Path, result: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(_jsonable(result), indent=1))
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]],
+                   right_from: int | None = None) -> list[str]:
+    """A markdown table's lines: the header, the alignment row (the columns from index
+    ``right_from`` on right-aligned; none by default) and a line per row, cells as ``str``."""
+    align = ["---:" if right_from is not None and i >= right_from else "---"
+             for i in range(len(header))]
+    return ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(align) + "|",
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
 
 
 def make_out_dir(out: Path) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.contract import Op
+from esper_rllib.analysis.outputs import markdown_table
 from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
 from esper_rllib.ppo.metric_names import COLLAPSE_FLAGS, VERDICT, final_evs
 from tuning.results import TrialRecord, load_trial
@@ -34,11 +35,6 @@ def _fmt(value: object, fmt: str) -> str:
     return format(value, fmt)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
 def _rows(trial: TrialRecord, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
     at = {it: m for it, m in zip(trial.iterations, trial.metrics, strict=True)}
     return [[str(it), *(_fmt(at[it].get(name), fmt) for name, fmt in columns)]
@@ -49,8 +45,8 @@ def progression(trial: TrialRecord) -> list[str]:
     columns = (("value_loss", ".4g"), ("explained_variance", "+.3f"), ("entropy", ".3f"),
                ("q_spread", ".3f"), ("value_std", ".3f"), ("grad_norm_pre_clip", ".2f"),
                ("clip_ratio", ".1f"))
-    return _table(["Batch", "Value Loss", "Expl.Var", "Entropy", "Q-Spread", "Value.Std",
-                   "Pre-Clip Grad", "Clip Ratio"], _rows(trial, columns))
+    return markdown_table(["Batch", "Value Loss", "Expl.Var", "Entropy", "Q-Spread", "Value.Std",
+                          "Pre-Clip Grad", "Clip Ratio"], _rows(trial, columns), right_from=0)
 
 
 def op_distribution(trial: TrialRecord) -> list[str]:
@@ -59,22 +55,21 @@ def op_distribution(trial: TrialRecord) -> list[str]:
     total = sum(counts.values())
     rows = [[name, f"{int(n):,}", f"{100 * n / total:.1f}%" if total else "n/a"]
             for name, n in sorted(counts.items(), key=lambda kv: -kv[1])]
-    return ["| Operation | Count | Percentage |", "|---|---:|---:|",
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return markdown_table(["Operation", "Count", "Percentage"], rows, right_from=1)
 
 
 def advantages(trial: TrialRecord) -> list[str]:
     columns = (("pre_norm_advantage_mean", ".3g"), ("pre_norm_advantage_std", ".3g"),
                ("advantage_mean", ".3g"), ("advantage_std", ".3f"))
-    return _table(["Batch", "Mean before norm.", "Std before norm.", "Mean after norm.",
-                   "Std after norm."], _rows(trial, columns))
+    return markdown_table(["Batch", "Mean before norm.", "Std before norm.", "Mean after norm.",
+                          "Std after norm."], _rows(trial, columns), right_from=0)
 
 
 def kl_table(trial: TrialRecord) -> list[str]:
     columns = (("kl", ".2e"), ("approx_kl_pre", ".2e"), ("clip_fraction", ".3f"),
                ("ratio_max", ".3f"))
-    return _table(["Batch", "KL (after update)", "Approx KL (before)", "Clip fraction",
-                   "Max ratio"], _rows(trial, columns))
+    return markdown_table(["Batch", "KL (after update)", "Approx KL (before)", "Clip fraction",
+                          "Max ratio"], _rows(trial, columns), right_from=0)
 
 
 def first_rewards(trial: TrialRecord) -> list[str]:
@@ -102,8 +97,7 @@ def flags(trial: TrialRecord) -> list[str]:
                      str(raised[-1]) if raised else "-"])
     last = trial.metrics[-1] if trial.metrics else {}
     return [
-        "| Flag | Iterations raised | First | Last |", "|---|---:|---:|---:|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *markdown_table(["Flag", "Iterations raised", "First", "Last"], rows, right_from=1),
         "",
         final_verdict(last, len(trial.iterations)),
     ]

@@ -40,7 +40,7 @@ from esper_rllib.analysis.evaluation import (
     reference_accuracies,
     sweep_evaluate_episodes,
 )
-from esper_rllib.analysis.outputs import write_atomic
+from esper_rllib.analysis.outputs import markdown_table, write_atomic
 from esper_rllib.analysis.plots import plot_report
 from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
 from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
@@ -54,12 +54,6 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def cell_table(sweep: Sweep, analysis: Analysis) -> list[str]:
     header = [*sweep.axes, "seeds", *(title for _, title in CELL_METRICS), "verdicts", "note"]
     rows = []
@@ -69,7 +63,7 @@ def cell_table(sweep: Sweep, analysis: Analysis) -> list[str]:
         rows.append([*map(str, cell.values), str(len(cell.trials)),
                      *(estimates[m].format() for m, _ in CELL_METRICS), verdicts,
                      cell_note(sweep, cell, analysis)])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
@@ -99,9 +93,9 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
         f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "
         f"{fraction(best_ev.value)} of it.",
         "",
-        *_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
-                 "fraction of the ceiling", "final EV vs return-to-go", "fraction of the ceiling"],
-                rows),
+        *markdown_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
+                         "fraction of the ceiling", "final EV vs return-to-go",
+                         "fraction of the ceiling"], rows),
         "",
         "Final EV is against the GAE targets (the verdict's metric), which carry the critic's own "
         "values; the ceiling, like final EV vs return-to-go, is against the return the env pays "
@@ -115,8 +109,8 @@ def comparison_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
         rows = [[f"{c.name} ({c.cell.label(sweep.axes)})",
                  *(c.estimates[m].format(".2f") for m, _ in OUTCOMES)]
                 for c in analysis.comparisons]
-        lines += ["", *_table(["cell", *(f"P({title} higher) [95% CI]" for _, title in OUTCOMES)],
-                              rows),
+        header = ["cell", *(f"P({title} higher) [95% CI]" for _, title in OUTCOMES)]
+        lines += ["", *markdown_table(header, rows),
                   "", "P(X higher) is the chance that a seed of the cell ends above a seed of the "
                   "baseline (ties count half): 0.5 = no difference, 1 = every seed above. The "
                   "best cell is picked on the same final EVs, so its probability on final EV is "
@@ -144,9 +138,9 @@ def evaluation_lines(sweep: Sweep, evaluations: Sequence[CellEvaluation] | None,
             "differences are paired by env seed. 95% intervals from a bootstrap that resamples "
             "trials and env seeds.",
             "",
-            *_table(["policy", "episodes (trials x env seeds)", "final accuracy % [95% CI]",
-                     "- WAIT [95% CI]", "- heuristic [95% CI]"],
-                    _evaluation_rows(sweep, done, reps)),
+            *markdown_table(["policy", "episodes (trials x env seeds)",
+                             "final accuracy % [95% CI]", "- WAIT [95% CI]",
+                             "- heuristic [95% CI]"], _evaluation_rows(sweep, done, reps)),
         ]
         differing = _differing_references(done)
         if differing:
@@ -226,8 +220,9 @@ def main_effect_table(sweep: Sweep, analysis: Analysis) -> list[str]:
     rows = [[e.axis, f"{e.level} vs {e.first}", *(e.estimates[m].format("+.3g") for m, _ in
                                                    OUTCOMES)]
             for e in analysis.effects]
-    return _table(["axis", "levels",
-                   *(f"difference of mean {title} [95% CI]" for _, title in OUTCOMES)], rows)
+    return markdown_table(["axis", "levels",
+                           *(f"difference of mean {title} [95% CI]" for _, title in OUTCOMES)],
+                          rows)
 
 
 def _reference_lines(accuracy: Mapping[str, list[float]] | None, reps: int) -> list[str]:
@@ -235,7 +230,7 @@ def _reference_lines(accuracy: Mapping[str, list[float]] | None, reps: int) -> l
         return ["(not run: the sweep is not on the real env, or references were turned off)"]
     rows = [[name, bootstrap_iqm(values, reps).format(".4g"),
              ", ".join(f"{v:.2f}" for v in values)] for name, values in accuracy.items()]
-    return _table(["policy", "final episode accuracy % (IQM [95% CI])", "per seed"], rows)
+    return markdown_table(["policy", "final episode accuracy % (IQM [95% CI])", "per seed"], rows)
 
 
 def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]] | None,

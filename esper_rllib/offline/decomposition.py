@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esper_rllib.analysis.outputs import markdown_table
 from esper_rllib.analysis.stats import MISSING, Estimate, bootstrap_iqm
 from esper_rllib.offline.fit_plan import allowed_knobs
 from esper_rllib.offline.fit_summary import CurveSummary
@@ -162,12 +163,9 @@ def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
 
 def render_table(rows: Sequence[Decomposition]) -> list[str]:
     head = ["role", "cell", *LEVELS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([r.role, r.cell, *(e.format(".3f") for e in r.levels)])
-                     + " |")
-    lines += ["", "Gaps (differences of the IQMs above: information, data, optimisation, "
-              "online):", ""]
+    table = [[r.role, r.cell, *(e.format(".3f") for e in r.levels)] for r in rows]
+    lines = [*markdown_table(head, table), "", "Gaps (differences of the IQMs above: "
+             "information, data, optimisation, online):", ""]
     for r in rows:
         v = [e.value for e in r.levels]
         gaps = ", ".join(f"{name} {a - b:+.3f}" if not math.isnan(a - b) else f"{name} n/a"

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from esper_rllib.analysis.outputs import write_atomic, write_json
+from esper_rllib.analysis.outputs import markdown_table, write_atomic, write_json
 from esper_rllib.analysis.sweep import load_ev_ceiling, shared_stream_note
 from esper_rllib.offline.fit_plots import LEARNING_CURVES_PNG, plot_curves
 from esper_rllib.offline.fit_run import CURVE_CSV, read_curve
@@ -54,16 +54,15 @@ def cell_table(summary: CurveSummary) -> list[str]:
     steps = [s for s in KEY_STEPS if s in summary.steps and s < last] + [last]
     head = (["cell", "train episodes"] + [f"held-out EV @ {s}" for s in steps]
             + ["best held-out EV (step)", f"train EV @ {last}", f"value loss @ {last}"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for cell in summary.cells:
         for size in summary.sizes[cell]:
             best = summary.best_step(cell, size)
-            row = [cell, str(size)] + [_fmt(summary.get(cell, size, s)) for s in steps] + [
+            rows.append([cell, str(size)] + [_fmt(summary.get(cell, size, s)) for s in steps] + [
                 f"{_fmt(summary.get(cell, size, best))} ({best})",
                 _fmt(summary.get(cell, size, last, "train_ev")),
-                summary.get(cell, size, last, "value_loss").format(".3g")]
-            lines.append("| " + " | ".join(row) + " |")
-    return lines
+                summary.get(cell, size, last, "value_loss").format(".3g")])
+    return markdown_table(head, rows)
 
 
 def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
