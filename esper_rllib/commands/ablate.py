@@ -6,7 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from esper_rllib.commands.knob_args import add_knob_arguments
+from esper_rllib.commands.knob_args import (
+    add_address_argument,
+    add_grid_argument,
+    add_knob_arguments,
+    add_max_concurrent_argument,
+)
 from esper_rllib.commands.names import REFERENCE_EPISODES
 from tuning.sweeps import SWEEPS, Sweep, get_sweep
 
@@ -33,8 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 5); the seed is a "
                         "grid axis counting up from the `seed` knob")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="sweep (or add) an axis over these values (repeatable)")
+    add_grid_argument(parser, "sweep (or add) an axis over these values (repeatable)")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
                         help="GPUs per trial, split between the learner and the env runners "
                              "(default 0)")
@@ -45,10 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted sweep (--name, or the newest "
                         "<sweep>-<profile>-* under --storage)")
-    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
-                        "else a local Ray)")
-    parser.add_argument("--max-concurrent", type=int, metavar="N",
-                        help="at most N trials at once (default: as resources allow)")
+    add_address_argument(parser)
+    add_max_concurrent_argument(parser, "as resources allow")
     parser.add_argument("--stop-on-collapse", type=int, metavar="PATIENCE",
                         help="stop a trial after PATIENCE consecutive 'failure' verdicts "
                         "(default: off; confirmatory sweeps run every cell to the end)")
@@ -70,21 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
     """``["key=v1,v2", ...]`` -> ``{key: [typed values]}`` (typed per knob; labels as text)."""
-    from esper_rllib.run.config import ConfigError, parse_set
+    from esper_rllib.run import config
 
     labels = get_sweep(sweep).labels
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not text.strip():
-            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,...")
-        if key in grid:
-            raise ConfigError(f"--grid {key}: given twice")
-        values = [v.strip() for v in text.split(",")]
-        grid[key] = values if key in labels else [parse_set([f"{key}={v}"])[key]
-                                                  for v in values]
-    return grid
+    return config.parse_grid(items, lambda key, text: text if key in labels
+                             else config.parse_set([f"{key}={text}"])[key])
 
 
 def _check_counts(args: argparse.Namespace) -> None:

@@ -7,6 +7,13 @@ import argparse
 import time
 from pathlib import Path
 
+from esper_rllib.commands.knob_args import (
+    add_address_argument,
+    add_grid_argument,
+    add_max_concurrent_argument,
+    add_set_argument,
+)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,11 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "discounted return-to-go; episodes split train / held out by env seed. "
                     "Writes curve.csv, TensorBoard curves (trials/), report.md and plots/.")
     parser.add_argument("data", metavar="DATA", help="a recording folder (esper-rllib record)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="a model or learner knob (repeatable)")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="an axis of model/learner knob values, or preset=seed_before,"
-                             "seed_after (repeatable)")
+    add_set_argument(parser, "a model or learner knob (repeatable)")
+    add_grid_argument(parser, "an axis of model/learner knob values, or preset=seed_before,"
+                              "seed_after (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     parser.add_argument("--steps", type=int, default=4096, metavar="S",
                         help="gradient steps per fit (default 4096); the curve is measured at "
@@ -46,10 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "EV of the decomposition (repeatable; SWEEP: the named sweep when "
                              "the folder has no sweep.json and its name does not start with "
                              "it)")
-    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
-                                          "else a local Ray)")
-    parser.add_argument("--max-concurrent", type=int, metavar="N",
-                        help="at most N trials at once (default: as CPUs allow)")
+    add_address_argument(parser)
+    add_max_concurrent_argument(parser, "as CPUs allow")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="CKPT",
                         help="fit nothing: the EV of a trained run's critic, as it is, on "
                              "DATA's held-out episodes and training pool (repeatable)")

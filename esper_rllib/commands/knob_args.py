@@ -1,4 +1,5 @@
-"""The knob arguments shared by subcommands: ``--profile``, ``--preset``, ``--set key=value``."""
+"""The arguments shared by subcommands, each declared once: ``--profile``, ``--preset``,
+``--set key=value``, ``--grid key=v1,v2``, ``--address`` and ``--max-concurrent``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,29 @@ def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) ->
                             help="the seed document's value head before or after the fix "
                                  "(default: none, the value-head knobs' own defaults, which "
                                  "are neither; the run prints the head it trains)")
+    add_set_argument(parser)
+
+
+def add_set_argument(parser: argparse.ArgumentParser,
+                     help: str = "override one knob (repeatable); `esper-rllib knobs` lists them"
+                     ) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override one knob (repeatable); `esper-rllib knobs` lists them")
+                        metavar="KEY=VALUE", help=help)
+
+
+def add_grid_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--grid key=v1,v2`` (repeatable), parsed by ``run.config.parse_grid``."""
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help=help)
+
+
+def add_address_argument(parser: argparse.ArgumentParser, local: str = "a local Ray") -> None:
+    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
+                                          f"else {local})")
+
+
+def add_max_concurrent_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--max-concurrent", type=int, metavar="N",
+                        help=f"at most N trials at once (default: {default})")
 
 
 def knobs_from_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esper_rllib.commands.knob_args import add_knob_arguments
+from esper_rllib.commands.knob_args import add_address_argument, add_knob_arguments
 from esper_rllib.commands.names import RECORD_POLICIES
 
 
@@ -28,8 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default 0)")
     parser.add_argument("--out", help="output folder (default runs/record/<profile>-<policy>-"
                                       "seed<seed>)")
-    parser.add_argument("--address", help="a running Ray cluster to join (default: RAY_ADDRESS, "
-                                          "else a local Ray on every core)")
+    add_address_argument(parser, "a local Ray on every core")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="parallel episodes (default: every CPU of the Ray cluster)")
     parser.set_defaults(func=run)

@@ -32,6 +32,7 @@ from esper_rllib.run.config import (
     parse_set,
     resolve_knobs,
 )
+from esper_rllib.run.config import parse_grid as parse_knob_grid
 from tuning.naming import label
 
 HELDOUT_EVERY = 4
@@ -91,26 +92,14 @@ def check_fit_overrides(overrides: Mapping[str, Any], meta: Mapping[str, Any], f
 def parse_grid(items: Sequence[str], meta: Mapping[str, Any]) -> dict[str, list[Any]]:
     """``["key=v1,v2", ...]`` -> ``{key: values}``: knobs (typed, checked as --set) or
     ``preset`` (seed_before, seed_after)."""
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if not sep or not key or not values:
-            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,...")
-        if key in grid or key == TRUNK:
-            raise ConfigError(f"--grid {key}: given twice (the trunk is --trunk)")
-        if len(set(values)) < len(values):
-            raise ConfigError(f"--grid {key}: repeated value in {values}")
-        if key == PRESET:
-            bad = [v for v in values if v not in PRESETS]
-            if bad:
-                raise ConfigError(f"--grid preset={bad[0]}: allowed: {' | '.join(PRESETS)}")
-            grid[key] = values
-            continue
-        parsed = [parse_set([f"{key}={v}"])[key] for v in values]
-        grid[key] = [check_fit_overrides({key: v}, meta, "--grid")[key] for v in parsed]
-    return grid
+    def typed(key: str, text: str) -> Any:
+        if key != PRESET:
+            return check_fit_overrides(parse_set([f"{key}={text}"]), meta, "--grid")[key]
+        if text not in PRESETS:
+            raise ConfigError(f"--grid preset={text}: allowed: {' | '.join(PRESETS)}")
+        return text
+
+    return parse_knob_grid(items, typed, reserved={TRUNK: "the trunk is --trunk"})
 
 
 def parse_sizes(text: str) -> list[int | str]:

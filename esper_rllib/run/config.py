@@ -13,7 +13,7 @@ builder derives other settings from (batch sizes, sequence length, resources) mu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -205,6 +205,31 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise _unknown("key", name, list(KNOBS))
         out[name] = KNOBS[name].parse(name, text)
     return out
+
+
+def parse_grid(items: Sequence[str], typed: Callable[[str, str], Any] | None = None,
+               reserved: Mapping[str, str] | None = None) -> dict[str, list[Any]]:
+    """``["key=v1,v2", ...]`` (``--grid``) -> ``{key: [values]}``, each value typed by
+    ``typed(key, text)`` (default: the knob's type, as ``--set``). ConfigError for an item that
+    is not key=v1,v2,..., a key given twice, a value given twice, or a ``reserved`` key (key ->
+    why it is not a grid axis)."""
+    grid: dict[str, list[Any]] = {}
+    reserved = reserved or {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        texts = [v.strip() for v in text.split(",")]
+        if not sep or not key or not all(texts):
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,...")
+        if key in reserved:
+            raise ConfigError(f"--grid {key}: {reserved[key]}")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice")
+        values = [typed(key, t) if typed else parse_set([f"{key}={t}"])[key] for t in texts]
+        if any(v in values[:i] for i, v in enumerate(values)):
+            raise ConfigError(f"--grid {key}: repeated value in {texts}")
+        grid[key] = values
+    return grid
 
 
 def resolve_knobs(profile: str = "quick", preset: str | None = None,
