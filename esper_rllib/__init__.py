@@ -10,5 +10,7 @@
   post-mortem, the learnability audit, the evaluation of checkpoints); imports ``run`` down.
 - ``cli`` and ``commands``: argument parsing and printing only; import everything below.
 
-``tuning`` (Tune orchestration) imports only ``ppo.metric_names`` and receives the rest.
+``failure_runs`` (the seed document's broken run and fix, as knob values) is data every layer
+may import. ``tuning`` (Tune orchestration) imports only ``ppo.metric_names`` and
+``failure_runs``, and receives the rest.
 """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esper_rllib import failure_runs
 from esper_rllib.analysis.signal import SIGNAL_JSON, SIGNAL_MD
 from esper_rllib.ppo.metric_names import VERDICT, VERDICTS
 from tuning.naming import label
@@ -30,10 +31,10 @@ SIGNAL_SEEDS_HINT = 6  # the episodes per policy the notes suggest (signal's def
 NAMED_AXES = ("value_head_gain", "value_head_depth", "value_coef")
 
 
-BROKEN_RUN = (1.0, 2, 0.5)
+BROKEN_RUN = tuple(failure_runs.BROKEN_RUN[a] for a in NAMED_AXES)
 
 
-SEED_FIX = (0.01, 4, 1.0)
+SEED_FIX = tuple(failure_runs.FIX[a] for a in NAMED_AXES)
 
 
 NAMED_CELLS = {BROKEN_RUN: "the broken run", SEED_FIX: "the seed document's fix"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from esper_rllib.failure_runs import BROKEN_RUN, FIX
 from esper_rllib.knob import MODEL, ConfigError, Knob, resolve_table
 from esper_rllib.model.value_norm import VALUE_TARGET_NORMS
 
@@ -55,8 +56,8 @@ DEFAULTS: dict[str, Any] = {name: knob.default for name, knob in MODEL_KNOBS.ite
 
 # The seed document's value heads: the broken run and the fix.
 PRESETS: dict[str, dict[str, Any]] = {
-    "seed_before": {"value_head_depth": 2, "value_head_layernorm": False, "value_head_gain": 1.0},
-    "seed_after": {"value_head_depth": 4, "value_head_layernorm": True, "value_head_gain": 0.01},
+    name: {k: v for k, v in run.items() if k in MODEL_KNOBS}
+    for name, run in (("seed_before", BROKEN_RUN), ("seed_after", FIX))
 }
 
 # Keys RLlib merges into every model_config on its own (PPOConfig._model_config_auto_includes).

@@ -22,6 +22,7 @@ import envs
 from envs.config import INT_KWARGS, REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
+from esper_rllib.failure_runs import BROKEN_RUN, FIX
 from esper_rllib.knob import (
     ENV,
     ENV_RUNNERS,
@@ -35,7 +36,6 @@ from esper_rllib.knob import (
     Knob,
 )
 from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config
-from esper_rllib.model.model_config import PRESETS as MODEL_PRESETS
 from esper_rllib.ppo.learner_config import LEARNER_KNOBS
 
 if TYPE_CHECKING:
@@ -160,12 +160,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The seed document's value head before and after the fix (the module's presets) with the
-# value_coef each run used (policy-and-ppo.md section 3).
-PRESETS: dict[str, dict[str, Any]] = {
-    name: {**MODEL_PRESETS[name], "value_coef": value_coef}
-    for name, value_coef in (("seed_before", 0.5), ("seed_after", 1.0))
-}
+# The seed document's broken run and its fix: the value head and the value_coef each run used.
+PRESETS: dict[str, dict[str, Any]] = {"seed_before": dict(BROKEN_RUN), "seed_after": dict(FIX)}
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> ConfigError:
