@@ -48,12 +48,14 @@ def test_the_parsers_names_are_the_definitions():
     from esper_rllib.analysis import evaluation, signal
     from esper_rllib.commands import names
     from esper_rllib.offline.behaviour import POLICY_CHOICES
+    from esper_rllib.offline.record import SEED_STRIDE
     from esper_rllib.run.config import PRESETS, PROFILES
 
     assert names.PROFILES == tuple(PROFILES), "update esper_rllib/commands/names.py"
     assert names.DEFAULT_PROFILE in PROFILES
     assert names.PRESETS == tuple(PRESETS)
     assert names.RECORD_POLICIES == POLICY_CHOICES
+    assert names.RECORD_MAX_EPISODES == SEED_STRIDE
     assert names.REFERENCE_EPISODES == evaluation.REFERENCE_EPISODES
     assert names.EVALUATE_EPISODES == evaluation.EVALUATE_EPISODES
     assert names.HELD_OUT_SEED == evaluation.HELD_OUT_SEED

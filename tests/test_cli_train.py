@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -47,6 +48,7 @@ def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     assert re.search(r"\(over 2 iterations; a verdict needs 8 iterations\); final EV [+-]\S+, "
                      r"against the return-to-go [+-]\S+$", stdout, re.M), stdout
     assert f"tensorboard --logdir {storage / 'tiny'}" in stdout
+    assert f"{Path(sys.executable).parent / 'tensorboard'} --logdir" in stdout
     # The trial folder (TensorBoard's run name) is the preset and the seed, not Tune's default.
     assert trial.name == "seed_before,seed=0"
 
@@ -55,7 +57,9 @@ def test_console_holds_our_lines_only(trained):
     stdout, _, _ = trained
     # Nothing but the progress lines and the closing summary: no Ray, RLlib or Tune chatter
     # (Tune's tables, the new-API-stack notice, deprecations, checkpoint paths).
-    assert len(stdout.strip().splitlines()) == 2 + 4, stdout
+    assert len(stdout.strip().splitlines()) == 1 + 2 + 4, stdout
+    assert stdout.startswith("value head: depth 2, LayerNorm off, gain 1, value_coef 0.5 "
+                             "(preset seed_before)")
 
 
 def test_event_files_hold_every_metric_against_env_steps(trained):
@@ -68,13 +72,24 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
     # iterations), and PopArt's statistics and the value phase's are NaN with them off.
     expected = set(mn.ALL_METRICS) - {"ev_trailing", "ev_return_trailing",
                                       *mn.OPTIONAL_LEARNER_METRICS}
-    missing = [m for m in expected if f"ray/tune/{mn.RESULT_KEY}/{m}" not in tags]
+    missing = [m for m in expected if f"{mn.RESULT_KEY}/{m}" not in tags]
     assert not missing
+    # Each of our metrics once: not also as Tune's ray/tune/esper/<name>.
+    assert not [t for t in tags if t.startswith(f"ray/tune/{mn.RESULT_KEY}/")]
     # The x axis is env steps: 2 episodes x 4 epochs per iteration.
-    steps = [e.step for e in acc.Scalars(f"ray/tune/{mn.RESULT_KEY}/value_loss")]
+    steps = [e.step for e in acc.Scalars(f"{mn.RESULT_KEY}/{mn.VALUE_LOSS}")]
     assert steps == [8, 16]
-    # The same metrics under short top-level tags, and the dashboard that draws them.
-    assert [e.step for e in acc.Scalars(f"{mn.RESULT_KEY}/{mn.VALUE_LOSS}")] == steps
+    # HParams as a sweep's trial has them: the knobs the sweeps vary against summary metrics.
+    hparams = acc.PluginTagToContent("hparams")
+    assert set(hparams) == {"_hparams_/experiment", "_hparams_/session_start_info",
+                            "_hparams_/session_end_info"}
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["value_head_depth"].number_value == 2
+    assert start.hparams["value_coef"].number_value == 0.5
+    # The dashboard draws the short tags.
     layout, tags = dashboard(events)
     assert [c.title for c in layout.category] == ["Collapse", "Policy"]
     assert unmatched_patterns(layout, tags) <= {tag_pattern(m) for m in never_defined(trial)}

@@ -503,7 +503,7 @@ def test_evaluations_of_the_broken_fixed_and_best_cells_are_reused_and_tabled(tm
     # The fix's second trial was evaluated on other seeds: evaluated again (its checkpoint is
     # an empty folder, so that fails and says why); the best cell has no checkpoints.
     skipped = text.split("Not evaluated: ", 1)[1]
-    assert f"{fix[1].name}: --restore {fix[1] / 'checkpoint_000006'}: not a complete RLlib " \
+    assert f"{fix[1].name}: checkpoint {fix[1] / 'checkpoint_000006'}: not a complete RLlib " \
         "checkpoint" in skipped
     assert f"{best[0].name}: no checkpoint; {best[1].name}: no checkpoint." in skipped
 

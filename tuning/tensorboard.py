@@ -1,6 +1,7 @@
-"""TensorBoard: Tune's TBX logger (every metric as ``ray/tune/<key>``, env steps as the step),
-plus short ``esper/<name>`` tags for our metrics, the custom-scalars dashboard (a "Collapse" and a
-"Policy" section) and an HParams table of the swept axes against each trial's summary metrics.
+"""TensorBoard: Tune's TBX logger (Tune's and RLlib's metrics as ``ray/tune/<key>``, env steps as
+the step), our metrics once each as short ``esper/<name>`` tags, the custom-scalars dashboard (a
+"Collapse" and a "Policy" section) and an HParams table of the swept axes (a `train` run: the
+knobs the named sweeps vary) against each trial's summary metrics.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping
 from numbers import Real
+from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
@@ -44,6 +46,19 @@ DASHBOARD: Mapping[str, Mapping[str, tuple[str, ...]]] = {
 }
 
 
+def tensorboard_command(logdir: object) -> str:
+    """``tensorboard --logdir DIR`` that runs as printed: the tensorboard beside this Python (a
+    virtual environment's bin/, not on PATH unless it is activated) when it is there."""
+    import shlex
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "tensorboard"
+    exe = str(beside) if beside.is_file() else (shutil.which("tensorboard") or "tensorboard")
+    return f"{shlex.quote(exe)} --logdir {shlex.quote(str(logdir))}"
+
+
 def tag_pattern(metric: str) -> str:
     """The chart's regex for one metric's short tag (TensorBoard matches from the start only)."""
     return f"{re.escape(SHORT_TAG.format(metric))}$"
@@ -63,13 +78,22 @@ class TensorBoardLogger(TBXLoggerCallback):
     trial's whole history, not its last raw result.
     """
 
+    def __init__(self, hparams: Mapping[str, Any] | None = None) -> None:
+        """``hparams``: a `train` run's knobs for the HParams table (a sweep's trials have their
+        axes as Tune's evaluated params)."""
+        super().__init__()
+        self._hparams = {k: v for k, v in (hparams or {}).items()
+                         if isinstance(v, (str, bool, int, float))}
+
     def log_trial_start(self, trial: object) -> None:
         super().log_trial_start(trial)
         # Each run's layout is the same: TensorBoard merges them into one dashboard.
         self._trial_writer[trial].add_custom_scalars(layout())
 
     def log_trial_result(self, iteration: int, trial: object, result: dict) -> None:
-        super().log_trial_result(iteration, trial, result)
+        # Our metrics once, as esper/<name>; Tune's logger gets the rest (not ray/tune/esper/*).
+        super().log_trial_result(iteration, trial,
+                                 {k: v for k, v in result.items() if k != mn.RESULT_KEY})
         step = result.get("timesteps_total") or result["training_iteration"]
         writer = self._trial_writer[trial]
         for name, value in result.get(mn.RESULT_KEY, {}).items():
@@ -91,4 +115,16 @@ class TensorBoardLogger(TBXLoggerCallback):
         writer = self._trial_writer[trial]
         for tag, value in metrics.items():
             writer.add_scalar(tag, value, global_step=step)
-        super()._try_log_hparams(trial, metrics)
+        if trial.evaluated_params:
+            super()._try_log_hparams(trial, metrics)
+        else:
+            from tensorboardX.summary import hparams
+
+            for summary in hparams(hparam_dict=self._hparams, metric_dict=metrics):
+                writer.file_writer.add_summary(summary)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        # Tune writes HParams for trials with search-space params only; a `train` run has none.
+        if self._hparams and not trial.evaluated_params and self._trial_result.get(trial):
+            self._try_log_hparams(trial, {})
+        super().log_trial_end(trial, failed)

@@ -194,6 +194,8 @@ def _diff(p: dict[str, float], digits: int) -> str:
 def render_markdown(result: dict[str, Any]) -> str:
     """signal.md: the tables a reader needs before judging any critic on this env and reward."""
     meta = result["meta"]
+    # Without reward normalisation the return is the raw return: one column, not two the same.
+    raw = any(p["raw_return"] != p["return"] for p in result["policies"].values())
     lines = [
         "# " + meta.get("title", f"Learnability audit: profile `{meta['profile']}`, "
                                  f"reward `{meta['reward']}`"),
@@ -205,17 +207,18 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Policies",
         "",
-        "| policy | final acc % | return | raw return | acc - WAIT [95% CI] (t, wins) "
-        "| return - WAIT [95% CI] (t, wins) |",
-        "|---|---|---|---|---|---|",
+        f"| policy | final acc % | return |{' raw return |' if raw else ''} acc - WAIT [95% CI] "
+        "(t, wins) | return - WAIT [95% CI] (t, wins) |",
+        f"|---|---|---|{'---|' if raw else ''}---|---|",
     ]
     for name, p in result["policies"].items():
         acc, ret = p["vs_wait"]["final_acc"], p["vs_wait"]["return"]
         lines.append(
             f"| {name} | {_f(p['final_acc']['mean'])} +- {_f(p['final_acc']['std'])} "
             f"| {_f(p['return']['mean'], 3)} +- {_f(p['return']['std'], 3)} "
-            f"| {_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)} "
-            f"| {_diff(acc, 2)} | {_diff(ret, 3)} |")
+            + (f"| {_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)} "
+               if raw else "")
+            + f"| {_diff(acc, 2)} | {_diff(ret, 3)} |")
     corr = result["correlation"]
     lines += [
         "",
@@ -239,7 +242,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         ridge = result["ridge_r2"].get(name)
         measured = markov or shared
         markov_text = (interval(markov) if markov else "n/a (not measured: older audit)"
-                       if shared else "n/a (deterministic policy)")
+                       if shared else "n/a (not measured here; `esper-rllib signal` does)"
+                       if name in CEILING_POLICIES else "n/a (deterministic policy)")
         size = f"{measured['states']} x {measured['continuations']}" if measured else "-"
         lines.append(f"| {name} | {markov_text} | {interval(shared)} "
                      f"| {interval(shared.get('minus_fresh')) if shared else '-'} | {size} "

@@ -105,6 +105,22 @@ class ScriptedEpisodes:
         finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
         return finder.search_steps(n_slots, max_epochs) + len(POLICIES) * len(seeds) * max_epochs
 
+    def announce(self, env_kwargs: dict[str, Any], seeds: list[int], n_slots: int) -> str | None:
+        """The line that says an oracle search will run first (what it costs, where its result
+        is cached, how to skip it), or None when the oracle is given, cached or played."""
+        from envs.contract import CNN_BLUEPRINTS
+
+        if self._key(env_kwargs, seeds) in self._played:
+            return None
+        finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
+        steps = finder.search_steps(n_slots, env_kwargs["max_epochs"])
+        if not steps:
+            return None
+        return (f"oracle search first: {n_slots * len(CNN_BLUEPRINTS)} blueprint@slot "
+                f"candidates x {self.search_seeds} episodes ({steps} env steps, most of this "
+                f"run); the choice is cached in {finder.cache} for later runs on this env "
+                "(--oracle BLUEPRINT@SLOT skips the search)")
+
     def play(self, new_env: Callable[[], Any], env_kwargs: dict[str, Any], seeds: list[int],
              gamma: float, tick: Tick) -> tuple[Episodes, OracleFinder]:
         """(the episodes, the finder that chose their oracle), played on first use."""
@@ -147,6 +163,9 @@ def evaluate(checkpoint: str | Path, *, episodes: int, greedy: bool, first_seed:
 
     n_slots, max_epochs = new_env().n_slots, env_kwargs["max_epochs"]
     seeds = [first_seed + i for i in range(episodes)]
+    search = scripted.announce(env_kwargs, seeds, n_slots)
+    if search:
+        print(search, flush=True)
     progress = Progress(scripted.steps(env_kwargs, seeds, n_slots) + episodes * max_epochs)
     start = time.monotonic()
     references, finder = scripted.play(new_env, env_kwargs, seeds, gamma, progress)

@@ -86,13 +86,15 @@ def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric
         iterations, grid = _series(cell, metric)
         finite = grid[np.isfinite(grid)]
         positive = positive and bool(finite.size) and bool((finite > 0).all())
+        # A run of one or two iterations draws no line: its points need markers to be seen.
+        dots = {"marker": "o", "ms": 4} if len(iterations) < 3 else {}
         for k, row in enumerate(grid):
             ax.plot(iterations, row, color=SEED_COLOR, lw=0.8, alpha=0.55,
-                    label="a seed" if k == 0 else None)
+                    label="a seed" if k == 0 else None, **dots)
         with warnings.catch_warnings():  # an all-NaN column: no seed reported it there
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(grid, axis=0) if grid.size else grid
-        ax.plot(iterations, mean, color=MEAN_COLOR, lw=2.2, label="seed mean")
+        ax.plot(iterations, mean, color=MEAN_COLOR, lw=2.2, label="seed mean", **dots)
         if metric in EV_METRICS:
             _ceiling_band(ax, analysis.ceiling, vertical=False)
             ax.axhline(0.0, color="gray", lw=0.8)

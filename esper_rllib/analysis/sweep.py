@@ -196,22 +196,48 @@ def shared_stream_note(ceiling: dict[str, Any]) -> str:
 CEILING_KNOBS = ("reward", "max_epochs")
 
 
+def _trial_knob(trial: TrialRecord, knob: str) -> Any:
+    """A ceiling knob of a trial: a sweep's params hold the flat knobs, a `train` run's (the
+    PPOConfig) the env's under env_config."""
+    if knob in trial.params:
+        return trial.params[knob]
+    return (trial.params.get("env_config") or {}).get(knob)
+
+
+def _run_profile(trial: TrialRecord) -> str:
+    """The profile whose env a `train` run's trial ran on (its params do not name it): the first
+    whose env kwargs, with the run's reward and episode length, are the run's; else the
+    default profile (the hint then still sets the ceiling knobs)."""
+    from esper_rllib.run.config import PROFILES, env_config, resolve_knobs
+
+    ran = trial.params.get("env_config") or {}
+    for profile in PROFILES:
+        overrides = {k: ran[k] for k in CEILING_KNOBS if ran.get(k) is not None}
+        if env_config(resolve_knobs(profile, overrides=overrides)) == ran:
+            return profile
+    return next(iter(PROFILES))
+
+
 def _signal_hint(sweep: Sweep) -> str:
-    profile = sweep.plan.profile if sweep.plan else "PROFILE"
+    """The commands that measure this sweep's EV ceiling, runnable as printed."""
+    profile = sweep.plan.profile if sweep.plan else _run_profile(sweep.trials[0])
     knobs = []
     for knob in CEILING_KNOBS:
-        values = {str(t.params.get(knob)) for t in sweep.trials}
-        knobs.append(f"--set {knob}={values.pop() if len(values) == 1 else knob.upper()}")
-    return (f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`, "
-            f"or let the report measure it: `esper-rllib report {sweep.path} --signal-seeds "
-            f"{SIGNAL_SEEDS_HINT}`")
+        values = {_trial_knob(t, knob) for t in sweep.trials} - {None}
+        if len(values) == 1:
+            knobs.append(f"--set {knob}={values.pop()}")
+    signal = f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`"
+    if sweep.plan is None:  # the report measures one only where sweep.json names the profile
+        return signal
+    return (f"{signal}, or let the report measure it: `esper-rllib report {sweep.path} "
+            f"--signal-seeds {SIGNAL_SEEDS_HINT}`")
 
 
 def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
     """What differs between the audit and this sweep's profile, reward and episode length
     ("" when nothing does: the ceiling applies)."""
     ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
-            **{k: {t.params.get(k) for t in sweep.trials} for k in CEILING_KNOBS}}
+            **{k: {_trial_knob(t, k) for t in sweep.trials} for k in CEILING_KNOBS}}
     if all(values == {ceiling[k]} for k, values in ours.items()):
         return ""
     theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)

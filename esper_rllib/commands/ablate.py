@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from tuning.plan import SweepPlan, plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
+    from tuning.tensorboard import tensorboard_command
 
     def report(path: Any) -> Any:
         return write_report(path, args.reference_episodes,
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"ablation table: {where}/ablation.csv")
     print(f"report:         {where}/report.md (plots in {where}/plots)")
     print(f"TensorBoard (every metric; HParams tab: axes vs summary metrics):\n"
-          f"  tensorboard --logdir {where}")
+          f"  {tensorboard_command(where)}")
     if outcome.errored:
         print(f"{len(outcome.errored)} trial(s) failed: {', '.join(outcome.errored)}",
               file=sys.stderr)

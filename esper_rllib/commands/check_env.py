@@ -4,7 +4,9 @@ random legal steps, print the spaces and the step time."""
 from __future__ import annotations
 
 import argparse
+import re
 import time
+import warnings
 
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
 
@@ -17,6 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--steps", type=int, default=3, help="random legal steps (default 3)")
     parser.set_defaults(func=run)
+
+
+def _plain(text: str) -> str:
+    """``text`` without ANSI escape codes and gymnasium's "WARN: " prefix, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+    return " ".join(text.removeprefix("WARN: ").split())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,11 +43,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"env: {knobs['env']} {env_kwargs}")
     print(f"observation space: {env.observation_space}")
     print(f"action space: {env.action_space}")
-    try:
-        check_env(env.unwrapped, skip_render_check=True)
-        failure = None
-    except AssertionError as err:  # still time the steps: both are worth seeing
-        failure = str(err)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_env(env.unwrapped, skip_render_check=True)
+            failure = None
+        except AssertionError as err:  # still time the steps: both are worth seeing
+            failure = str(err)
+    # Gymnasium colours its warnings with ANSI codes and prints each with its source line:
+    # one plain line per distinct warning instead.
+    for message in dict.fromkeys(_plain(str(w.message)) for w in caught):
+        print(f"gymnasium check_env warning: {message}")
     print(f"gymnasium check_env: {'FAILED: ' + failure if failure else 'passed'}")
     rng = np.random.default_rng(knobs["seed"])
     obs, _ = env.reset(seed=knobs["seed"])

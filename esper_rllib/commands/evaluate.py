@@ -16,10 +16,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          "heuristic and oracle",
         description="Play the checkpoint's policy and the scripted policies on the same "
                     "held-out env seeds (the env the run trained on); report final accuracy, "
-                    "return, op mix and paired differences against WAIT with 95% intervals.")
+                    "return, op mix and paired differences against WAIT with 95% intervals. "
+                    "Without --oracle, the first run on an env searches the best fixed "
+                    "blueprint@slot (21 candidates x --search-seeds episodes, minutes) and "
+                    "caches the choice in ~/.cache/esper-rllib/oracle ($ESPER_CACHE_DIR).")
     parser.add_argument("checkpoint", help="a checkpoint_NNNNNN folder of a train or sweep run")
-    parser.add_argument("--episodes", type=int, default=6, help="episodes per policy "
-                        "(default 6)")
+    parser.add_argument("--episodes", type=int, default=6, help="episodes per policy, at least "
+                        "2 (default 6)")
     parser.add_argument("--greedy", action="store_true",
                         help="the most likely legal value of each head instead of sampling")
     parser.add_argument("--seeds", type=int, default=HELD_OUT_SEED, metavar="START",

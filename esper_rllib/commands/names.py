@@ -13,6 +13,8 @@ PRESETS = ("seed_before", "seed_after")
 
 # offline.behaviour.POLICY_CHOICES: the behaviour policies `record` plays besides a checkpoint.
 RECORD_POLICIES = ("initial", "random", "heuristic")
+# offline.record.SEED_STRIDE: the most episodes one recording holds (its env seeds' block).
+RECORD_MAX_EPISODES = 10_000
 
 # analysis.evaluation: the report's reference and evaluation episodes, the first held-out seed.
 REFERENCE_EPISODES = 2

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from esper_rllib.commands.knob_args import add_address_argument, add_knob_arguments
-from esper_rllib.commands.names import RECORD_POLICIES
+from esper_rllib.commands.names import RECORD_MAX_EPISODES, RECORD_POLICIES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", default="initial", metavar="POLICY",
                         help=f"{' | '.join(RECORD_POLICIES)} | a checkpoint folder (initial: a "
                              "freshly built module of the model knobs and --seed; default)")
-    parser.add_argument("--episodes", type=int, default=256, help="episodes (default 256)")
+    parser.add_argument("--episodes", type=int, default=256,
+                        help=f"episodes, 1 to {RECORD_MAX_EPISODES} (default 256)")
     parser.add_argument("--seed", type=int, default=0,
                         help="the module's initialisation seed and the env seeds' block "
                              "(default 0)")

@@ -2,8 +2,8 @@
 monitor, CLI, Tune sweeps and the report agree on.
 
 Every metric is computed by us (not relabelled from RLlib) and copied, flat, into
-``result[RESULT_KEY][name]`` at the end of each training iteration, so TensorBoard shows it as
-``ray/tune/esper/<name>`` and Tune/CSV as ``esper/<name>``.
+``result[RESULT_KEY][name]`` at the end of each training iteration, so TensorBoard shows it once,
+as ``esper/<name>`` (tuning/tensorboard.py), and Tune's CSV as ``esper/<name>``.
 """
 
 from __future__ import annotations

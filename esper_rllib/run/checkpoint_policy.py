@@ -39,16 +39,16 @@ class CheckpointPolicy:
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, greedy: bool = False,
-                        seed: int | None = None) -> tuple[CheckpointPolicy, dict[str, Any]]:
+    def from_checkpoint(cls, path: str | Path, greedy: bool = False, seed: int | None = None,
+                        what: str = "checkpoint") -> tuple[CheckpointPolicy, dict[str, Any]]:
         """(policy, the run's config dict); ConfigError for a path that is not a whole
-        checkpoint."""
+        checkpoint, naming it as ``what`` (the argument or option the user gave it as)."""
         from ray.rllib.core.rl_module.rl_module import RLModule
 
         from tuning.output import quiet_ray
 
         quiet_ray()  # RLlib's own module building prints a deprecation notice; nothing of ours
-        checkpoint = check_checkpoint(path)
+        checkpoint = check_checkpoint(path, what)
         if not (checkpoint / MODULE_PATH).is_dir():
             raise ConfigError(f"{path}: no RLModule in the checkpoint ({MODULE_PATH} missing)")
         module = RLModule.from_checkpoint(str(checkpoint / MODULE_PATH))

@@ -35,14 +35,15 @@ class TrainingError(RuntimeError):
     """The run failed: one line saying why and where the full error is."""
 
 
-def check_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint directory, or ConfigError when it is missing, incomplete or truncated."""
+def check_checkpoint(path: str | os.PathLike, what: str = "--restore") -> Path:
+    """The checkpoint directory, or ConfigError when it is missing, incomplete or truncated;
+    ``what`` names it in the message as the user gave it (an option or an argument)."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
-        raise ConfigError(f"--restore {path}: no such checkpoint directory")
+        raise ConfigError(f"{what} {path}: no such checkpoint directory")
     missing = [f for f in _REQUIRED_FILES if not (root / f).is_file()]
     if missing:
-        raise ConfigError(f"--restore {path}: not a complete RLlib checkpoint (missing "
+        raise ConfigError(f"{what} {path}: not a complete RLlib checkpoint (missing "
                           f"{', '.join(missing)})")
     for file in sorted(root.rglob("*")):
         if file.suffix not in (".json", ".pkl"):
@@ -51,7 +52,7 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
             with open(file, "rb") as f:
                 json.load(f) if file.suffix == ".json" else pickle.load(f)
         except Exception as err:  # truncated or corrupt: any unpickling error
-            raise ConfigError(f"--restore {path}: {file.relative_to(root)} is unreadable "
+            raise ConfigError(f"{what} {path}: {file.relative_to(root)} is unreadable "
                               f"(truncated or corrupt: {type(err).__name__})") from None
     return root
 
@@ -96,6 +97,17 @@ def final_line(esper: Mapping[str, Any], iterations: int) -> str:
     return (f"final verdict: {verdict} (over {iterations} iterations"
             f"{verdict_wait(verdict, iterations)}); final EV {ev}, against the return-to-go "
             f"{ev_return}")
+
+
+def run_hparams(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """A `train` run's HParams: the knobs the named sweeps vary (and the seed), so that its row
+    in TensorBoard's HParams table lines up with a sweep's trials."""
+    from tuning.sweeps import SWEEPS
+
+    names = {"seed"}
+    for sweep in SWEEPS.values():
+        names |= (set(sweep.axes) - sweep.labels) | set(sweep.fixed) | set(sweep.derived)
+    return {k: knobs[k] for k in sorted(names) if k in knobs}
 
 
 def _progress_callback(out: Callable[[str], None] | None, iterations: int) -> Any:
@@ -178,7 +190,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     from ray import tune
     from ray.rllib.algorithms.ppo import PPO
 
-    from tuning.tensorboard import TensorBoardLogger
+    from tuning.tensorboard import TensorBoardLogger, tensorboard_command
 
     check_env_inputs(knobs, local=_runs_here())
     checkpoint = check_checkpoint(restore) if restore is not None else None
@@ -198,7 +210,8 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
             stop={"training_iteration": knobs["iterations"]},
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=knobs["checkpoint_every"], checkpoint_at_end=True),
-            callbacks=[_progress_callback(out, knobs["iterations"]), TensorBoardLogger()],
+            callbacks=[_progress_callback(out, knobs["iterations"]),
+                       TensorBoardLogger(hparams=run_hparams(knobs))],
             verbose=int(verbose),
         ),
     )
@@ -220,7 +233,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     out(f"trial directory (TensorBoard events, result.json): {trial.path}")
     if trial.checkpoint is not None:
         out(f"last checkpoint: {trial.checkpoint.path}")
-    out(f"open TensorBoard: tensorboard --logdir {root / name}")
+    out(f"open TensorBoard: {tensorboard_command(root / name)}")
     result["trial_path"] = trial.path
     result["checkpoint_path"] = trial.checkpoint.path if trial.checkpoint else None
     return result
