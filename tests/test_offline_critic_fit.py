@@ -93,11 +93,18 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CURVE_COLUMNS
     steps = log_spaced_steps(8)
-    assert len(rows) == 2 * 2 * len(steps)  # cells x sizes x measured steps
-    assert {(r["cell"], r["train_episodes"]) for r in rows} == {
+    critic_rows = [r for r in rows if r["kind"] == "critic"]
+    assert len(critic_rows) == 2 * 2 * len(steps)  # cells x sizes x measured steps
+    assert {(r["cell"], r["train_episodes"]) for r in critic_rows} == {
         (c, n) for c in ("gain=1.0", "gain=0.01") for n in ("4", "36")}
+    # The references (on by default): one row per reference x size x seed, no step.
+    ref_rows = [r for r in rows if r["kind"] == "reference"]
+    assert {(r["cell"], r["train_episodes"], r["step"]) for r in ref_rows} == {
+        (c, n, "") for c in ("trees", "ridge", "trees_k4", "ridge_k4") for n in ("4", "36")}
+    assert len(ref_rows) == 4 * 2
     report = (out / "report.md").read_text()
     assert "| gain=1.0 | 36 |" in report and "held-out EV @ 8" in report
+    assert "| ridge (reference) | 36 |" in report
     assert (out / "plots" / "learning_curves.png").stat().st_size > 0
     assert len(list((out / "trials").rglob("events.out.tfevents*"))) >= 4
     # The report is remade from the folder alone (fit.json is written before the trials run,

@@ -71,19 +71,25 @@ def test_levels_read_the_right_curve_points_and_online_trials(tmp_path):
     expected = [0.64 + 0.1 + s for s in seeds], [0.64 + 0.032 + s for s in seeds], [
         0.08 + 0.032 + s for s in seeds]
     assert broken.levels[0].value == 0.4
-    for level, values in zip(broken.levels[1:4], expected, strict=True):
+    for level, values in zip(broken.levels[2:5], expected, strict=True):
         assert level.value == pytest.approx(bootstrap_iqm(values).value)
+    # What the observation tells: the best learner (here the broken cell itself), for every row.
+    assert broken.levels[1] == broken.levels[2] == fix.levels[1]
+    assert broken.observation_learner == fix.observation_learner == "critic broken @ 64"
     # The broken trials' sweep predates final_ev_return: that level is missing, not 0.
-    assert broken.levels[4].format() == "n/a"
-    assert broken.levels[5].value == pytest.approx(-2.0)
-    assert fix.levels[1].value == pytest.approx(broken.levels[1].value - 0.1)
-    assert fix.levels[4].value == pytest.approx(-0.6)  # vs the return-to-go
-    assert fix.levels[5].value == pytest.approx(0.001)  # vs the GAE targets
+    assert broken.levels[5].format() == "n/a"
+    assert broken.levels[6].value == pytest.approx(-2.0)
+    assert fix.levels[2].value == pytest.approx(broken.levels[2].value - 0.1)
+    assert fix.levels[5].value == pytest.approx(-0.6)  # vs the return-to-go
+    assert fix.levels[6].value == pytest.approx(0.001)  # vs the GAE targets
     assert RECIPE_STEPS == 8
     table = "\n".join(render_table(rows))
-    assert "information -0.340, data +0.068, optimisation +0.560, online n/a" in table
+    assert ("information -0.340, learner +0.000, data +0.068, optimisation +0.560, online n/a"
+            in table)
+    assert "learner +0.100, data +0.068" in table  # the fix's critic is 0.1 below the best
+    assert "(critic broken @ 64)" in table
     # The online gap runs to the EV against the return-to-go (the offline levels' target).
-    fix_eight_steps = fix.levels[3].value
+    fix_eight_steps = fix.levels[4].value
     assert f"online {fix_eight_steps + 0.6:+.3f};" in table
 
 

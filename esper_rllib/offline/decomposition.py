@@ -5,15 +5,19 @@ Levels, each an IQM over seeds with its 95% interval:
 1. the EV ceiling (``esper-rllib signal``: branching the whole env state, host weights included,
    each continuation with the env's random stream drawn afresh: the Markov-state ceiling, never
    the shared-stream figure, which credits a critic with the future's dice);
-2. the best held-out EV of a critic fitted on ALL training episodes for up to S steps: what the
-   observation history supports (ceiling - this = the information gap);
-3. the same from 32 episodes (one quick trial's data): the data gap;
-4. from 32 episodes and 8 gradient steps (the reference recipe's optimisation in a quick
+2. what the observation tells: the best held-out EV on ALL training episodes of any learner in
+   the fit, the reference learners (``offline.reference``, no step picking) and every critic
+   cell (at its best step), labelled with the one that reached it; never the critic alone
+   (ceiling - this = the information gap);
+3. this config's critic on ALL training episodes, best of up to S steps: the learner gap (how
+   far this critic stays below the best learner on the same data);
+4. the same from 32 episodes (one quick trial's data): the data gap;
+5. from 32 episodes and 8 gradient steps (the reference recipe's optimisation in a quick
    trial): the optimisation gap;
-5. the online final EV against the return-to-go of the same config in a sweep (ablation.csv's
+6. the online final EV against the return-to-go of the same config in a sweep (ablation.csv's
    ``final_ev_return``, on the offline levels' target): what non-stationarity, the policy loss
    on the shared trunk and fresh data per batch cost;
-6. its online final EV against the GAE targets (``final_ev``, the verdict's metric), shown
+7. its online final EV against the GAE targets (``final_ev``, the verdict's metric), shown
    beside it: it carries the critic's own values, so it is no level of the gap chain.
 "Best" picks the step on the held-out IQM itself (optimistic). The online trials match a fit
 cell when every knob that shapes the critic or its training (``MATCH_KEYS``) is equal; knobs an
@@ -42,11 +46,12 @@ RECIPE_STEPS = 8  # its gradient steps: one per batch
 # What must agree between a fit cell and an online trial (the online recipe included).
 ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk",
                "truncation_bootstrap")
-LEVELS = ("EV ceiling (Markov state)", "all episodes, best step",
+LEVELS = ("EV ceiling (Markov state)", "what the observation tells (best learner, all episodes)",
+          "this critic, all episodes, best step",
           f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
           "online final EV vs return-to-go", "online final EV (GAE targets)")
 # The levels the gaps run along (the last level is on another target).
-GAPS = ("information", "data", "optimisation", "online")
+GAPS = ("information", "learner", "data", "optimisation", "online")
 
 
 def match_keys() -> list[str]:
@@ -123,6 +128,7 @@ class Decomposition:
     cell: str
     levels: tuple[Estimate, ...]  # in LEVELS order
     online_source: str
+    observation_learner: str = ""  # which learner reached "what the observation tells"
 
 
 def _level(summary: CurveSummary, cell: str, size: int | None, step: int | None) -> Estimate:
@@ -131,12 +137,32 @@ def _level(summary: CurveSummary, cell: str, size: int | None, step: int | None)
     return summary.get(cell, size, summary.best_step(cell, size) if step is None else step)
 
 
+def observation_level(summary: CurveSummary) -> tuple[Estimate, str]:
+    """What the observation tells: the highest held-out EV IQM on the largest training set
+    among the reference learners and the critic cells (each critic at its best step), and
+    which learner it is (a reference's name, or ``critic <cell> @ step``)."""
+    sizes = [*(max(summary.sizes[c]) for c in summary.cells),
+             *(max(summary.reference_sizes[r]) for r in summary.references)]
+    if not sizes:
+        return MISSING, "none"
+    size = max(sizes)
+    candidates = [(summary.reference(r, size), f"{r} (reference)") for r in summary.references
+                  if size in summary.reference_sizes[r]]
+    for c in summary.cells:
+        if size in summary.sizes[c]:
+            best = summary.best_step(c, size)
+            candidates.append((summary.get(c, size, best), f"critic {c} @ {best}"))
+    finite = [c for c in candidates if not math.isnan(c[0].value)]
+    return max(finite, key=lambda c: c[0].value) if finite else (MISSING, "none")
+
+
 def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
               ceiling: Mapping[str, Any] | None, online: Sequence[OnlineTrial],
               profile: str, frozen: Sequence[str] = ()) -> list[Decomposition]:
     """The levels for the broken head, the seed document's fix (the fit cells whose knobs are
     the presets on ``profile``, trunk trained) and the fit cell with the best all-episode
     held-out EV. A ``frozen``-trunk cell is no online config: it has no online level."""
+    observed, learner = observation_level(summary)
     ceiling_estimate = (MISSING if ceiling is None else
                         Estimate(ceiling["estimate"], ceiling["low"], ceiling["high"],
                                  ceiling["states"]))
@@ -154,18 +180,22 @@ def decompose(summary: CurveSummary, cells: Mapping[str, Mapping[str, Any]],
         estimates, source = (((MISSING, MISSING), "none: a frozen trunk is not trained online")
                              if cell in frozen else online_estimates(online, cells[cell]))
         out.append(Decomposition(role, cell, (
-            ceiling_estimate, _level(summary, cell, all_data, None),
+            ceiling_estimate, observed, _level(summary, cell, all_data, None),
             _level(summary, cell, DATA_EPISODES, None),
             _level(summary, cell, DATA_EPISODES, step) if step else MISSING,
-            *estimates), source))
+            *estimates), source, learner))
     return out
 
 
 def render_table(rows: Sequence[Decomposition]) -> list[str]:
     head = ["role", "cell", *LEVELS]
-    table = [[r.role, r.cell, *(e.format(".3f") for e in r.levels)] for r in rows]
-    lines = [*markdown_table(head, table), "", "Gaps (differences of the IQMs above: "
-             "information, data, optimisation, online):", ""]
+    table = []
+    for r in rows:
+        levels = [e.format(".3f") for e in r.levels]
+        levels[1] += f" ({r.observation_learner})" if r.observation_learner else ""
+        table.append([r.role, r.cell, *levels])
+    lines = [*markdown_table(head, table), "",
+             f"Gaps (differences of the IQMs above: {', '.join(GAPS)}):", ""]
     for r in rows:
         v = [e.value for e in r.levels]
         gaps = ", ".join(f"{name} {a - b:+.3f}" if not math.isnan(a - b) else f"{name} n/a"

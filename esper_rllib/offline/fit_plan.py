@@ -9,8 +9,9 @@ critic or how it is trained may change: the model's and the learner's (``model_c
 ``HELDOUT_EVERY``-th env seed (in order) is held out, the rest is the training pool, of which a
 trial trains on the first N of a seed-dependent permutation.
 
-Reference learners (``offline.reference``, ``--reference``) are trials too: one per reference,
-seed and training-set size, on the same training episodes as the critics of that seed and size.
+Reference learners (``offline.reference``, ``--reference``) are trials too: one per seed and
+training-set size, fitting every reference on the same training episodes as the critics of that
+seed and size.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ ALL = "all"
 FIT_KNOBS = ("lr", "max_grad_norm", "gamma")
 # Axes of a critic-fit grid that are not knobs: the trunk, and a knob preset (seed_before ...).
 TRUNK, PRESET = "trunk", "preset"
+REFERENCES = "references"  # the trial cell of the reference learners
 
 
 # Knobs an offline fit sets otherwise or has no use for, with why (their entries say).
@@ -140,15 +142,14 @@ class FitPlan:
     def cell_label(cell: Mapping[str, Any]) -> str:
         return label(cell) or "base"
 
-    def labels(self) -> list[str]:
-        """The curve's cells: the critic cells' labels, then the references'; a trial's
-        ``cell`` index points into this list."""
-        return [*(self.cell_label(c) for c in self.cells()), *self.references]
+    def trial_cells(self) -> list[str]:
+        """What a trial's ``cell`` index points to: the critic cells' labels, then
+        ``REFERENCES`` (one trial fits every reference) when there are references."""
+        return [*(self.cell_label(c) for c in self.cells()),
+                *([REFERENCES] if self.references else [])]
 
-    def reference_of(self, index: int) -> str | None:
-        """The reference of trial cell ``index``, None for a critic cell."""
-        n = len(self.cells())
-        return self.references[index - n] if index >= n else None
+    def is_reference_trial(self, index: int) -> bool:
+        return index >= len(self.cells())
 
     def trunk_of(self, cell: Mapping[str, Any]) -> str:
         return cell.get(TRUNK, self.trunk)

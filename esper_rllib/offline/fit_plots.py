@@ -1,6 +1,7 @@
 """The critic-fit learning curves: one panel per cell, held-out EV against gradient steps (log
 x), one line per training-set size (IQM over seeds, its 95% interval shaded; train EV dotted),
-the EV ceiling drawn as the sweeps' reports draw it."""
+each reference learner's held-out EV at that size as a horizontal line in the size's colour (one
+line style per reference), the EV ceiling drawn as the sweeps' reports draw it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from esper_rllib.offline.fit_summary import CurveSummary
 from tuning.storage import atomic_path
 
 LEARNING_CURVES_PNG = "learning_curves.png"
+REFERENCE_STYLES = ("--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)), (0, (3, 3)))
 
 
 def plot_curves(summary: CurveSummary, ceiling: dict[str, Any] | None, out: Path) -> Path:
@@ -39,6 +41,10 @@ def plot_curves(summary: CurveSummary, ceiling: dict[str, Any] | None, out: Path
                             alpha=0.15, lw=0)
             ax.plot(steps, [e.value for e in train], color=color, lw=1, ls=":",
                     label=f"{size} episodes, train")
+            for j, name in enumerate(summary.references):
+                if size in summary.reference_sizes[name]:
+                    ax.axhline(summary.reference(name, size).value, color=color, lw=1.1,
+                               alpha=0.8, ls=REFERENCE_STYLES[j % len(REFERENCE_STYLES)])
         _ceiling_band(ax, ceiling, vertical=False)
         ax.axhline(0.0, color="grey", lw=0.6)
         ax.set_xscale("log")
@@ -54,10 +60,18 @@ def plot_curves(summary: CurveSummary, ceiling: dict[str, Any] | None, out: Path
     for ax in axes[-1]:
         ax.set_xlabel("gradient steps")
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    for j, name in enumerate(summary.references):  # one legend entry per reference, in grey
+        handles.append(plt.Line2D([], [], color="dimgrey", lw=1.1,
+                                  ls=REFERENCE_STYLES[j % len(REFERENCE_STYLES)]))
+        labels.append(f"{name} (reference), held out")
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
     fig.suptitle("Critic fit on recorded episodes: held-out EV (solid, 95% interval) and train "
-                 "EV (dotted), IQM over seeds", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) > 4), 1, 0.95))
+                 "EV (dotted), IQM over seeds"
+                 + ("\nreference learners' held-out EV: flat, in the colour of their training "
+                    "episodes" if summary.references else ""),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.05 + 0.025 * math.ceil(len(labels) / 4), 1,
+                           0.91 if summary.references else 0.95))
     path = out / LEARNING_CURVES_PNG
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

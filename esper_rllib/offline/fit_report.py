@@ -1,6 +1,7 @@
 """critic-fit's report.md: per cell and training-set size, held-out EV at 8, 64, 512 and the last
 gradient step and at its best step, train EV and value loss at the last step, each the IQM over
-seeds with its 95% interval; the EV ceiling beside them; the learning-curve panels."""
+seeds with its 95% interval; the reference learners (``--reference``) beside them; the EV ceiling;
+the learning-curve panels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from esper_rllib.analysis.sweep import load_ev_ceiling, shared_stream_note
 from esper_rllib.offline.fit_plots import LEARNING_CURVES_PNG, plot_curves
 from esper_rllib.offline.fit_run import CURVE_CSV, read_curve
 from esper_rllib.offline.fit_summary import KEY_STEPS, CurveSummary, summarize_curve
+from esper_rllib.offline.reference import RIDGE_ALPHAS, RIDGE_FOLDS, STACK
 
 REPORT_MD = "report.md"
 FIT_JSON = "fit.json"
@@ -65,6 +67,43 @@ def cell_table(summary: CurveSummary) -> list[str]:
     return markdown_table(head, rows)
 
 
+def reference_table(summary: CurveSummary) -> list[str]:
+    """The reference learners' held-out and train EV per training-set size, beside the best
+    critic cell's held-out EV at its last and best step."""
+    if not summary.references:
+        return []
+    last = summary.last_step if summary.cells else None
+    head = ["learner", "train episodes", "held-out EV", "train EV", "value loss"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    sizes = sorted({n for r in summary.references for n in summary.reference_sizes[r]})
+    for size in sizes:
+        for name in summary.references:
+            if size not in summary.reference_sizes[name]:
+                continue
+            lines.append("| " + " | ".join([
+                f"{name} (reference)", str(size), _fmt(summary.reference(name, size)),
+                _fmt(summary.reference(name, size, "train_ev")),
+                summary.reference(name, size, "value_loss").format(".3g")]) + " |")
+        cells = [c for c in summary.cells if size in summary.sizes[c]]
+        if cells and last is not None:
+            best = max(cells, key=lambda c: summary.get(c, size, last).value)
+            lines.append("| " + " | ".join([
+                f"best critic `{best}` @ {last}", str(size), _fmt(summary.get(best, size, last)),
+                _fmt(summary.get(best, size, last, "train_ev")),
+                summary.get(best, size, last, "value_loss").format(".3g")]) + " |")
+    return ["## Reference learners", "",
+            "scikit-learn regressors of the same return-to-go on the same training episodes "
+            "(each seed's, each size's) and held-out episodes as the critics: "
+            f"`trees` (HistGradientBoostingRegressor, 300 iterations, learning rate 0.05, "
+            f"min_samples_leaf 40, no early stopping), `ridge` (standardised features, Ridge "
+            f"with alpha from {RIDGE_ALPHAS[0]:g}..{RIDGE_ALPHAS[-1]:g} by {RIDGE_FOLDS}-fold "
+            "cross-validation over training episodes), from the current step's observation "
+            f"features (the float features and one-hot blueprints, no action mask) plus t; "
+            f"`_k{STACK}`: the last {STACK} steps' features stacked. No gradient steps and no "
+            "step picked on held-out data. Beside them the critic cell with the best held-out "
+            "EV at the last step.", "", *lines, ""]
+
+
 def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
                         ceiling: dict[str, Any] | None) -> list[str]:
     """The decomposition section (``fit["online"]``: the sweeps to read online EVs from)."""
@@ -75,8 +114,10 @@ def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
     rows = decompose(summary, fit["cells"], ceiling, online, profile,
                      frozen=[c for c, t in fit.get("cell_trunks", {}).items() if t == "frozen"])
     return ["## Where the explained variance goes", "",
-            "From the EV ceiling (Markov state) to the best held-out EV on all training "
-            "episodes (what the observation history supports), with one quick trial's data "
+            "From the EV ceiling (Markov state) to what the observation tells (the best "
+            "held-out EV on all training episodes of any learner here, reference or critic, "
+            "named beside it), to this config's critic on all training episodes (best step), "
+            "with one quick trial's data "
             "(32 episodes), with its optimisation too (8 gradient steps), to the final EV of "
             "the same config trained online by PPO (its sweep's trials) against the same "
             "target, the return-to-go; beside it the online final EV against the GAE targets "
@@ -118,8 +159,11 @@ def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] |
                   ""]
     else:
         lines += [ceiling_note, ""]
+    if not summary.cells:
+        return "\n".join([*lines, "No critic trial finished.", "", *reference_table(summary)])
     lines += cell_table(summary)
     lines += ["", f"![learning curves]({PLOTS_DIR}/{LEARNING_CURVES_PNG})", ""]
+    lines += reference_table(summary)
     if fit.get("online"):
         lines += decomposition_lines(fit, summary, ceiling)
     return "\n".join(lines)
@@ -131,7 +175,8 @@ def write_report(out: Path, fit: dict[str, Any], signal_folders: list[Path]) -> 
     ceiling, note = ceiling_for_recording(signal_folders, fit["recorded_env"])
     plots = out / PLOTS_DIR
     plots.mkdir(exist_ok=True)
-    plot_curves(summary, ceiling, plots)
+    if summary.cells:
+        plot_curves(summary, ceiling, plots)
     write_atomic(out / REPORT_MD, render(fit, summary, ceiling, note))
     return out / REPORT_MD
 

@@ -2,7 +2,15 @@
 recorded episodes shared through the object store (``tune.with_parameters`` puts them there
 once), so a grid scales to a cluster like the sweeps. Each trial reports every point of its
 learning curve to Tune and writes it as TensorBoard scalars against the gradient step; the
-driver gathers them into ``curve.csv``.
+driver gathers them into ``curve.csv``. The reference learners' trial of a seed and
+training-set size (``offline.reference``) reports one point per reference: they have no
+gradient steps.
+
+``curve.csv`` (``CURVE_COLUMNS``): one row per critic trial and measured step, and one per
+reference trial with an empty ``step``; ``kind`` is ``critic`` or ``reference`` (files from
+before references have no ``kind`` column: every row is a critic's). A reference's
+``value_loss`` is 0.5 x its mean squared error on the training steps (the critics' form, no
+clipping).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from ray import tune
 from esper_rllib.offline import dataset
 from esper_rllib.offline.critic_fit import CurvePoint, fit_critic, to_episodes
 from esper_rllib.offline.fit_plan import FitPlan
+from esper_rllib.offline.reference import fit_reference
 from tuning.console import error_line
 from tuning.output import SILENT, clock, eta, tune_console
 from tuning.runner import init_ray
@@ -27,7 +36,9 @@ from tuning.storage import atomic_path
 
 CURVE_CSV = "curve.csv"
 CURVE_COLUMNS = ("cell", "seed", "train_episodes", "step", "heldout_ev", "train_ev",
-                 "value_loss")
+                 "value_loss", "kind")
+POINT_COLUMNS = ("step", "heldout_ev", "train_ev", "value_loss")  # what a trial reports
+CRITIC, REFERENCE = "critic", "reference"  # the kinds of row
 TRIALS_DIR = "trials"
 TB_PREFIX = "critic_fit"
 
@@ -48,12 +59,22 @@ def training_set(pool: Sequence[dataset.EpisodeRecord], n: int, seed: int
 
 
 def fit_trial(config: dict[str, Any], records: tuple[list, list], plan: FitPlan) -> None:
-    """One Tune trial: the critic of ``config["cell"]`` fitted on one training set."""
+    """One Tune trial: the critic of ``config["cell"]`` fitted on one training set, or the
+    reference learner that ``config["cell"]`` points to."""
     from tensorboardX import SummaryWriter
 
     from envs.contract import action_space, observation_space
 
     pool, held = records
+    if plan.is_reference_trial(config["cell"]):
+        train_records = training_set(pool, plan.size(config["train_episodes"]), config["seed"])
+        for name in plan.references:
+            ref = fit_reference(name, train_records, held, gamma=plan.knobs({})["gamma"],
+                                seed=config["seed"])
+            tune.report({"step": None, "heldout_ev": ref.heldout_ev, "train_ev": ref.train_ev,
+                         "value_loss": ref.value_loss, "reference": name,
+                         "detail": ref.detail})
+        return
     cell = plan.cells()[config["cell"]]
     knobs = plan.knobs(cell)
     train = to_episodes(training_set(pool, plan.size(config["train_episodes"]),
@@ -78,7 +99,7 @@ def fit_trial(config: dict[str, Any], records: tuple[list, list], plan: FitPlan)
 
 def _trial_name(plan: FitPlan, trial: Any) -> str:
     c = trial.config
-    return (f"{plan.cell_label(plan.cells()[c['cell']])},seed={c['seed']},"
+    return (f"{plan.trial_cells()[c['cell']]},seed={c['seed']},"
             f"n={plan.size(c['train_episodes'])}")
 
 
@@ -103,14 +124,23 @@ class FitConsole(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         c = trial.config
+        reference = self.plan.is_reference_trial(c["cell"])
         self.points.setdefault(trial.trial_id, []).append({
-            "cell": self.plan.cell_label(self.plan.cells()[c["cell"]]), "seed": c["seed"],
+            "cell": result["reference"] if reference else self.plan.trial_cells()[c["cell"]],
+            "seed": c["seed"],
             "train_episodes": self.plan.size(c["train_episodes"]),
-            **{k: result[k] for k in CURVE_COLUMNS[3:]}})
+            **{k: result[k] for k in POINT_COLUMNS}, "kind": REFERENCE if reference else CRITIC,
+            "detail": result.get("detail", "")})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.rows += self.points.pop(trial.trial_id, [])
+        points = self.points.pop(trial.trial_id, [])
+        self.rows += points
         write_curve(self.curve, self.rows)
+        if self.plan.is_reference_trial(trial.config["cell"]):
+            self._line(trial, "held-out EV " + ", ".join(
+                f"{p['cell']} {p['heldout_ev']:+.3f}" + (f" ({p['detail']})" if p["detail"]
+                                                         else "") for p in points))
+            return
         result = trial.last_result or {}
         self._line(trial, f"held-out EV {result.get('heldout_ev', float('nan')):+.3f}")
 
@@ -131,8 +161,8 @@ def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
     # Tune varies the first key fastest: whole cells finish one after another.
     space = {"train_episodes": tune.grid_search(plan.train_sizes),
              "seed": tune.grid_search(plan.seeds),
-             "cell": tune.grid_search(list(range(len(plan.cells()))))}
-    total = len(plan.cells()) * len(plan.seeds) * len(plan.train_sizes)
+             "cell": tune.grid_search(list(range(len(plan.trial_cells()))))}
+    total = len(plan.trial_cells()) * len(plan.seeds) * len(plan.train_sizes)
     console = FitConsole(plan, total, out / CURVE_CSV)
     name = functools.partial(_trial_name, plan)
     tuner = tune.Tuner(
@@ -152,14 +182,21 @@ def run_fit(plan: FitPlan, out: Path, *, address: str | None = None,
 
 def write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: tuple(r[k] for k in CURVE_COLUMNS[:4])))
+        writer.writerows(sorted(
+            ({**r, "kind": r.get("kind", CRITIC)} for r in rows),
+            key=lambda r: (r["cell"], r["seed"], r["train_episodes"],
+                           -1 if r["step"] is None else r["step"])))
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
+    """curve.csv's rows: ``step`` None for a reference's row; ``kind`` ``critic`` where the
+    file has no such column."""
     with open(path, newline="") as f:
         return [{"cell": r["cell"], "seed": int(r["seed"]),
-                 "train_episodes": int(r["train_episodes"]), "step": int(r["step"]),
-                 **{k: float(r[k]) for k in ("heldout_ev", "train_ev", "value_loss")}}
+                 "train_episodes": int(r["train_episodes"]),
+                 "step": int(r["step"]) if r["step"] not in ("", None) else None,
+                 **{k: float(r[k]) for k in ("heldout_ev", "train_ev", "value_loss")},
+                 "kind": r.get("kind") or CRITIC}
                 for r in csv.DictReader(f)]
