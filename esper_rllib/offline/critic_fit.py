@@ -8,7 +8,10 @@ predictions before training when ``value_clip`` is set; PopArt on normalised val
 ``lr x critic_lr_scale`` and ``critic_weight_decay``, the others at ``lr``; one global
 gradient-norm clip at ``max_grad_norm``; PopArt statistics updated once from the training targets
 before the first step when ``value_target_norm=popart``; and each gradient step on one of
-``minibatches`` contiguous groups of whole episodes (``ppo.minibatches.minibatch_bounds``).
+``minibatches`` contiguous groups of whole episodes (``ppo.minibatches.minibatch_bounds``);
+with ``critic_stop_fraction`` the last of the training episodes are held back to stop the
+training early (``critic_training.EarlyStop``), the curve's later points then measuring the
+best step's critic.
 The prediction is ``module.compute_values(batch, embeddings)``, the learner's loss path: Q(s, op
 taken) for ``q_op``, V(s) for ``v``. The target is the discounted return-to-go of the recorded
 episode (no bootstrap: each episode is whole), the G of the EV ceiling.
@@ -184,28 +187,51 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
     cfg = resolve_learner_config(config.learner_config_dict)
     critic = Critic.build(knobs, seed, trunk, observation_space, action_space)
     module, norm = critic.module, critic.module.value_norm
+    # Early stopping (critic_stop_fraction): the last episodes of the training set (in the
+    # seed's order) are held back from the steps to judge them; the held-out set is untouched.
+    n_fit = len(train) - critic_training.stop_rows(len(train), cfg["critic_stop_fraction"])
+    fitted, held_back = train.rows(0, n_fit), train.rows(n_fit, len(train))
     if norm is not None:
-        norm.update(train.targets[train.mask], module.value_head[-1])
+        norm.update(fitted.targets[fitted.mask], module.value_head[-1])
     with torch.no_grad():
         old_values = critic.values(train)
     params = critic.parameters()
     optimizer = critic_training.make_optimizer(critic_training.param_groups(
         params, module, cfg["critic_lr_scale"], cfg["critic_weight_decay"]))
     critic_training.set_lr(optimizer, config.lr)
-    bounds = minibatch_bounds(len(train), cfg["minibatches"])
-    minibatches = [(train.rows(s, e), old_values[s:e]) for s, e in zip(bounds[:-1], bounds[1:],
-                                                                       strict=True)]
+    bounds = minibatch_bounds(n_fit, cfg["minibatches"])
+    minibatches = [(fitted.rows(s, e), old_values[s:e]) for s, e in zip(bounds[:-1], bounds[1:],
+                                                                        strict=True)]
+    stopper = None
+    if n_fit < len(train):
+        stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
+
+        def held_back_loss() -> float:
+            with torch.no_grad():
+                return float(_value_loss(critic, held_back, old_values[n_fit:],
+                                         cfg["value_clip"]))
+
+        stopper.update(0, held_back_loss())
     curve, checkpoints = [], log_spaced_steps(steps)
+    stopped = False
     for step in range(steps + 1):
+        if step == steps and stopper is not None:
+            stopper.restore()  # the best step's critic is what the fit gives
         if step == checkpoints[len(curve)]:
+            # After an early stop the critic is final: later points measure it as it is.
             curve.append(_measure(critic, train, heldout, step, cfg["value_clip"], old_values))
             if report is not None:
                 report(curve[-1])
         if step == steps:
             break
+        if stopped:
+            continue
         episodes, old = minibatches[step % len(minibatches)]
         value = _value_loss(critic, episodes, old, cfg["value_clip"])
         critic_training.clipped_step(optimizer, params, value, config.grad_clip)
+        if stopper is not None and stopper.update(step + 1, held_back_loss()):
+            stopper.restore()
+            stopped = True
     return curve
 
 

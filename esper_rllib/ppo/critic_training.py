@@ -10,10 +10,17 @@
   fused; with no decay in a group it is the reference Adam for that group.
 - ``value_loss``: the value term, with PopArt on normalised values and targets.
 - ``clipped_step``: one gradient step under the global-norm clip, non-finite gradients zeroed.
+- ``stop_rows`` and ``EarlyStop``: early stopping on episodes held back from the critic's own
+  training data (``critic_stop_fraction`` of them, never the evaluation's held-out episodes):
+  after each step the value loss on them is taken; when it has not improved for
+  ``critic_stop_patience`` steps training stops, and the critic's parameters go back to those of
+  its best step (also when the steps run out first). A critic that memorises its training
+  episodes stops where it begins to.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -103,3 +110,36 @@ def clipped_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Par
         clip_by_global_norm_(grads, pre_clip, max_norm)
     optimizer.step()
     return float(pre_clip)
+
+
+def stop_rows(n_episodes: int, fraction: float) -> int:
+    """How many of ``n_episodes`` are held back for early stopping: round(n x fraction), at
+    least 1 when the fraction is not 0, and never all of them (0 = no early stopping)."""
+    if fraction <= 0 or n_episodes < 2:
+        return 0
+    return min(max(round(n_episodes * fraction), 1), n_episodes - 1)
+
+
+class EarlyStop:
+    """The best step's parameters by the held-back loss, and whether to stop."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], patience: int) -> None:
+        self.params, self.patience = list(params), patience
+        self.best_loss, self.since_best = math.inf, 0
+        self.best_step = 0
+        self._best: list[torch.Tensor] | None = None
+
+    def update(self, step: int, held_back_loss: float) -> bool:
+        """Records the loss after ``step`` steps; True when training should stop now."""
+        if held_back_loss < self.best_loss:
+            self.best_loss, self.since_best, self.best_step = held_back_loss, 0, step
+            self._best = [p.detach().clone() for p in self.params]
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore(self) -> None:
+        """The parameters of the best step seen (nothing seen: left as they are)."""
+        if self._best is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], self._best)

@@ -46,8 +46,11 @@ predictions, PopArt), without ``value_coef`` (no other term to weigh it against)
 the critic's parameters only (the value head, plus the critic trunk with
 ``critic_trunk="separate"``). A shared trunk is NOT trained here: it is the policy's too, and
 moving it would move the policy outside PPO's clipped step. Metrics:
-``metric_names.CRITIC_PHASE_METRICS``, logged only when the phase runs. The stored batches are
-not in the learner's checkpointed state: a restored run's value phase starts from none.
+``metric_names.CRITIC_PHASE_METRICS``, logged only when the phase runs. With
+``critic_stop_fraction`` the current batch's last episodes are held back and the phase stops
+early on them (``critic_training.EarlyStop``; ``critic_phase_steps`` counts the steps taken).
+The stored batches are not in the learner's checkpointed state: a restored run's value phase
+starts from none.
 """
 
 from __future__ import annotations
@@ -351,7 +354,11 @@ class FactoredPPOLearner(PPOTorchLearner):
         cfg = self.esper_config
         stored = self._replay.setdefault(module_id, deque(maxlen=cfg["critic_replay"]))
         current = {k: batch[k] for k in VALUE_PHASE_COLUMNS}
-        data = _concat_rows([current, *stored])
+        # Early stopping (critic_stop_fraction): the current batch's last episodes are held
+        # back from the steps to judge them (each row is one whole episode).
+        n_current = len(current[Columns.SEQ_LENS])
+        n_fit = n_current - critic_training.stop_rows(n_current, cfg["critic_stop_fraction"])
+        data = _concat_rows([_rows(current, 0, n_fit), *stored])
         n_seqs = len(data[Columns.SEQ_LENS])
         # About as many episodes per step as a PPO step: each batch in `minibatches` groups.
         groups = cfg["minibatches"] * (1 + len(stored))
@@ -365,8 +372,19 @@ class FactoredPPOLearner(PPOTorchLearner):
         # the value head moves. A separate critic trunk trains with the head.
         train_trunk = module.critic_trunk is not None
         steps = StepMetrics()
+        stopper = None
+        if n_fit < n_current:
+            held_back = _rows(current, n_fit, n_current)
+            stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
+
+            def held_back_loss() -> float:
+                with torch.no_grad():
+                    return float(self._value_loss(module, held_back,
+                                                  module.critic_embeddings(held_back))[0])
+
+            stopper.update(0, held_back_loss())
         minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
-        for minibatch in islice(minibatches, cfg["critic_steps"]):
+        for step, minibatch in enumerate(islice(minibatches, cfg["critic_steps"]), start=1):
             mb = minibatch.policy_batches[module_id]
             with torch.set_grad_enabled(train_trunk):
                 embeddings = module.critic_embeddings(mb)
@@ -375,6 +393,10 @@ class FactoredPPOLearner(PPOTorchLearner):
             steps.add(module_id, {"critic_phase_value_loss": on_return_scale(module, value),
                                   "critic_phase_grad_norm_pre_clip": pre_clip})
             steps.add(module_id, {"critic_phase_steps": 1}, reduce="sum")
+            if stopper is not None and stopper.update(step, held_back_loss()):
+                break
+        if stopper is not None:
+            stopper.restore()  # the best step's critic, also when the steps ran out first
         optimizer.zero_grad(set_to_none=True)
         steps.log(self.metrics)
         if cfg["critic_replay"]:
@@ -415,6 +437,12 @@ class FactoredPPOLearner(PPOTorchLearner):
                 metrics["lstm_h_norm"] = telemetry.mean_row_norm(state["h"][has_real])
                 metrics["lstm_c_norm"] = telemetry.mean_row_norm(state["c"][has_real])
         return metrics
+
+
+def _rows(batch: Mapping[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Rows ``start:end`` of a sequence batch's columns (nested dicts of (rows, ...) tensors)."""
+    return {k: (_rows(v, start, end) if isinstance(v, Mapping) else v[start:end])
+            for k, v in batch.items()}
 
 
 def _concat_rows(batches: list[Mapping[str, Any]]) -> dict[str, Any]:

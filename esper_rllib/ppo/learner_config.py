@@ -24,6 +24,13 @@ LEARNER_KNOBS: dict[str, Knob] = {
                                 "critic's parameters only (the value head, and the critic "
                                 "trunk when it has its own); the policy's never decay",
                                 minimum=0.0),
+    "critic_stop_fraction": Knob(0.0, float, LEARNER, "early stopping of the critic's training "
+                                 "(the value phase; critic-fit): this fraction of its episodes "
+                                 "held back, training stops when their value loss has not "
+                                 "improved for critic_stop_patience steps and the best step's "
+                                 "critic is kept (0 = off)", minimum=0.0, maximum=0.5),
+    "critic_stop_patience": Knob(16, int, LEARNER, "steps without improvement on the held-back "
+                                 "episodes before the critic's training stops", minimum=1),
     "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
                         minimum=1),
     # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over
