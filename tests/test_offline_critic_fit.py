@@ -120,7 +120,9 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--set", "num_epochs=2"], "--set num_epochs: not a model or learner knob; allowed:"),
+    (["--set", "num_epochs=2"], "--set num_epochs: not for critic-fit (PPO's passes over "
+                                "each batch)"),
+    (["--set", "iterations=2"], "--set iterations: not a model or learner knob; allowed:"),
     (["--grid", "clip_param=0.1,0.2"], "--grid clip_param: not a model or learner knob"),
     (["--set", "reward=shaped"], "--set reward='shaped': the dataset was recorded with "
                                  "reward='aligned'"),

@@ -152,7 +152,11 @@ class FitPlan:
         return index >= len(self.cells())
 
     def trunk_of(self, cell: Mapping[str, Any]) -> str:
-        return cell.get(TRUNK, self.trunk)
+        """The cell's trunk: its --trunk axis value, else the critic trunk its preset sets (a
+        preset's critic is its own trunk), else --trunk."""
+        if TRUNK in cell:
+            return cell[TRUNK]
+        return PRESETS.get(cell.get(PRESET), {}).get("critic_trunk", self.trunk)
 
     def knobs(self, cell: Mapping[str, Any]) -> dict[str, Any]:
         """The resolved knobs of a cell (the recording's env, its fit knobs)."""
