@@ -26,8 +26,9 @@ import torch  # noqa: E402
 
 from envs.contract import RELEVANCE, head_sizes  # noqa: E402
 from esper_rllib.model.module import CRITIC_OUT  # noqa: E402
+from esper_rllib.ppo.critic_training import make_optimizer  # noqa: E402
 from esper_rllib.ppo.env_runner import SeedOnceEnvRunner, bootstrap_value  # noqa: E402
-from esper_rllib.ppo.learner import HEAD_ENTROPY_COEFS, make_adam  # noqa: E402
+from esper_rllib.ppo.learner import HEAD_ENTROPY_COEFS  # noqa: E402
 from esper_rllib.run.config import build_ppo_config, resolve_knobs  # noqa: E402
 
 ENTROPY_COEFS = torch.tensor(list(HEAD_ENTROPY_COEFS.values()))
@@ -51,7 +52,8 @@ class PlainPPO:
 
     def __init__(self, module: torch.nn.Module, knobs: dict) -> None:
         self.module, self.k = module, knobs
-        self.opt = make_adam(module.parameters(), lr=knobs["lr"])  # the same Adam as ours
+        # The learner's optimiser (fused AdamW; no weight decay by default: Adam).
+        self.opt = make_optimizer(module.parameters(), lr=knobs["lr"])
         self.sizes = head_sizes(3)
         self.relevance = torch.as_tensor(RELEVANCE)
 
