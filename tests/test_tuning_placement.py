@@ -37,8 +37,10 @@ def test_gpu_knobs_split_a_trial_share_between_learner_and_env_runners():
 def test_gpu_fractions_go_into_the_algorithms_bundles():
     knobs = resolve_knobs("quick", overrides={"num_env_runners": 2, "episodes_per_batch": 4})
     bundles = placement(build_ppo_config, {**knobs, **gpu_knobs(knobs, 0.9)}).bundles
-    assert bundles[0] == {"CPU": 1, "GPU": pytest.approx(0.3)}  # the learner, in the trial
-    assert bundles[1:] == [{"CPU": 1, "GPU": pytest.approx(0.3)}] * 2  # the env runners
+    # The learner, in the trial (half a CPU: it learns while the env runners wait) ...
+    assert bundles[0] == {"CPU": 0.5, "GPU": pytest.approx(0.3)}
+    # ... and the env runners: the trial's CPUs add up to one per env runner.
+    assert bundles[1:] == [{"CPU": 0.75, "GPU": pytest.approx(0.3)}] * 2
 
 
 def test_trials_asking_one_gpu_each_run_two_at_a_time_on_distinct_gpus(tmp_path, two_gpu_ray):

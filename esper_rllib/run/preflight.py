@@ -82,7 +82,8 @@ def check_resources(asked: Mapping[str, float], what: str,
         wanted, there = asked.get(resource, 0.0), have.get(resource, 0.0)
         if wanted > there + 1e-9:
             setting, fix = fixes[resource]
-            raise ConfigError(f"{setting}: {what} asks for {wanted:g} {resource}s, the Ray "
+            # .4g: a run's CPU shares add up to N - 1e-4 or so (Ray's resolution), shown as N.
+            raise ConfigError(f"{setting}: {what} asks for {wanted:.4g} {resource}s, the Ray "
                               f"cluster has {there:g}; {fix}")
 
 
