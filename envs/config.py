@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from envs.rewards import DEFAULT_NORMALIZATION, RewardConfig, parse_reward
 from envs.tasks import TASKS, TaskSpec, get_task
+
+if TYPE_CHECKING:
+    import torch
 
 # "auto": the reward mode's own (rewards.DEFAULT_NORMALIZATION).
 REWARD_NORMALIZATIONS = ("auto", "running_std", "none")
@@ -59,6 +60,10 @@ def _int(kwargs: dict[str, Any], key: str) -> int | None:
 
 def resolve_device(value: object) -> torch.device:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    # Imported here, the one place that needs it: the run's knob table reads this module's
+    # bounds and choices, and `esper-rllib train --set foo=1` must answer without torch.
+    import torch
+
     if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", value):
         raise ValueError(f"device must be one of {DEVICES}, got {value!r}")
     if value == "auto":

@@ -26,6 +26,7 @@ from esper_rllib.analysis.audit import (
     summarize,
 )
 from esper_rllib.analysis.cells import Analysis, cell_note
+from esper_rllib.analysis.defaults import HELD_OUT_SEED, REFERENCE_EPISODES
 from esper_rllib.analysis.outputs import (
     Progress,
     command_line,
@@ -38,11 +39,6 @@ from esper_rllib.analysis.sweep import SEED_FIX, Cell, Sweep, named_cell
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
 from tuning.sweeps import SWEEPS
-
-# Training envs are seeded seed x 10000 + runner offsets and go on from their own RNG: a block
-# this far out is never a training episode's start.
-HELD_OUT_SEED = 500_000
-
 
 EVALUATION_JSON = "evaluation.json"
 
@@ -57,12 +53,6 @@ EVALUATION_DIR = "evaluation"
 
 
 REFERENCE_FILE = "reference.json"
-
-
-REFERENCE_EPISODES = 2
-
-
-EVALUATE_EPISODES = 4  # per trial and policy; each costs max_epochs env steps
 
 
 CHECKPOINT_PREFIX = "checkpoint_"

@@ -29,10 +29,9 @@ from esper_rllib.analysis.cells import (
     analyse,
     cell_note,
 )
+from esper_rllib.analysis.defaults import EVALUATE_EPISODES, REFERENCE_EPISODES
 from esper_rllib.analysis.evaluation import (
-    EVALUATE_EPISODES,
     EVALUATION_REFERENCES,
-    REFERENCE_EPISODES,
     REFERENCE_FILE,
     TRAINED,
     CellEvaluation,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from esper_rllib.analysis.defaults import EV_STATES
 from esper_rllib.analysis.outputs import Progress, command_line, write_atomic, write_json
 from esper_rllib.run.config import ConfigError, env_config
 from esper_rllib.run.preflight import make_env
@@ -19,9 +20,6 @@ SIGNAL_JSON = "signal.json"
 
 
 SIGNAL_MD = "signal.md"
-# States the EV ceiling branches at by default: enough for a 95% interval of the Markov-state
-# ceiling narrower than +-0.1 on `quick` (docs/results/signal-honest-quick-aligned/).
-EV_STATES = 100
 
 
 def _cache_path(env_kwargs: dict[str, Any], search_seeds: int) -> Path:

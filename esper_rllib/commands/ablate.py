@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Any
 
+from esper_rllib.analysis.defaults import REFERENCE_EPISODES
 from esper_rllib.commands.knob_args import (
     add_address_argument,
     add_grid_argument,
     add_knob_arguments,
     add_max_concurrent_argument,
 )
-from esper_rllib.commands.names import REFERENCE_EPISODES
 from tuning.sweeps import SWEEPS, Sweep, get_sweep
 
 

@@ -28,16 +28,17 @@ def _plain(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_rllib.run.config import ConfigError, env_config
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")
+    knobs = knobs_from_args(args)  # bad input answers before the env's imports (torch)
     import numpy as np
     from gymnasium.utils.env_checker import check_env
 
     from envs.scripted import random_legal_action
-    from esper_rllib.run.config import ConfigError, env_config
     from esper_rllib.run.preflight import make_env
 
-    if args.steps < 1:
-        raise ConfigError(f"--steps {args.steps}: allowed: an int >= 1")
-    knobs = knobs_from_args(args)
     env_kwargs = env_config(knobs)
     env = make_env(knobs)
     print(f"env: {knobs['env']} {env_kwargs}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esper_rllib.commands.names import HELD_OUT_SEED
+from esper_rllib.analysis.defaults import HELD_OUT_SEED
 from esper_rllib.commands.signal import add_oracle_arguments
 
 

@@ -23,15 +23,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
     from esper_rllib.run.config import ConfigError
-    from esper_rllib.run.preflight import make_env
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: allowed: an int >= 1")
-    knobs = knobs_from_args(args)
+    knobs = knobs_from_args(args)  # bad input answers before the env's imports (torch)
+    import numpy as np
+
+    from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
+    from esper_rllib.run.preflight import make_env
+
     if knobs["env"] != "esper/SeedMorphogenesis-v0":
         raise ConfigError(f"env={knobs['env']}: the baselines run on the real env only")
     env = make_env(knobs)

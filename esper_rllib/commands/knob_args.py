@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esper_rllib.commands.names import DEFAULT_PROFILE, PRESETS, PROFILES
+from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
@@ -15,9 +15,9 @@ def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) ->
                              "each profile's values")
     if presets:
         parser.add_argument("--preset", choices=list(PRESETS),
-                            help="the seed document's value head before or after the fix "
-                                 "(default: none, the value-head knobs' own defaults, which "
-                                 "are neither; the run prints the head it trains)")
+                            help="named knob values over the profile's (default: none); "
+                                 "`esper-rllib knobs` shows each preset's values, and the run "
+                                 "prints the value head it trains")
     add_set_argument(parser)
 
 

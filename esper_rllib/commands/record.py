@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from esper_rllib.commands.knob_args import add_address_argument, add_knob_arguments
-from esper_rllib.commands.names import RECORD_MAX_EPISODES, RECORD_POLICIES
+from esper_rllib.offline.record_spec import POLICY_CHOICES, SEED_STRIDE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "interrupted recording (or extends it to a larger --episodes).")
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--policy", default="initial", metavar="POLICY",
-                        help=f"{' | '.join(RECORD_POLICIES)} | a checkpoint folder (initial: a "
+                        help=f"{' | '.join(POLICY_CHOICES)} | a checkpoint folder (initial: a "
                              "freshly built module of the model knobs and --seed; default)")
     parser.add_argument("--episodes", type=int, default=256,
-                        help=f"episodes, 1 to {RECORD_MAX_EPISODES} (default 256)")
+                        help=f"episodes, 1 to {SEED_STRIDE} (default 256)")
     parser.add_argument("--seed", type=int, default=0,
                         help="the module's initialisation seed and the env seeds' block "
                              "(default 0)")
@@ -36,14 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_rllib.analysis.outputs import Progress
-    from esper_rllib.offline.behaviour import POLICY_CHOICES
-    from esper_rllib.offline.record import check_out, plan_recording, record
     from esper_rllib.run.config import episode_steps, parse_set
+
+    overrides = parse_set(args.overrides)  # a bad --set answers before Ray and torch load
+    from esper_rllib.analysis.outputs import Progress
+    from esper_rllib.offline.record import check_out, plan_recording, record
     from esper_rllib.run.preflight import check_cpus
     from tuning.runner import init_ray
 
-    plan = plan_recording(args.profile, parse_set(args.overrides), args.policy, args.episodes,
+    plan = plan_recording(args.profile, overrides, args.policy, args.episodes,
                           args.seed)
     name = Path(plan.policy).name if plan.policy not in POLICY_CHOICES else plan.policy
     out = Path(args.out or Path("runs", "record", f"{args.profile}-{name}-seed{args.seed}"))

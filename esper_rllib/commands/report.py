@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from esper_rllib.commands.names import EVALUATE_EPISODES, REFERENCE_EPISODES
+from esper_rllib.analysis.defaults import EVALUATE_EPISODES, REFERENCE_EPISODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esper_rllib.analysis.defaults import EV_STATES
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
-from esper_rllib.commands.names import EV_STATES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def add_oracle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    knobs = knobs_from_args(args)  # bad input answers before the audit's imports (torch)
     from envs.hosts import SLOT_SIZES
     from esper_rllib.analysis.audit import render_markdown
     from esper_rllib.analysis.outputs import make_out_dir
@@ -49,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
         write_signal,
     )
 
-    knobs = knobs_from_args(args)
     # Bad flags fail before anything is created.
     check_audit_args(args.oracle, len(SLOT_SIZES), seeds=args.seeds, search_seeds=args.search_seeds,
                 ev_states=args.ev_states, ev_continuations=args.ev_continuations)

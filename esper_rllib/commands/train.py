@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from esper_rllib.commands.knob_args import add_knob_arguments, knobs_from_args
+from esper_rllib.failure_runs import FIX
+from esper_rllib.run.profiles import PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,10 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_rllib.run.trainer import train
-
+    # The knobs first: a bad --set answers before the trainer's imports (Ray, torch).
     knobs = knobs_from_args(args, gpus=args.gpus, iterations=args.iterations,
                             checkpoint_every=args.checkpoint_every)
+    from esper_rllib.run.trainer import train
+
     print(value_head_line(knobs))
     # The trial folder (TensorBoard's run name): the preset, if any, and the seed.
     label = ",".join(filter(None, (args.preset, f"seed={knobs['seed']}")))
@@ -47,16 +50,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def value_head_line(knobs: Mapping[str, Any]) -> str:
-    """Which value head the run trains, and whether it is one of the presets' (the knobs'
-    defaults are neither)."""
+    """Which value head the run trains, and whether it is the head of one of the presets that
+    name one (the seed document's two runs; the knobs' defaults are neither)."""
     head = (f"depth {knobs['value_head_depth']}, LayerNorm "
             f"{'on' if knobs['value_head_layernorm'] else 'off'}, gain "
             f"{knobs['value_head_gain']:g}, value_coef {knobs['value_coef']:g}")
-    from esper_rllib.run.config import PRESETS
-
-    same = [name for name, values in PRESETS.items()
+    heads = {name: values for name, values in PRESETS.items() if set(FIX) <= set(values)}
+    same = [name for name, values in heads.items()
             if all(knobs[k] == v for k, v in values.items())]
-    if same:
-        return f"value head: {head} (preset {same[0]})"
+    if same:  # the most specific (a preset may add knobs to another's head)
+        return f"value head: {head} (preset {max(same, key=lambda n: len(heads[n]))})"
     return (f"value head: {head}: neither of the seed document's heads (--preset "
-            f"{' or '.join(PRESETS)})")
+            f"{' or '.join(heads)})")

@@ -10,10 +10,11 @@ from typing import Any
 
 from esper_rllib.failure_runs import BROKEN_RUN, FIX
 from esper_rllib.knob import MODEL, ConfigError, Knob, resolve_table
-from esper_rllib.model.value_norm import VALUE_TARGET_NORMS
 
 CRITICS = ("q_op", "v")
 Q_BASELINES = ("sampled_op", "expected")
+# Value targets: raw, or normalised by PopArt (esper_rllib.model.value_norm).
+VALUE_TARGET_NORMS = ("none", "popart")
 # shared: the policy's LSTM; separate: an LSTM and encoder of the critic's; mlp: a feed-forward
 # critic of the current observation alone (its features already carry a short history).
 CRITIC_TRUNKS = ("shared", "separate", "mlp")

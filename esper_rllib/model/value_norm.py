@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-VALUE_TARGET_NORMS = ("none", "popart")
 BETA = 0.1
 # Floor of the target std: a constant return (std 0) would otherwise make the normalised error
 # of any prediction unbounded and swamp the policy loss under the shared gradient clip.

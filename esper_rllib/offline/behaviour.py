@@ -21,9 +21,6 @@ from ray.rllib.core.columns import Columns
 from esper_rllib.model.distribution import make_factored_distribution, mask_logits
 from esper_rllib.run.config import ConfigError, build_ppo_config
 
-SCRIPTED = ("random", "heuristic")
-POLICY_CHOICES = ("initial", *SCRIPTED)
-
 
 def build_module(knobs: Mapping[str, Any], seed: int, observation_space: Any,
                  action_space: Any) -> Any:

@@ -23,14 +23,14 @@ import numpy as np
 
 from esper_rllib.analysis.outputs import make_out_dir
 from esper_rllib.offline import dataset
-from esper_rllib.offline.behaviour import POLICY_CHOICES, SCRIPTED, build_module, make_behaviour
+from esper_rllib.offline.behaviour import build_module, make_behaviour
+from esper_rllib.offline.record_spec import POLICY_CHOICES, SCRIPTED, SEED_STRIDE
 from esper_rllib.run.config import ConfigError, env_config, resolve_knobs
 from esper_rllib.run.preflight import make_env
 
 # Env seeds of recorded episodes: apart from training (seed x 10000 + runner offsets, seeds
 # below 20), the oracle search (100_000) and evaluation (500_000).
 RECORD_SEED_BASE = 200_000
-SEED_STRIDE = 10_000
 # What must match for a recording in an existing folder to be resumed or extended.
 IDENTITY = ("profile", "overrides", "policy", "seed")
 

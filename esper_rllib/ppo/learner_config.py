@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from esper_rllib.knob import LEARNER, Knob, resolve_table
-from esper_rllib.ppo.loss import RATIO_MODES
 
 _ONLINE = "a knob of the online PPO recipe"
+# The PPO ratio per action head, or of the joint log-prob (esper_rllib.ppo.loss).
+RATIO_MODES = ("per_head", "joint")
 
 LEARNER_KNOBS: dict[str, Knob] = {
     "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from esper_rllib.ppo.learner_config import RATIO_MODES
 from esper_rllib.ppo.telemetry import masked_mean, normalized_head_entropy
-
-RATIO_MODES = ("per_head", "joint")
 
 
 def mean_per_head(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The one table of knobs, the profiles and presets, and the one PPOConfig builder.
+"""The one table of knobs, resolved over the profiles and presets (``run.profiles``), and the
+one PPOConfig builder.
 
 Every setting a user (``--set key=value``), a profile, a preset or a Tune sweep can change is a
 ``Knob`` in ``KNOBS``: its default, type, allowed values, help, and where it goes (an env kwarg, a
@@ -22,7 +23,6 @@ import envs
 from envs.config import INT_KWARGS, REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
-from esper_rllib.failure_runs import BROKEN_RUN, FIX
 from esper_rllib.knob import (
     ENV,
     ENV_RUNNERS,
@@ -37,6 +37,7 @@ from esper_rllib.knob import (
 )
 from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config
 from esper_rllib.ppo.learner_config import LEARNER_KNOBS
+from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -49,7 +50,7 @@ def _env_int(name: str, help: str, **kwargs: Any) -> Knob:
 
 
 KNOBS: dict[str, Knob] = {
-    # --- the environment (env kwargs, environment.md section 2) ---
+    # --- the environment (env kwargs, validated by envs/config.py) ---
     "env": Knob(envs.ENV_ID, str, RUN, "gymnasium id: the real env or a probe",
                 choices=(envs.ENV_ID, *envs.PROBE_IDS), searchable=False),
     "task": Knob("synth_impaired", str, ENV, "task preset (host + data set)",
@@ -120,48 +121,8 @@ KNOBS: dict[str, Knob] = {
                              "end)", minimum=0, searchable=False),
 }
 
-# Sizes per profile (experiments.md section 2); each must keep its time budget.
-PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {
-        # 40-epoch episodes: at 25 the oracle's gain over WAIT was within seed noise
-        # (docs/results/signal-quick-aligned); 8 iterations keep `make run` near 10 minutes.
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
-        "iterations": 8, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
-        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
-        "stack_batch": True,
-    },
-    "batch64": {
-        # The seed document's budget on quick's env and module: 64 episodes per batch, 16
-        # batches (1,024 episodes; `--iterations 32` for its 2,000). 16x quick's data per batch
-        # buys PPO's usual update: 4 epochs x 4 minibatches of 16 whole episodes (640 env steps)
-        # = 16 gradient steps per batch at Adam's lr 3e-4, where quick takes 1 step on 4
-        # episodes at 1e-4. 2 env runners of 32 stacked envs: both cores of a 2-core machine
-        # sample (the trainer takes no CPU while they do); a checkpoint every 2 iterations.
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 64,
-        "iterations": 16, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
-        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 2,
-        "stack_batch": True, "num_env_runners": 2, "num_epochs": 4, "minibatches": 4,
-        "lr": 3e-4,
-    },
-    "standard": {
-        # About 4x quick in env steps (60 x 4 x 24 = 5,760 vs 40 x 4 x 8 = 1,280; the 512-wide
-        # LSTM costs more per step), with 3x its batches.
-        "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 4,
-        "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
-        "stack_batch": True,
-    },
-    "seed": {
-        # The seed document's run: minutes per episode on a GPU. 4 env runners of 16 stacked
-        # envs (one kernel per layer serves 16 hosts); one sample() call steps them through
-        # whole episodes: allow 4 hours.
-        "task": "cifar_impaired", "n_train": 50_000, "max_epochs": 150,
-        "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 4, "stack_batch": True,
-        "gpus": 1.0, "sample_timeout_s": 14_400.0, "checkpoint_every": 4,
-    },
-}
-
-# The seed document's broken run and its fix: the value head and the value_coef each run used.
-PRESETS: dict[str, dict[str, Any]] = {"seed_before": dict(BROKEN_RUN), "seed_after": dict(FIX)}
+# The profiles and presets are pure data in run/profiles.py, where the CLI's parsers read their
+# names without importing this table and the env it takes its bounds from; imported from here too.
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> ConfigError:
@@ -228,7 +189,7 @@ def parse_grid(items: Sequence[str], typed: Callable[[str, str], Any] | None = N
     return grid
 
 
-def resolve_knobs(profile: str = "quick", preset: str | None = None,
+def resolve_knobs(profile: str = DEFAULT_PROFILE, preset: str | None = None,
                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every knob's value: defaults <- profile <- preset <- overrides, validated."""
     if profile not in PROFILES:
@@ -341,12 +302,17 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     if model_config["max_seq_len"] is None:
         model_config["max_seq_len"] = steps + 1
     learner_config = _section(knobs, LEARNER)
-    # The trainer process holds the learner (num_learners=0). With remote env runners it
-    # computes only while they wait for it (PPO samples, then learns, never both), so it
-    # reserves no CPU of its own (an empty head bundle, which Tune supports) and N runners
-    # need N CPUs: 2 runners sample on both cores of a 2-core machine. Sampling in the
-    # trainer process (num_env_runners=0) keeps its one CPU.
-    main_cpus = 0 if knobs["num_env_runners"] else 1
+    # The trainer process holds the learner (num_learners=0). With N remote env runners it
+    # computes only while they wait for it (PPO samples, then learns, never both), so the run
+    # asks for N CPUs in all: half a CPU for the trainer, (N - 0.5) / N for each runner (Ray
+    # gives each process one torch thread either way); 2 runners sample on both cores of a
+    # 2-core machine. The trainer's share cannot be 0: RLlib puts env runner i in bundle i of
+    # the trial's placement group, bundle 0 being the trainer's. Sampling in the trainer
+    # process (num_env_runners=0) keeps its one CPU.
+    runners = knobs["num_env_runners"]
+    main_cpus = 0.5 if runners else 1
+    # Floored to Ray's 1e-4 resolution, so that the shares add up to no more than N.
+    runner_cpus = int((runners - main_cpus) / runners * 1e4) / 1e4 if runners else 1
     return (
         PPOConfig()
         # The "envs:" prefix makes gymnasium import `envs` (which registers the ids) in every
@@ -357,15 +323,15 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             num_env_runners=knobs["num_env_runners"],
             num_envs_per_env_runner=knobs["num_envs_per_env_runner"],
             gym_env_vectorize_mode=knobs["gym_env_vectorize_mode"],
-            num_cpus_per_env_runner=1,
+            num_cpus_per_env_runner=runner_cpus,
             num_gpus_per_env_runner=knobs["gpus_per_env_runner"],
             sample_timeout_s=knobs["sample_timeout_s"],
             # Whole episodes only: one batch = episodes_per_batch complete episodes.
             batch_mode="complete_episodes",
             rollout_fragment_length="auto",
         )
-        # Ray gives each 1-CPU actor OMP_NUM_THREADS=1, so learner and env runners each use
-        # one torch thread.
+        # Ray gives each actor of at most 1 CPU OMP_NUM_THREADS=1, so learner and env runners
+        # each use one torch thread.
         .resources(num_cpus_for_main_process=main_cpus)
         .learners(
             learner_class=FactoredPPOLearner,

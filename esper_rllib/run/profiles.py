@@ -1,0 +1,62 @@
+"""The profiles (run sizes) and presets (named sets of knob values), defined once as pure data.
+
+``run.config`` layers them under the knobs (defaults <- profile <- preset <- ``--set``) and
+validates every value; the command-line parsers take their names and the default profile from
+here, which imports neither torch nor Ray (``esper-rllib --help`` and argparse's errors import
+this module only). Adding a profile or a preset is one entry here: ``--profile``/``--preset``
+choices, ``esper-rllib knobs`` and ``resolve_knobs`` all read these dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esper_rllib.failure_runs import BROKEN_RUN, FIX
+
+# What ``--profile`` and ``resolve_knobs`` use when none is named.
+DEFAULT_PROFILE = "quick"
+
+# Sizes per profile; each must keep its time budget (`quick`: `make run` near 10 minutes).
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        # 40-epoch episodes: at 25 the oracle's gain over WAIT was within seed noise
+        # (docs/results/signal-quick-aligned); 8 iterations keep `make run` near 10 minutes.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 4,
+        "iterations": 8, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 5,
+        "stack_batch": True,
+    },
+    "batch64": {
+        # The seed document's budget on quick's env and module: 64 episodes per batch, 16
+        # batches (1,024 episodes; `--iterations 32` for its 2,000). 16x quick's data per batch
+        # buys PPO's usual update: 4 epochs x 4 minibatches of 16 whole episodes (640 env steps)
+        # = 16 gradient steps per batch at Adam's lr 3e-4, where quick takes 1 step on 4
+        # episodes at 1e-4. 2 env runners of 32 stacked envs: both cores of a 2-core machine
+        # sample (the trainer takes no CPU while they do); a checkpoint every 2 iterations.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 64,
+        "iterations": 16, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
+        "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 2,
+        "stack_batch": True, "num_env_runners": 2, "num_epochs": 4, "minibatches": 4,
+        "lr": 3e-4,
+    },
+    "standard": {
+        # About 4x quick in env steps (60 x 4 x 24 = 5,760 vs 40 x 4 x 8 = 1,280; the 512-wide
+        # LSTM costs more per step), with 3x its batches.
+        "task": "synth_impaired", "n_train": 2048, "max_epochs": 60, "episodes_per_batch": 4,
+        "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
+        "stack_batch": True,
+    },
+    "seed": {
+        # The seed document's run: minutes per episode on a GPU. 4 env runners of 16 stacked
+        # envs (one kernel per layer serves 16 hosts); one sample() call steps them through
+        # whole episodes: allow 4 hours.
+        "task": "cifar_impaired", "n_train": 50_000, "max_epochs": 150,
+        "episodes_per_batch": 64, "iterations": 32, "num_env_runners": 4, "stack_batch": True,
+        "gpus": 1.0, "sample_timeout_s": 14_400.0, "checkpoint_every": 4,
+    },
+}
+
+# The seed document's broken run and its fix: the value head and the value_coef each run used.
+
+# The seed document's broken run and its fix: the value head and the value_coef each run used.
+PRESETS: dict[str, dict[str, Any]] = {"seed_before": dict(BROKEN_RUN), "seed_after": dict(FIX)}
