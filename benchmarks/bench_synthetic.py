@@ -1,14 +1,14 @@
-"""Measure the synthetic task's properties (synthetic-data.md): generation time, epoch time
+"""Measure the synthetic task's properties (envs/synthetic.py): generation time, epoch time
 with einsum vs stock Conv2d 1x1 convolutions, and the validation accuracy of the impaired host,
 the impaired host + conv_light at r0c1, and the baseline host.
 
-Prints one summary line. Plain joint training (no lifecycle, seed always fully blended), as in
-the spec's measurements: SGD lr 0.01 momentum 0.9 wd 5e-4 for the host, lr 0.01 momentum 0.9
+Prints one summary line. Plain joint training (no lifecycle, seed always fully blended), as the task
+was designed against: SGD lr 0.01 momentum 0.9 wd 5e-4 for the host, lr 0.01 momentum 0.9
 for the seed, batch 128 with the last partial batch dropped, 1 thread.
 
     .venv/bin/python benchmarks/bench_synthetic.py [--n-train 5000] [--epochs 30] [--seeds 1]
 
-The defaults are the spec's measurement setup. With 2,048 train images the impaired host gets
+The defaults are that design setup. With 2,048 train images the impaired host gets
 ~40% fewer SGD steps per epoch and is still near its plateau at epoch 30 (~12-16%).
 """
 

@@ -1,4 +1,4 @@
-"""Seed blueprints for CNN hosts (environment.md section 5).
+"""Seed blueprints for CNN hosts.
 
 Every blueprint is a residual, shape-preserving module on (N, C, H, W). Indices follow
 ``contract.BLUEPRINT_NAMES``; 0 (noop) and 8..12 (transformer-only) are not buildable here.

@@ -1,4 +1,4 @@
-"""Task data as normalised tensors on the env's device (environment.md section 3).
+"""Task data as normalised tensors on the env's device.
 
 Data sets are small, so they live whole on the device (no DataLoader). One copy per process is
 cached and shared by every env in that worker; nothing is downloaded at run time.

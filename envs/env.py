@@ -75,7 +75,7 @@ INFO_KEYS = (
 
 class SeedMorphogenesisEnv(gym.Env):
     """A host CNN trained one epoch per step; the agent germinates, blends, fossilizes and
-    prunes seeds in its slots (shared/spec/environment.md).
+    prunes seeds in its slots.
 
     Keyword arguments (all optional, validated; a bad one raises ValueError naming it):
     task, max_epochs, max_seeds, reward, reward_normalization, data_dir, device, n_train,
@@ -113,7 +113,7 @@ class SeedMorphogenesisEnv(gym.Env):
             self.cfg.task, n_train=self.cfg.n_train, n_val=self.cfg.n_val,
             data_dir=self.cfg.data_dir, device=self.cfg.device, data_seed=self.cfg.data_seed)
         self._pending_seed = self.cfg.seed
-        self._reward_scale = RunningStd()  # persists across resets (spec section 8)
+        self._reward_scale = RunningStd()  # across resets: the reward scale is the run's
         self._model: SeededModel | None = None
         self._done = True
 

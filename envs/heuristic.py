@@ -48,7 +48,7 @@ class WaitPolicy:
 
 
 class HeuristicPolicy:
-    """environment.md section 9: wait for a stable host and a plateau, then grow one seed at a
+    """The rule-based baseline: wait for a stable host and a plateau, then grow one seed at a
     time through TRAINING and BLENDING; fossilize it if it helps, prune it if not."""
 
     def __init__(self, tempo: int = 5, style: str = "LINEAR_ADD") -> None:

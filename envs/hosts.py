@@ -1,4 +1,4 @@
-"""Host CNNs: the networks the agent grows seeds into (environment.md section 3).
+"""Host CNNs: the networks the agent grows seeds into.
 
 Three blocks, each Conv2d (no bias) -> BatchNorm2d -> ReLU -> MaxPool2d(2), then global average
 pooling and Linear(C, 10). Slot ``r0c{i}`` sits after block i (after its pool).
@@ -23,7 +23,7 @@ _SLOT_CHANNELS = {"impaired": (1, 2, 4), "baseline": (8, 16, 32)}
 class PointwiseConv2d(nn.Conv2d):
     """A bias-free 1x1 Conv2d computed with ``torch.einsum``.
 
-    Stock Conv2d's CPU path is 3-5x slower for 1-4 channels (synthetic-data.md speed notes);
+    Stock Conv2d's CPU path is 3-5x slower for 1-4 channels (benchmarks/bench_synthetic.py);
     the parameter keeps Conv2d's shape, so state_dicts and parameter counts are unchanged.
     """
 

@@ -1,4 +1,4 @@
-"""Probe environments: tiny, instant envs that test the RL machinery (policy-and-ppo.md section 6).
+"""Probe environments: tiny, instant envs that test the RL machinery.
 
 They share the real env's observation and action spaces and legal masks, so the same module,
 distribution and learner run on them unchanged. Each isolates one part; if probe N fails while the

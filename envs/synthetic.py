@@ -1,4 +1,4 @@
-"""The embedded synthetic data set (synthetic-data.md): CIFAR-shaped, generated from a seed.
+"""The embedded synthetic data set: CIFAR-shaped, generated from a seed.
 
 Class c = 2 j + a: texture level j in 0..4 (how fine a checkerboard is; a 1x1-conv host can
 partly read it) and shape orientation a (horizontal/vertical; needs a spatial filter, i.e. a

@@ -1,4 +1,4 @@
-"""Task presets: host, data set, subset sizes and optimiser settings (environment.md section 3)."""
+"""Task presets: host, data set, subset sizes and optimiser settings."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The seed document's two runs (training-failure-analysis.md) as knob values, defined once: the
-broken run's value head and value_coef, and the fix (a deeper head with LayerNorm and a small
-output gain, value_coef 1.0).
+"""The seed document's two runs (its failure analysis of the reference PPO run) as knob values,
+defined once: the broken run's value head and value_coef, and the fix (a deeper head with
+LayerNorm and a small output gain, value_coef 1.0).
 
 Pure data for every layer that names them: the model's presets (the value-head keys), the run's
 presets (all four), the sweeps' base (``tuning.sweeps``, which may import it, see

@@ -1,5 +1,5 @@
-"""Probe environments through the whole RLlib pipeline (policy-and-ppo.md section 6): our module,
-distribution, learner, GAE, env runner and callbacks, built by the one config builder.
+"""Probe environments (envs/probes.py) through the whole RLlib pipeline: our module, distribution,
+learner, GAE, env runner and callbacks, built by the one config builder.
 
 If probe N fails while the ones before it pass, the bug is in what N adds. Small model, big
 learning rate and a few gradient steps per batch keep them cheap; each trains until its

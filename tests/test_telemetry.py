@@ -1,4 +1,4 @@
-"""Each telemetry formula of policy-and-ppo.md section 4 on hand-made tensors."""
+"""Each telemetry formula of esper_rllib/ppo/telemetry.py on hand-made tensors."""
 
 import math
 

@@ -25,7 +25,7 @@ CSV_FILE = "ablation.csv"
 EV = "explained_variance"
 EARLY_EV_ITERATION = 5  # the seed document judges the critic "after batch 5"
 
-# Per-trial summary metrics (experiments.md section 4), in the order of the report and CSV.
+# Per-trial summary metrics, in the order of the report and CSV.
 SUMMARY_METRICS = (
     "initial_value_loss",
     "ev_iter5",

@@ -1,4 +1,4 @@
-"""The named ablation sweeps (experiments.md section 1): which knobs a sweep varies.
+"""The named ablation sweeps: which knobs a sweep varies.
 
 A sweep is a grid over knob names from the config builder's flat knob table (plus the seed,
 added by the planner). Add a sweep by adding one entry to ``SWEEPS``.
@@ -44,15 +44,15 @@ PRESET = "preset"
 
 def _deep_head_layernorm(cell: Cell) -> bool:
     # The seed document's fix put LayerNorm in the deep (depth 4) head only; the shallow head of
-    # the broken run has none (policy-and-ppo.md section 1).
+    # the broken run has none.
     return cell["value_head_depth"] >= 4
 
 
-# The seed document's value-head fix (its section 4), the base of the later sweeps.
+# The seed document's value-head fix, the base of the later sweeps.
 SEED_DOCUMENT_FIX: Mapping[str, Any] = FIX
 
 
-# The spec's three critics: the reference (Q(s, op) with the sampled op as GAE baseline), Q(s, op)
+# The three critics compared: the reference (Q(s, op) with the sampled op as GAE baseline), Q(s, op)
 # with the policy-weighted baseline, and a state-value critic.
 CRITIC_VARIANTS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "q_op/sampled_op": {"critic": "q_op", "q_baseline": "sampled_op"},
@@ -105,7 +105,7 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
     ),
     "remedies": Sweep(
         name="remedies",
-        about="the seed document's section 6 remedies on its own fix (depth 4, LayerNorm, gain "
+        about="the seed document's proposed remedies on its own fix (depth 4, LayerNorm, gain "
         "0.01, value_coef 1.0): max_grad_norm 1 | 2 | 5 x critic_lr_scale 1 | 10 (6 cells). "
         "Theories: clipping at 1.0 throttles the value head's corrective updates (theory D, "
         "raise max_grad_norm); the critic learns too slowly next to the actor (a separate, "

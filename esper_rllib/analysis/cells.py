@@ -28,7 +28,8 @@ from esper_rllib.analysis.sweep import (
 )
 from tuning.results import summarize
 
-# (summary metric, column title): the cell table's columns, in experiments.md's order.
+# (summary metric, column title): the cell table's columns, in tuning.results.SUMMARY_METRICS'
+# order.
 CELL_METRICS = (
     ("initial_value_loss", "initial value loss"),
     ("ev_iter5", "EV @ iter 5"),

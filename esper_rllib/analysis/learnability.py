@@ -1,6 +1,5 @@
-"""What there is to learn on an env and reward, before any critic is judged (experiments.md
-section 2b): scripted episodes, their statistics, and how much of the return a critic could
-explain at all.
+"""What there is to learn on an env and reward, before any critic is judged: scripted episodes,
+their statistics, and how much of the return a critic could explain at all.
 
 - ``play`` runs one episode of a policy and records every step (received and raw reward, reward
   components, effective op, observation features) and, at chosen steps, a branch point.

@@ -1,4 +1,4 @@
-"""One trial in the seed document's table form (training-failure-analysis.md section 2): PPO
+"""One trial in the seed document's table form: PPO
 update progression, op distribution, advantage statistics, KL, the first iteration's rewards,
 and the collapse flags with the verdict.
 """

@@ -1,4 +1,4 @@
-"""The ablation report (experiments.md section 4): ``report.md`` plus PNG plots, from a sweep's
+"""The ablation report: ``report.md`` plus PNG plots, from a sweep's
 experiment folder.
 
 Per cell (the swept axes but the seed), over seeds: IQM and 95% stratified-bootstrap interval of

@@ -1,6 +1,5 @@
 """Statistics for the ablation report, from rliable (Agarwal et al., NeurIPS 2021): interquartile
-means with stratified-bootstrap intervals, probability of improvement, and main effects
-(experiments.md section 4).
+means with stratified-bootstrap intervals, probability of improvement, and main effects.
 
 A handful of seeds per cell is the norm, so the statistics are robust ones (IQM rather than the
 mean) and every number comes with a 95% percentile-bootstrap interval over seeds. rliable arranges

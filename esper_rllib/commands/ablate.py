@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a named sweep (every cell x seeds, each to the same budget) with Tune;\n"
                     "then write ablation.csv and report.md into the experiment folder.\n\n"
-                    "sweeps (README.md, \"Profiles and sweeps\", says what each asks):\n"
+                    "sweeps (docs/design.md, \"Commands, profiles, sweeps and knobs\", says what "
+                    "each asks):\n"
                     + "\n".join(_sweep_line(s) for s in SWEEPS.values()))
     parser.add_argument("--sweep", default="seed", choices=list(SWEEPS),
                         help="named sweep (default: seed)")

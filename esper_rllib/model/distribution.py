@@ -1,4 +1,4 @@
-"""The masked factored action distribution with causal relevance (policy-and-ppo.md section 2).
+"""The masked factored action distribution with causal relevance.
 
 One categorical per action head over masked logits. Heads are sampled independently (as in the
 reference); the log-probability, entropy and KL only count the heads relevant to the op

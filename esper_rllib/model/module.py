@@ -2,7 +2,9 @@
 
 blueprint embedding + features -> feature net -> LSTM -> LayerNorm -> one policy head per action
 head (masked logits) and a value head that is either Q(s, op) (``q_op``, the reference) or V(s).
-Layers, sizes and initialisation follow policy-and-ppo.md section 1.
+Sizes are model knobs (``model_config``). Initialisation: orthogonal weights (gain sqrt 2 in
+hidden layers, 0.01 on policy outputs, ``value_head_gain`` on the value output), zero biases,
+blueprint embedding N(0, 0.02), LSTM forget-gate bias 1.
 
 With ``critic_trunk="mlp"`` the value head reads a feed-forward trunk of the current
 observation alone (encoder, one hidden layer, LayerNorm; no state), which cannot tell episodes
@@ -55,7 +57,7 @@ def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
          layernorm: bool = False) -> nn.Sequential:
     """Linear -> [LayerNorm] -> ReLU per hidden width, then the output Linear.
 
-    With ``layernorm``, every hidden layer but the last gets a LayerNorm (the spec's value head).
+    With ``layernorm``, every hidden layer but the last gets a LayerNorm (the deep value head).
     """
     layers: list[nn.Module] = []
     for i, width in enumerate(hidden):
@@ -76,7 +78,8 @@ _MLP_TRUNK_PARTS = ("blueprint_embedding", "feature_net", "hidden", "norm")
 
 def _trunk(n_features: int, n_slots: int,
            cfg: dict[str, Any]) -> tuple[nn.Embedding, nn.Sequential, nn.LSTM, nn.LayerNorm]:
-    """Blueprint embedding, feature net, LSTM and its LayerNorm, initialised per the spec."""
+    """Blueprint embedding, feature net, LSTM and its LayerNorm, initialised as the module
+    docstring says."""
     hidden = cfg["lstm_hidden"]
     embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
     nn.init.normal_(embedding.weight, std=0.02)

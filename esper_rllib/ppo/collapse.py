@@ -1,4 +1,4 @@
-"""The collapse monitor (policy-and-ppo.md section 5): reads one iteration's metrics at a time,
+"""The collapse monitor: reads one iteration's metrics at a time,
 raises the seed document's warning flags and gives a verdict from a trailing window of explained
 variance, so one noisy batch does not flip it.
 
@@ -7,7 +7,7 @@ verdict waits until a majority of the window holds such EVs: a median of one or 
 decided by a single batch. With the defaults (warm-up 5, window 5) the first verdict comes at
 iteration 8, on the EVs of iterations 6-8.
 
-Thresholds are the seed document's (training-failure-analysis.md sections 5 and 6):
+Thresholds are the seed document's:
 failure = EV < 0 after batch 5, weak = 0 <= EV <= 0.2, strong = EV > 0.2; clipping beyond 10x,
 KL below 1e-3 and an initial value loss above 10 are the symptoms of the collapsed run.
 """

@@ -1,4 +1,4 @@
-"""GAE that keeps what RLlib's drops: the pre-normalisation statistics (guide section 3).
+"""GAE that keeps what RLlib's drops: the pre-normalisation statistics.
 
 Replaces RLlib's ``GeneralAdvantageEstimation`` in the learner pipeline (``FactoredPPOLearner.
 build``). Differences, each on purpose:
@@ -10,9 +10,9 @@ build``). Differences, each on purpose:
   artificial bootstrap steps);
 - it records, once per training iteration and before the update: raw advantage mean/std,
   return (value target) mean/std, the critic's prediction mean/std, explained variance,
-  q_spread and q_spread_start (seed document section 2.7 lists these as missing);
+  q_spread and q_spread_start (the seed document's run lacked these);
 - and ``explained_variance_return``: the same prediction against the discounted return the env
-  paid from each step (the offline fits' and the EV ceiling's target). The spec's
+  paid from each step (the offline fits' and the EV ceiling's target). The verdict's
   ``explained_variance`` is against the GAE targets, which carry the critic's own values (and
   its bootstrap at the horizon), so a critic can score well on it by agreeing with itself;
 - it stores the critic's pre-update prediction in the batch (``Columns.VF_PREDS``) for reference

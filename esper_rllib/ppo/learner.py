@@ -1,8 +1,8 @@
 """``FactoredPPOLearner``: the reference PPO loss and its telemetry on RLlib 2.60's learner.
 
-Replaces RLlib's PPO loss (policy-and-ppo.md section 3, guide sections 3 and 9 for why: its value
-clipping clamps the squared error, its explained variance is t=0 only, its KL is 0 without the KL
-penalty, its GAE normalises over bootstrap steps). Settings come from
+Replaces RLlib's PPO loss with ``ppo/loss.py``'s (why: RLlib's value clipping clamps the squared
+error, its explained variance is t=0 only, its KL is 0 without the KL penalty, its GAE
+normalises over bootstrap steps). Settings come from
 ``config.learners(learner_config_dict={...})`` (keys and defaults: ``learner_config``) plus
 RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
 ``num_epochs`` and ``lr``.

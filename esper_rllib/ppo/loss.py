@@ -1,4 +1,4 @@
-"""The reference PPO loss terms (policy-and-ppo.md section 3) as pure torch functions.
+"""The reference PPO loss terms as pure torch functions.
 
 All tensors are (B, T) or (B, T, n_heads) in ``envs.contract.HEADS`` order; ``mask`` marks the
 real steps (RLlib's LOSS_MASK: no zero-padding, no artificial bootstrap step) and ``relevance``

@@ -35,7 +35,7 @@ CRITIC_PHASE_METRICS = (
 # Learner metrics that exist only with their option on.
 OPTIONAL_LEARNER_METRICS = (*POPART_METRICS, *CRITIC_PHASE_METRICS)
 
-# Learner-side, one value per training iteration (policy-and-ppo.md section 4).
+# Learner-side, one value per training iteration (ppo/telemetry.py; docs/design.md, Metrics).
 LEARNER_METRICS = (
     "value_loss",
     "policy_loss",
@@ -90,7 +90,7 @@ ENV_METRICS = (
     "rollbacks",
 )
 
-# Collapse monitor (policy-and-ppo.md section 5).
+# Collapse monitor (ppo/collapse.py: flags and thresholds).
 COLLAPSE_FLAGS = (
     "ev_negative",
     "q_spread_collapsed",

@@ -1,4 +1,4 @@
-"""The telemetry formulas of policy-and-ppo.md section 4, as pure torch functions.
+"""The telemetry formulas (docs/design.md, Metrics), as pure torch functions.
 
 Every statistic is taken over the *valid* steps only (a boolean mask: no LSTM zero-padding, no
 artificial bootstrap step), because RLlib's own versions look at padding too or at t=0 only.
