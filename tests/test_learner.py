@@ -345,13 +345,22 @@ def test_gae_normalises_over_real_steps_only():
     assert m["pre_norm_advantage_std"] > 0.05
 
 
-@pytest.mark.parametrize("learner_config", [{"ratio_mode": "joint", "value_clip": 0.2},
-                                            {"ratio_mode": "per_head", "value_clip": 10.0}])
-def test_other_loss_options_train(learner_config):
-    learner, runner = build(make_config(env="Probe4", **learner_config))
-    m, _, _ = update(learner, runner, num_epochs=2)
+@pytest.mark.parametrize(("option", "metric"), [({"ratio_mode": "joint"}, "policy_loss"),
+                                               ({"value_clip": 1e-6}, "value_loss")])
+def test_other_loss_options_train_and_change_the_loss(option, metric):
+    # The same weights and episodes with and without the option: two epochs, so that the
+    # second sees ratios away from 1 and predictions away from the rollout's.
+    reference, runner = build(make_config(env="Probe4"))
+    learner = make_config(env="Probe4", **option).build_learner()
+    weights = reference.get_state(components=COMPONENT_RL_MODULE)[COMPONENT_RL_MODULE]
+    learner.set_state({COMPONENT_RL_MODULE: weights})
+    episodes = sample(reference, runner)
+    m_ref, _ = learn(reference, episodes, num_epochs=2)
+    m, _ = learn(learner, episodes, num_epochs=2)
     assert all(math.isfinite(m[k]) for k in ("policy_loss", "value_loss", "total_loss", "kl"))
     assert m["kl"] > 0
+    # An ignored option would give the reference's loss to the digit.
+    assert m[metric] != pytest.approx(m_ref[metric], rel=1e-6, abs=1e-9)
 
 
 def test_state_value_critic_has_no_q_spread():
