@@ -56,7 +56,18 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The seed document's broken run and its fix: the value head and the value_coef each run used.
+# The critic that generalises, chosen by critic-fit's grid on a recording of random play
+# (docs/results/critic-search-quick-aligned: the best held-out EV at the last step, mean of 2
+# seeds, of 12 cells of trunk x lr x weight decay, all early stopped): the fix's value head on a
+# critic trunk of its own (separate), its training stopped early on a quarter of its episodes
+# held back, lr as the fix's. Without early stopping every critic there memorised its
+# episodes. Online the early stop acts in a value phase, so it has one: up to 128 value steps
+# per batch over the current and the last 3 batches (what the fix's critic lacked: issue 18
+# found 128 steps overfit one batch without a stop).
+CRITIC_FIX: dict[str, Any] = {**FIX, "critic_trunk": "separate", "critic_stop_fraction": 0.25,
+                              "critic_steps": 128, "critic_replay": 3}
 
-# The seed document's broken run and its fix: the value head and the value_coef each run used.
-PRESETS: dict[str, dict[str, Any]] = {"seed_before": dict(BROKEN_RUN), "seed_after": dict(FIX)}
+# The seed document's broken run and its fix (the value head and the value_coef each run used),
+# and the critic that generalises.
+PRESETS: dict[str, dict[str, Any]] = {"seed_before": dict(BROKEN_RUN), "seed_after": dict(FIX),
+                                      "critic_fix": CRITIC_FIX}
