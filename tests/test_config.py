@@ -213,3 +213,17 @@ def test_a_bad_loss_knob_is_one_line_below_the_knob_table_too():
     with pytest.raises(ConfigError, match=r"learner_config_dict\['critic_steps'\]=-1: not "
                                           r"allowed; allowed: int >= 0"):
         resolve_learner_config({"critic_steps": -1})
+
+
+def test_a_preset_that_sets_an_unknown_knob_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    from esper_rllib.cli import main
+    from esper_rllib.run import profiles
+
+    monkeypatch.setitem(profiles.PRESETS, "broken", {"value_head_depht": 3})
+    with pytest.raises(ConfigError, match="preset broken: unknown key 'value_head_depht'; did "
+                                          "you mean 'value_head_depth'"):
+        resolve_knobs("quick", "broken")
+    assert main(["train", "--preset", "broken", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "preset broken: unknown key" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -198,9 +198,14 @@ def resolve_knobs(profile: str = DEFAULT_PROFILE, preset: str | None = None,
         raise _unknown("preset", preset, list(PRESETS))
     knobs = {name: knob.default for name, knob in KNOBS.items()}
     layers = (PROFILES[profile], PRESETS.get(preset, {}), overrides or {})
-    for layer in layers:
+    for where, layer in zip((f"profile {profile}", f"preset {preset}", None), layers,
+                            strict=True):
         for name, value in layer.items():
-            knobs[name] = _check_value(name, value)
+            try:
+                knobs[name] = _check_value(name, value)
+            except ConfigError as err:
+                # A profile's or preset's own bad entry names where it comes from.
+                raise ConfigError(f"{where}: {err}" if where else str(err)) from None
     _stack_batch(knobs, {name for layer in layers for name in layer})
     _check_together(knobs)
     return knobs

@@ -62,8 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 # critic trunk of its own (separate), its training stopped early on a quarter of its episodes
 # held back, lr as the fix's. Without early stopping every critic there memorised its
 # episodes. Online the early stop acts in a value phase, so it has one: up to 128 value steps
-# per batch over the current and the last 3 batches (what the fix's critic lacked: issue 18
-# found 128 steps overfit one batch without a stop).
+# per batch over the current and the last 3 batches (128 steps without a stop overfit one
+# batch: docs/results/budget-quick-aligned).
 CRITIC_FIX: dict[str, Any] = {**FIX, "critic_trunk": "separate", "critic_stop_fraction": 0.25,
                               "critic_steps": 128, "critic_replay": 3}
 
