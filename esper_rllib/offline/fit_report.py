@@ -12,6 +12,7 @@ from typing import Any
 
 from esper_rllib.analysis.outputs import markdown_table, write_atomic, write_json
 from esper_rllib.analysis.sweep import load_ev_ceiling, shared_stream_note
+from esper_rllib.offline.data_law import data_law_lines, data_laws, plot_data_law
 from esper_rllib.offline.fit_plots import LEARNING_CURVES_PNG, plot_curves
 from esper_rllib.offline.fit_run import CURVE_CSV, read_curve
 from esper_rllib.offline.fit_summary import KEY_STEPS, CurveSummary, summarize_curve
@@ -164,6 +165,7 @@ def render(fit: dict[str, Any], summary: CurveSummary, ceiling: dict[str, Any] |
     lines += cell_table(summary)
     lines += ["", f"![learning curves]({PLOTS_DIR}/{LEARNING_CURVES_PNG})", ""]
     lines += reference_table(summary)
+    lines += data_law_lines(data_laws(summary), ceiling, PLOTS_DIR)
     if fit.get("online"):
         lines += decomposition_lines(fit, summary, ceiling)
     return "\n".join(lines)
@@ -177,6 +179,9 @@ def write_report(out: Path, fit: dict[str, Any], signal_folders: list[Path]) -> 
     plots.mkdir(exist_ok=True)
     if summary.cells:
         plot_curves(summary, ceiling, plots)
+    laws = data_laws(summary)
+    if laws:
+        plot_data_law(laws, ceiling, plots)
     write_atomic(out / REPORT_MD, render(fit, summary, ceiling, note))
     return out / REPORT_MD
 
