@@ -3,14 +3,17 @@ sampling settings, measured in one process: the two algorithms are built side by
 their iterations alternate (new, old, new, old, ...), so a busy machine slows both alike.
 
 Prints each iteration's seconds (RLlib's time_this_iter_s: sampling, the learner update, the
-weight sync), the medians and ``ratio=<old / new>`` (2.0 = the profile's iteration takes half
-the time of the other setting's).
+weight sync), the CPU seconds each env runner spent in it (what the iteration costs on cores of
+its own, whatever else runs on the machine) and the learner update's seconds, the medians and
+``ratio=<old / new>`` (2.0 = the profile's iteration takes half the time of the other
+setting's).
 
     .venv/bin/python benchmarks/profile_iteration.py [--profile batch64] [--preset seed_after]
         [--iterations 2] [--old num_env_runners=1] [--set key=value ...]
 
 Not part of `make bench` (a batch64 iteration takes minutes). The trainer's torch uses one
-thread, as in a Tune trial whose env runners hold the CPUs.
+thread, as in a Tune trial whose env runners hold the CPUs. On a busy machine raise the
+profiles' sample timeout (``--set sample_timeout_s=7200``): a sample() past it returns nothing.
 """
 
 from __future__ import annotations
@@ -58,15 +61,25 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in algos}
     for i in range(args.iterations):
         for name, algo in algos.items():
+            cpu_before = algo.env_runner_group.foreach_env_runner(lambda r: time.process_time(),
+                                                                  local_env_runner=False)
             start = time.perf_counter()
             result = algo.train()
             wall = time.perf_counter() - start
+            cpu = [after - before for after, before in zip(
+                algo.env_runner_group.foreach_env_runner(lambda r: time.process_time(),
+                                                         local_env_runner=False),
+                cpu_before, strict=True)]
+            learner = result.get("timers", {}).get("learner_update_timer", float("nan"))
             seconds[name].append(result["time_this_iter_s"])
             knobs = sides[name]
+            # A sample() that ran past sample_timeout_s returns no episodes: give it more.
+            steps = result.get("env_runners", {}).get("num_env_steps_sampled", 0)
             print(f"{name} iter {i + 1}: {result['time_this_iter_s']:.1f} s "
                   f"(wall {wall:.1f} s; {knobs['num_env_runners']} env runners x "
-                  f"{knobs['num_envs_per_env_runner']} envs, "
-                  f"{result['env_runners']['num_env_steps_sampled']} env steps)", flush=True)
+                  f"{knobs['num_envs_per_env_runner']} envs, {steps} env steps); env runner "
+                  f"CPU s {', '.join(f'{c:.1f}' for c in cpu)}; learner update "
+                  f"{learner:.1f} s", flush=True)
     for algo in algos.values():
         algo.stop()
     new, old = (statistics.median(seconds[n]) for n in ("new", "old"))

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_sweep import cli, env, tiny_args
 
 from esper_rllib.cli import main
 from esper_rllib.run.config import PRESETS, build_ppo_config, resolve_knobs
 from esper_rllib.run.preflight import asked_resources
+from tests.helpers.tiny_sweep import cli, env, tiny_args
 from tuning.plan import plan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,7 @@ def _last_line(capsys) -> str:
     return err[-1] if err else ""
 
 
+@pytest.mark.ray
 @HANGS_TODAY
 def test_train_asking_for_more_cpus_than_the_cluster_has_is_one_line(tmp_path, capsys):
     # Otherwise the trial waits forever, with Ray's "insufficient resources" warning a minute.
@@ -66,6 +67,7 @@ def test_train_asking_for_more_cpus_than_the_cluster_has_is_one_line(tmp_path, c
     assert "allowed: num_env_runners <= " in line
 
 
+@pytest.mark.ray
 @HANGS_TODAY
 def test_ablate_asking_for_more_cpus_than_the_cluster_has_is_one_line(tmp_path, capsys):
     n = TOO_MANY
@@ -89,6 +91,7 @@ def one_cpu_ray():
     ray.shutdown()
 
 
+@pytest.mark.ray
 @HANGS_TODAY
 def test_record_asking_for_more_workers_than_cpus_is_one_line(tmp_path, capsys, one_cpu_ray):
     # Today the second worker waits forever for a CPU the first one holds.
@@ -102,6 +105,7 @@ def test_record_asking_for_more_workers_than_cpus_is_one_line(tmp_path, capsys, 
                     "cluster's CPUs, or leave it out (a worker per CPU)")
 
 
+@pytest.mark.ray
 @HANGS_TODAY
 def test_critic_fit_on_a_ray_without_cpus_is_one_line(tmp_path, capsys):
     import ray
@@ -129,6 +133,7 @@ def test_critic_fit_on_a_ray_without_cpus_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.ray
 def test_interrupted_train_exits_130_with_its_checkpoint(tmp_path):
     proc = subprocess.Popen(cli("train", *tiny_args(iterations=200), "--storage", str(tmp_path),
                                 "--name", "stop-me"),
