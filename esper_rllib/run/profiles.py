@@ -30,9 +30,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # The seed document's budget on quick's env and module: 64 episodes per batch, 16
         # batches (1,024 episodes; `--iterations 32` for its 2,000). 16x quick's data per batch
         # buys PPO's usual update: 4 epochs x 4 minibatches of 16 whole episodes (640 env steps)
-        # = 16 gradient steps per batch at Adam's lr 3e-4, where quick takes 1 step on 4
-        # episodes at 1e-4. 2 env runners of 32 stacked envs: both cores of a 2-core machine
-        # sample (the trainer takes no CPU while they do); a checkpoint every 2 iterations.
+        # = 16 gradient steps per batch at Adam's lr 3e-4 (KL 0.015 and 0.007 after the first
+        # two updates), where quick takes 1 step on 4 episodes at 1e-4. 2 env runners of 32
+        # stacked envs: both cores of a 2-core machine sample (the trainer asks for half a CPU,
+        # each runner 0.75); a checkpoint every 2 iterations.
         "task": "synth_impaired", "n_train": 2048, "max_epochs": 40, "episodes_per_batch": 64,
         "iterations": 16, "lstm_hidden": 64, "feature_dim": 64, "head_hidden": 64,
         "blueprint_head_hidden": (64, 32), "sample_timeout_s": 600.0, "checkpoint_every": 2,
