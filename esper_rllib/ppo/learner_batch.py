@@ -6,7 +6,7 @@ AddColumnsFromEpisodesToTrainBatch, AddTimeDimToBatchAndZeroPad, AddStatesFromEp
 BatchIndividualItems) and NumpyToTensor, which move every step of every column through Python
 one item at a time and time each piece: several milliseconds per update, as much as the whole
 gradient step of the ``quick`` network. This piece writes the same batch (same columns, dtypes,
-shapes and values; ``tests/test_learner_batch.py`` compares them) with one array copy per column
+shapes and values; ``tests/ppo/test_learner_batch.py`` compares them) with one array copy per column
 and episode, for single-agent episodes and a stateful module (``FactoredLSTM``):
 
 - each episode gets RLlib's artificial bootstrap step: its final observation, a copy of its last

@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tiny_sweep import dashboard, never_defined, run_cli, tiny_args, unmatched_patterns
 
 from esper_rllib.analysis import evaluation
 from esper_rllib.analysis.evaluation import last_checkpoint
 from esper_rllib.cli import main
+from tests.helpers.tiny_sweep import (
+    dashboard,
+    never_defined,
+    run_cli,
+    tiny_args,
+    unmatched_patterns,
+)
 from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
 from tuning.tensorboard import SUMMARY_TAG, tag_pattern
 

@@ -15,34 +15,7 @@ from esper_rllib.model.model_config import (
     resolve_model_config,
 )
 from esper_rllib.model.module import FactoredLSTM
-
-# Gain 1 on the value output so values are O(1) and comparisons between them mean something.
-SMALL = {"lstm_hidden": 32, "feature_dim": 12, "embed_dim": 3, "head_hidden": 8,
-         "blueprint_head_hidden": [8, 8], "max_seq_len": 8, "value_head_gain": 1.0}
-N_SLOTS = 3
-
-
-def _module(**overrides):
-    torch.manual_seed(0)
-    return FactoredLSTM(observation_space=observation_space(N_SLOTS),
-                        action_space=action_space(N_SLOTS), model_config={**SMALL, **overrides})
-
-
-def _batch(module, B=3, T=6, seed=0):
-    """A (B, T) learner-style batch of random observations with legal masks and actions."""
-    rng = np.random.default_rng(seed)
-    space = observation_space(N_SLOTS)
-    space.seed(seed)
-    obs = [[space.sample() for _ in range(T)] for _ in range(B)]
-    obs = {k: torch.as_tensor(np.array([[o[k] for o in row] for row in obs])) for k in space}
-    # Every op legal except FOSSILIZE, so the argmax op and the taken op can differ.
-    obs["action_mask"] = torch.ones_like(obs["action_mask"])
-    obs["action_mask"][..., Op.FOSSILIZE] = 0.0
-    actions = torch.as_tensor(np.array(
-        [[action_space(N_SLOTS).sample() for _ in range(T)] for _ in range(B)]))
-    actions[..., 0] = torch.as_tensor(rng.choice([0, 1, 2, 3, 5], size=(B, T)))
-    state = {k: torch.as_tensor(np.stack([v] * B)) for k, v in module.get_initial_state().items()}
-    return {Columns.OBS: obs, Columns.ACTIONS: actions, Columns.STATE_IN: state}
+from tests.helpers.modules import SMALL, random_batch, small_module
 
 
 @pytest.mark.parametrize(("preset", "value_head", "total"),
@@ -56,7 +29,7 @@ def test_parameter_counts_at_reference_sizes(preset, value_head, total):
 
 
 def test_initialisation_follows_the_spec():
-    module = _module(value_head_gain=0.5)
+    module = small_module(value_head_gain=0.5)
     H = SMALL["lstm_hidden"]
     for name, bias in module.lstm.named_parameters():
         if name.startswith("bias"):
@@ -72,12 +45,12 @@ def test_initialisation_follows_the_spec():
 
 
 def test_value_head_depth_and_layernorm_shape():
-    layers = _module(value_head_depth=4, value_head_layernorm=True).value_head
+    layers = small_module(value_head_depth=4, value_head_layernorm=True).value_head
     widths = [m.out_features for m in layers if isinstance(m, torch.nn.Linear)]
     norms = [m.normalized_shape[0] for m in layers if isinstance(m, torch.nn.LayerNorm)]
     assert widths == [16, 8, 4, 1] and norms == [16, 8]
     assert layers[0].in_features == SMALL["lstm_hidden"] + N_OPS
-    assert _module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
+    assert small_module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
 
 
 @pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk"), [
@@ -90,11 +63,11 @@ def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(criti
     learner computes on the zero-padded chunks with SEQ_LENS (the packed LSTM path): logits,
     values (the GAE baseline and the loss path's prediction) and the state at each chunk's end.
     """
-    module = _module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk)
+    module = small_module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk)
     B, T = 3, 6
     seq_lens = torch.tensor([6, 4, 2])
     real = torch.arange(T) < seq_lens[:, None]
-    batch = _batch(module, B=B, T=T)
+    batch = random_batch(module, B=B, T=T)
     # Chunks that continue an episode start from its carried state, not zeros.
     gen = torch.Generator().manual_seed(1)
     batch[Columns.STATE_IN] = {k: torch.randn(v.shape, generator=gen)
@@ -130,8 +103,8 @@ def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(criti
 
 
 def test_logits_are_masked_and_the_batch_is_left_alone():
-    module = _module()
-    batch = _batch(module)
+    module = small_module()
+    batch = random_batch(module)
     obs_before = {k: v.clone() for k, v in batch[Columns.OBS].items()}
     with torch.no_grad():
         out = module.forward_train(batch)
@@ -149,16 +122,16 @@ def test_logits_are_masked_and_the_batch_is_left_alone():
 
 
 def test_env_runner_outputs_carry_no_embeddings():
-    module = _module()
-    batch = _batch(module, T=1)
+    module = small_module()
+    batch = random_batch(module, T=1)
     assert Columns.EMBEDDINGS not in module.forward_exploration(batch)
     assert Columns.EMBEDDINGS not in module.forward_inference(batch)
     assert Columns.EMBEDDINGS in module.forward_train(batch)
 
 
 def test_loss_path_values_are_q_of_the_op_taken():
-    module = _module()
-    batch = _batch(module)
+    module = small_module()
+    batch = random_batch(module)
     with torch.no_grad():
         emb = module.forward_train(batch)[Columns.EMBEDDINGS]
         q = module.q_all_ops(emb)
@@ -171,8 +144,8 @@ def test_loss_path_values_are_q_of_the_op_taken():
 
 
 def test_expected_baseline_is_the_policy_weighted_q():
-    module = _module(q_baseline="expected")
-    batch = _batch(module)
+    module = small_module(q_baseline="expected")
+    batch = random_batch(module)
     with torch.no_grad():
         out = module.forward_train(batch)
         q = module.q_all_ops(out[Columns.EMBEDDINGS])
@@ -184,8 +157,8 @@ def test_expected_baseline_is_the_policy_weighted_q():
 
 
 def test_sampled_op_baseline_bootstraps_with_the_argmax_op():
-    module = _module(q_baseline="sampled_op")
-    batch = _batch(module)
+    module = small_module(q_baseline="sampled_op")
+    batch = random_batch(module)
     with torch.no_grad():
         out = module.forward_train(batch)
         q = module.q_all_ops(out[Columns.EMBEDDINGS])
@@ -206,8 +179,8 @@ def test_sampled_op_baseline_bootstraps_with_the_argmax_op():
 
 
 def test_v_critic_is_a_state_value():
-    module = _module(critic="v")
-    batch = _batch(module)
+    module = small_module(critic="v")
+    batch = random_batch(module)
     with torch.no_grad():
         emb = module.forward_train(batch)[Columns.EMBEDDINGS]
         assert torch.allclose(module.compute_values(batch), module.compute_values(batch, emb))
@@ -220,10 +193,10 @@ def test_v_critic_is_a_state_value():
 
 
 def test_checkpoint_round_trip_keeps_config_and_weights(tmp_path):
-    module = _module(critic="v", value_head_depth=3)
+    module = small_module(critic="v", value_head_depth=3)
     module.save_to_path(tmp_path)
     restored = RLModule.from_checkpoint(tmp_path)
-    batch = _batch(module)
+    batch = random_batch(module)
     assert isinstance(restored, FactoredLSTM)
     assert restored.model_config == module.model_config
     with torch.no_grad():
@@ -231,7 +204,7 @@ def test_checkpoint_round_trip_keeps_config_and_weights(tmp_path):
 
 
 def test_model_config_defaults_and_rllib_keys():
-    module = _module()
+    module = small_module()
     assert module.model_config["max_seq_len"] == SMALL["max_seq_len"]
     assert resolve_model_config({})["max_seq_len"] == REFERENCE_MAX_SEQ_LEN
     # PPOConfig merges vf_share_layers into every model_config.
@@ -253,4 +226,4 @@ def test_model_config_defaults_and_rllib_keys():
 ])
 def test_bad_model_config_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        _module(**overrides)
+        small_module(**overrides)

@@ -19,6 +19,7 @@ from envs.datasets import (
 )
 from envs.synthetic import make_synthetic
 from envs.tasks import TASKS, get_task
+from tests.helpers import REPO
 
 # --- task presets -----------------------------------------------------------------------------
 
@@ -294,7 +295,7 @@ def test_augment_batch_is_deterministic_per_generator():
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_synthetic.py"
+    path = REPO / "benchmarks" / "bench_synthetic.py"
     spec = importlib.util.spec_from_file_location("bench_synthetic", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

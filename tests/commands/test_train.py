@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_sweep import dashboard, never_defined, unmatched_patterns
 
 from envs.datasets import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
 from esper_rllib.cli import main
 from esper_rllib.ppo import metric_names as mn
+from tests.helpers.tiny_sweep import dashboard, never_defined, unmatched_patterns
 from tuning.tensorboard import tag_pattern
 
 TINY = ["--set", "n_train=256", "--set", "n_val=128", "--set", "max_epochs=4",

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from esper_rllib.cli import build_parser, main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def _train_folder(root: Path, iterations: int = 1) -> Path:

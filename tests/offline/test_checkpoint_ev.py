@@ -1,7 +1,6 @@
 """esper-rllib critic-fit --checkpoint: a trained run's critic scored, as it is, on a
 recording's held-out episodes against their return-to-go; a run of another env is refused."""
 
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,10 +16,11 @@ from esper_rllib.offline.fit_plan import plan_fit
 from esper_rllib.offline.fit_run import split_records
 from esper_rllib.offline.record import plan_recording, play_episode
 from esper_rllib.run.config import env_config
+from tests.helpers import DATA
 
 # A checkpoint of a one-iteration run of ENV (written before the package layout; its pickles
 # re-written with today's module paths when the legacy import hook went).
-CHECKPOINT = Path(__file__).parent / "data" / "checkpoint"
+CHECKPOINT = DATA / "checkpoint"
 # The env the checkpoint's run trained on.
 ENV = {"n_train": 256, "n_val": 128, "max_epochs": 4}
 EPISODES = 8  # 2 held out

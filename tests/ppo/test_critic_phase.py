@@ -1,7 +1,7 @@
 """The critic recipe knobs: the value phase after the PPO steps (``critic_steps``), its replay of
 earlier batches (``critic_replay``) and a critic trunk of its own (``critic_trunk=separate``).
 
-Real learners on the probe envs at tiny sizes (the fixtures of test_learner / test_module).
+Real learners on the probe envs at tiny sizes (tests/helpers/learners.py, modules.py).
 """
 
 import pytest
@@ -9,8 +9,6 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-from test_learner import SMALL_MODEL, learn, make_config, sample
-from test_module import _batch, _module
 
 from esper_rllib.cli import main
 from esper_rllib.model.model_config import resolve_model_config
@@ -18,11 +16,15 @@ from esper_rllib.model.module import CRITIC_OUT, CRITIC_STATE
 from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.metric_names import CRITIC_PHASE_METRICS
 from esper_rllib.run.config import ConfigError, parse_set, resolve_knobs
-
-
-def config_of(critic_trunk="shared", env="Probe2", **learner_config):
-    config = make_config(env=env, **learner_config)
-    return config.rl_module(model_config={**SMALL_MODEL, "critic_trunk": critic_trunk})
+from tests.helpers.learners import (
+    config_of,
+    learn,
+    make_config,
+    module_of,
+    sample,
+    snapshot,
+)
+from tests.helpers.modules import random_batch, small_module
 
 
 def learner_of(critic_trunk="shared", env="Probe2", **learner_config):
@@ -32,14 +34,6 @@ def learner_of(critic_trunk="shared", env="Probe2", **learner_config):
 def episodes_of(learner, critic_trunk="shared", env="Probe2"):
     """8 episodes of the learner's policy, sampled by a runner whose module matches it."""
     return sample(learner, SingleAgentEnvRunner(config=config_of(critic_trunk, env)), 8)
-
-
-def module_of(learner):
-    return learner.module[DEFAULT_MODULE_ID].unwrapped()
-
-
-def snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def around_value_phase(learner, episodes):
@@ -154,9 +148,9 @@ def test_default_knobs_give_todays_update_bit_for_bit(episodes):
 @pytest.mark.parametrize(("critic_trunk", "state", "own_part"), [
     ("separate", {"h", "c", *CRITIC_STATE.values()}, "lstm"), ("mlp", {"h", "c"}, "hidden")])
 def test_own_trunk_values_do_not_depend_on_the_actor_trunk(critic_trunk, state, own_part):
-    module = _module(critic_trunk=critic_trunk)
+    module = small_module(critic_trunk=critic_trunk)
     assert set(module.get_initial_state()) == state
-    batch = {**_batch(module), Columns.SEQ_LENS: torch.tensor([6, 6, 6])}
+    batch = {**random_batch(module), Columns.SEQ_LENS: torch.tensor([6, 6, 6])}
     step = {Columns.OBS: {k: v[:, :1] for k, v in batch[Columns.OBS].items()},
             Columns.ACTIONS: batch[Columns.ACTIONS][:, :1], Columns.STATE_IN: batch[
                 Columns.STATE_IN]}
@@ -183,12 +177,12 @@ def test_own_trunk_values_do_not_depend_on_the_actor_trunk(critic_trunk, state, 
 
 
 def test_shared_trunk_state_and_values_are_todays():
-    shared, default = _module(critic_trunk="shared"), _module()
+    shared, default = small_module(critic_trunk="shared"), small_module()
     assert shared.critic_trunk is None and set(shared.get_initial_state()) == {"h", "c"}
     a, b = shared.state_dict(), default.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # A separate trunk is built last: every other layer starts from the same weights.
-    separate = _module(critic_trunk="separate").state_dict()
+    separate = small_module(critic_trunk="separate").state_dict()
     assert all(torch.equal(separate[k], b[k]) for k in b)
 
 
@@ -263,7 +257,7 @@ def test_horizon_sweep_crosses_the_truncation_bootstrap_and_value_steps_on_the_f
 def test_weight_decay_reaches_only_the_critics_parameters(critic_trunk):
     from esper_rllib.ppo import critic_training
 
-    module = _module(critic_trunk=critic_trunk)
+    module = small_module(critic_trunk=critic_trunk)
     params = list(module.parameters())
     groups = critic_training.param_groups(params, module, critic_lr_scale=2.0,
                                           critic_weight_decay=0.5)

@@ -1,6 +1,6 @@
 """Fault tolerance through the real command line: an env runner killed mid-run, a sweep driver
 killed mid-sweep and resumed, and a broken sweep state given to --resume. (Missing and truncated
-`train --restore` checkpoints: tests/test_cli_train.py.)"""
+`train --restore` checkpoints: tests/commands/test_train.py.)"""
 
 import csv
 import json
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_procs import command_line, descendants, kill_trees
 
+from tests.helpers.ray_procs import command_line, descendants, kill_trees
 from tuning.results import load_trial, read_results, trial_dirs
 from tuning.saved_state import check_saved_state
 from tuning.storage import StorageError

@@ -8,8 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tiny_sweep import cli, env, run_cli, tiny_args
-
+from tests.helpers.tiny_sweep import cli, env, run_cli, tiny_args
 from tuning.results import read_ablation_csv, read_results, trial_dirs
 
 ITERATIONS = 3

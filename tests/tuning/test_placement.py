@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 import ray
-from tiny_sweep import TINY
 
 from esper_rllib.run.config import build_ppo_config, resolve_knobs
+from tests.helpers.tiny_sweep import TINY
 from tuning.plan import gpu_knobs, plan_sweep
 from tuning.results import read_ablation_csv, read_results, trial_dirs
 from tuning.runner import run_sweep

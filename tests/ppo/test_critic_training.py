@@ -1,7 +1,7 @@
 """The one critic-training path (``esper_rllib.ppo.critic_training``): the learner's value phase
 and the offline critic fit train a critic alike, and both stop early on held-back episodes.
 
-Real learners on the probe envs at tiny sizes (the fixtures of test_learner / test_critic_phase).
+Real learners on the probe envs at tiny sizes (tests/helpers/learners.py).
 """
 
 import copy
@@ -13,8 +13,6 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.evaluation.postprocessing import Postprocessing
-from test_critic_phase import config_of, module_of, snapshot
-from test_learner import learn, sample
 
 from envs.contract import action_space, observation_space
 from esper_rllib.offline import critic_fit
@@ -23,6 +21,7 @@ from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.offline.record import play_episode
 from esper_rllib.ppo import critic_training
 from esper_rllib.run.config import resolve_knobs
+from tests.helpers.learners import config_of, learn, module_of, sample, snapshot
 
 GAMMA = 0.9
 LR = 1e-2

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ray_procs import kill_trees, pids_mentioning
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+from tests.helpers.ray_procs import kill_trees, pids_mentioning
+
 VENV_BIN = Path(sys.executable).parent
 
 
