@@ -20,6 +20,9 @@ from tuning.results import load_trial, read_results, trial_dirs
 from tuning.saved_state import check_saved_state
 from tuning.storage import StorageError
 
+# Sweeps and runs through the real command line, killed and resumed.
+pytestmark = pytest.mark.timeout(900)
+
 ESPER = str(Path(sys.executable).parent / "esper-rllib")
 # Probe5 is a tiny env with a real RLlib pipeline behind it: iterations take a fraction of a
 # second, so a run long enough to kill something in its middle stays cheap.
@@ -79,6 +82,7 @@ def trial_folders(experiment: Path) -> list:
     return sorted(p for p in experiment.iterdir() if p.is_dir()) if experiment.is_dir() else []
 
 
+@pytest.mark.ray
 def test_killed_env_runner_is_restarted_and_training_reaches_its_target(tmp_path):
     iterations = 20
     run = Run(["train", *PROBE, "--set", "num_env_runners=1",
@@ -112,6 +116,7 @@ def test_killed_env_runner_is_restarted_and_training_reaches_its_target(tmp_path
     assert all(b > a for a, b in zip(steps[back - 1:], steps[back:], strict=False)), steps
 
 
+@pytest.mark.ray
 def test_killed_trial_is_retried_from_its_last_checkpoint(tmp_path):
     """FailureConfig: a trial whose process dies (a node lost, an OOM kill) is restarted by Tune
     from its last checkpoint, and the sweep still ends with every iteration once."""
@@ -231,6 +236,7 @@ def _ablate_resume(storage: Path, name: str) -> subprocess.CompletedProcess:
                           timeout=600, cwd=storage)
 
 
+@pytest.mark.ray
 def test_sweep_driver_killed_then_resumed_finishes_every_trial_exactly_once(driver_killed):
     killed = driver_killed
     experiment = killed["experiment"]
@@ -280,6 +286,7 @@ def test_resume_of_a_missing_sweep_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("saved", ["experiment_state-*.json", "tuner.pkl"])
+@pytest.mark.ray
 def test_resume_with_truncated_sweep_state_is_one_clear_error(driver_killed, tmp_path, saved):
     broken = tmp_path / "broken"
     shutil.copytree(driver_killed["pristine"], broken)

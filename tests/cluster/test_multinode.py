@@ -21,6 +21,10 @@ import pytest
 from tests.helpers import REPO
 from tests.helpers.ray_procs import kill_trees, pids_mentioning
 
+# Two Ray nodes started with `ray start` (each with a --temp-dir of its own, so outside
+# RAY_TMPDIR: the conftest's guard would not see them; the marker is all there is).
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -38,6 +38,7 @@ def trained(tmp_path_factory):
     return proc.stdout + proc.stderr, storage, trial
 
 
+@pytest.mark.ray
 def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     stdout, storage, trial = trained
     lines = [line for line in stdout.splitlines() if line.startswith("iter ")]
@@ -53,6 +54,7 @@ def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     assert trial.name == "seed_before,seed=0"
 
 
+@pytest.mark.ray
 def test_console_holds_our_lines_only(trained):
     stdout, _, _ = trained
     # Nothing but the progress lines and the closing summary: no Ray, RLlib or Tune chatter
@@ -62,6 +64,7 @@ def test_console_holds_our_lines_only(trained):
                              "(preset seed_before)")
 
 
+@pytest.mark.ray
 def test_event_files_hold_every_metric_against_env_steps(trained):
     _, _, trial = trained
     (events,) = trial.glob("events.out.tfevents.*")
@@ -95,6 +98,7 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
     assert unmatched_patterns(layout, tags) <= {tag_pattern(m) for m in never_defined(trial)}
 
 
+@pytest.mark.ray
 def test_final_result_carries_the_verdict_and_checkpoints_exist(trained):
     _, _, trial = trained
     results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
@@ -106,6 +110,7 @@ def test_final_result_carries_the_verdict_and_checkpoints_exist(trained):
     assert (trial / "checkpoint_000001" / "rllib_checkpoint.json").is_file()
 
 
+@pytest.mark.ray
 def test_one_gradient_step_per_batch_as_the_reference(trained):
     # The learner batch also holds one bootstrap step per episode; a minibatch size counted in
     # env steps would silently split the batch into two gradient steps.
@@ -114,6 +119,7 @@ def test_one_gradient_step_per_batch_as_the_reference(trained):
     assert [r[mn.RESULT_KEY]["gradient_steps"] for r in results] == [1, 1]
 
 
+@pytest.mark.ray
 def test_restore_continues_from_a_checkpoint(trained, tmp_path):
     _, _, trial = trained
     checkpoint = trial / "checkpoint_000001"
@@ -126,6 +132,7 @@ def test_restore_continues_from_a_checkpoint(trained, tmp_path):
     assert "env steps      24" in line
 
 
+@pytest.mark.ray
 def test_missing_or_truncated_checkpoint_is_one_clear_error(trained, tmp_path, capsys):
     assert main(["train", "--restore", str(tmp_path / "nope"), "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -189,6 +196,7 @@ def test_knobs_lists_every_knob(capsys):
     assert all(name in out for name in KNOBS)
 
 
+@pytest.mark.ray
 def test_a_failing_run_is_one_line_and_exit_code_1(tmp_path):
     # The CIFAR-10 files are there (the driver's check passes) but unreadable: the env fails
     # inside the trial.
@@ -220,6 +228,7 @@ def test_a_cifar_task_without_data_is_caught_before_ray_starts(tmp_path, capsys,
     assert not storage.exists()  # nothing written
 
 
+@pytest.mark.ray
 def test_asking_for_gpus_a_local_machine_lacks_is_one_clear_error(tmp_path, capsys):
     # Otherwise the trial would wait forever for a GPU bundle (this machine has none).
     assert main(["train", "--gpus", "1", "--storage", str(tmp_path)]) == 2
@@ -248,6 +257,7 @@ def test_heuristic_prints_each_seed_and_the_mean_per_policy(capsys):
         assert "%" in mean
 
 
+@pytest.mark.ray
 def test_evaluate_plays_the_checkpoint_on_its_env_next_to_the_scripted_policies(trained,
                                                                                 tmp_path):
     _, _, trial = trained

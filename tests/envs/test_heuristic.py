@@ -25,6 +25,7 @@ def test_heuristic_beats_wait_only_on_synth_impaired():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 8 seeds on the full task: several times the minute above
 def test_heuristic_beats_wait_only_full_size():
     heuristic, wait = compare(range(8), max_epochs=40)
     assert heuristic.mean() - wait.mean() >= 3.0

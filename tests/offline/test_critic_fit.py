@@ -84,6 +84,7 @@ def test_probe4_q_of_the_op_taken_explains_the_op_reward(probe4):
     assert estimate.low > 0.9, estimate
 
 
+@pytest.mark.ray
 def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
     out = tmp_path / "fit"
     assert main(["critic-fit", str(probe2), "--set", "lr=0.01", "--grid",

@@ -32,6 +32,7 @@ def _plan(env="esper/Probe3-v0", policy="initial", episodes=3, **extra):
     return plan_recording("quick", {"env": env, **SMALL, **extra}, policy, episodes, 0)
 
 
+@pytest.mark.ray
 def test_recording_keeps_every_column_through_critic_fit(local_ray, tmp_path):
     plan = _plan(episodes=3)
     meta = record(plan, tmp_path)
@@ -63,6 +64,7 @@ def test_recording_keeps_every_column_through_critic_fit(local_ray, tmp_path):
                                [r.rewards[0] + 0.5 * r.rewards[1] for r in records], rtol=1e-6)
 
 
+@pytest.mark.ray
 def test_recorded_logp_equals_the_module_on_replay(local_ray, tmp_path):
     """Each episode replayed as one sequence (the learner's way) gives the recorded log-probs."""
     plan = _plan(episodes=2)
@@ -94,6 +96,7 @@ def test_random_policy_logp_is_uniform_over_legal_relevant_heads(tmp_path):
     assert len(HEADS) == len(legal)
 
 
+@pytest.mark.ray
 def test_resume_keeps_what_was_written_and_records_the_same_episodes(local_ray, tmp_path):
     first, fresh = tmp_path / "resumed", tmp_path / "fresh"
     record(_plan(episodes=2), first)
@@ -128,6 +131,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, argv, me
     assert not out.exists()
 
 
+@pytest.mark.ray
 def test_a_folder_of_another_recording_is_refused(local_ray, tmp_path, capsys):
     record(_plan(episodes=1), tmp_path)
     before = sorted(p.name for p in tmp_path.rglob("*"))

@@ -93,6 +93,7 @@ def probe_config():
     )
 
 
+@pytest.mark.ray
 def test_train_results_carry_every_metric_and_restore_keeps_monitor(local_ray, tmp_path):
     algo = probe_config().build_algo()
     try:

@@ -19,6 +19,8 @@ from envs.probes import ALT_OP, REWARDED_OP, SIGNAL_FEATURE, Probe3Env, Probe5En
 from esper_rllib.ppo.env_runner import SEED_STRIDE, SeedOnceEnvRunner
 from esper_rllib.run.config import build_ppo_config, resolve_knobs
 
+pytestmark = pytest.mark.ray  # the module's local Ray (an autouse fixture)
+
 SMALL = {"lstm_hidden": 32, "feature_dim": 32, "head_hidden": 32, "blueprint_head_hidden": (32,)}
 FAST = {"episodes_per_batch": 16, "lr": 1e-2, "num_epochs": 2, "entropy_coef": 0.0}
 

@@ -94,6 +94,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.ray
 def test_train_iteration_with_four_stacked_envs(local_ray):
     algo = build_ppo_config(resolve_knobs("quick", overrides=TINY)).build_algo()
     try:

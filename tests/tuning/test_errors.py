@@ -168,6 +168,7 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch):
         check_storage("/proc/version/runs")
 
 
+@pytest.mark.ray
 def test_resume_needs_an_interrupted_sweep_and_a_new_run_a_new_name(capsys, tmp_path):
     line = _error(capsys, "--resume", "--storage", str(tmp_path))
     assert "no seed-quick-* sweep under" in line

@@ -43,6 +43,7 @@ def test_gpu_fractions_go_into_the_algorithms_bundles():
     assert bundles[1:] == [{"CPU": 0.75, "GPU": pytest.approx(0.3)}] * 2
 
 
+@pytest.mark.ray
 def test_trials_asking_one_gpu_each_run_two_at_a_time_on_distinct_gpus(tmp_path, two_gpu_ray):
     plan = plan_sweep("seed", "quick", resolve_knobs, seeds=2,
                       grid={"value_head_gain": [0.01], "value_head_depth": [2],

@@ -8,8 +8,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.tiny_sweep import cli, env, run_cli, tiny_args
 from tuning.results import read_ablation_csv, read_results, trial_dirs
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 ITERATIONS = 3
 # 4 trials, one at a time, so some finish before the interrupt and some do not.

@@ -26,6 +26,9 @@ from tests.helpers.tiny_sweep import (
 from tuning.results import HPARAMS_METRICS, read_ablation_csv, trial_dirs
 from tuning.tensorboard import SUMMARY_TAG, tag_pattern
 
+# Every test reads one real sweep (the module's fixture), run through `esper-rllib ablate`.
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
 AXES = ("value_head_gain", "value_head_depth", "value_coef")
 GRID = set(itertools.product((1.0, 0.01), (2, 4), (0.5, 1.0)))
 BROKEN, FIX = (1.0, 2, 0.5), (0.01, 4, 1.0)

@@ -4,7 +4,6 @@ inputs, env branching, and `esper-rllib signal` end to end on a tiny env."""
 import copy
 import json
 import math
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +18,7 @@ from envs.scripted import OraclePolicy, RandomPolicy, parse_oracle
 from esper_rllib.analysis import learnability as lb
 from esper_rllib.cli import main
 from esper_rllib.ppo.telemetry import returns_to_go
+from tests.helpers import REPO
 
 
 def ceilings_on(env, n_states=24, continuations=6, policy=RandomPolicy):
@@ -208,7 +208,6 @@ def test_oracle_grows_its_seed_and_hold_fossilizes_only_at_the_last_step():
         parse_oracle("lora@r0c1")
 
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "n_train=128", "--set", "n_val=100", "--set", "max_epochs=4"]
 
 

@@ -32,6 +32,7 @@ from esper_rllib.analysis.stats import (
 from esper_rllib.analysis.sweep import ceiling_for, load_ev_ceiling, load_sweep, measure_signal
 from esper_rllib.cli import main
 from esper_rllib.run.config import resolve_knobs
+from tests.helpers import REPO
 from tuning.plan import plan_sweep
 from tuning.results import TrialRecord, read_ablation_csv, summarize, write_ablation_csv
 
@@ -340,7 +341,6 @@ def test_ev_ceiling_loader(tmp_path):
             load_ev_ceiling(sweep_dir)
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_signal_json_from_before_the_markov_state_ceiling_loads_without_a_ceiling(tmp_path):

@@ -18,10 +18,10 @@ import pytest
 from esper_rllib.cli import main
 from esper_rllib.run.config import PRESETS, build_ppo_config, resolve_knobs
 from esper_rllib.run.preflight import asked_resources
+from tests.helpers import REPO
 from tests.helpers.tiny_sweep import cli, env, tiny_args
 from tuning.plan import plan_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 # More CPUs than any machine running the tests has (Ray counts at most os.cpu_count()).
 TOO_MANY = (os.cpu_count() or 1) + 1
 # Before the resource preflight these runs waited forever for the CPUs they asked for.
@@ -196,8 +196,8 @@ def test_learn_reports_evaluate_every_cell_on_32_held_out_seeds(tmp_path):
 def test_sampling_benchmark_runs_to_its_end():
     # `make bench` runs it on the stacked quick env; its replay diverged from the runner's.
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--profile", "quick",
+        [sys.executable, str(REPO / "benchmarks" / "bench_sampling.py"), "--profile", "quick",
          "--n-train", "256", "--max-epochs", "6", "--steps", "6", "--rounds", "1"],
-        env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+        env=env(), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("ratio=")
