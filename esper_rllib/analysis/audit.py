@@ -207,18 +207,17 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Policies",
         "",
-        f"| policy | final acc % | return |{' raw return |' if raw else ''} acc - WAIT [95% CI] "
-        "(t, wins) | return - WAIT [95% CI] (t, wins) |",
-        f"|---|---|---|{'---|' if raw else ''}---|---|",
     ]
+    policy_rows = []
     for name, p in result["policies"].items():
         acc, ret = p["vs_wait"]["final_acc"], p["vs_wait"]["return"]
-        lines.append(
-            f"| {name} | {_f(p['final_acc']['mean'])} +- {_f(p['final_acc']['std'])} "
-            f"| {_f(p['return']['mean'], 3)} +- {_f(p['return']['std'], 3)} "
-            + (f"| {_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)} "
-               if raw else "")
-            + f"| {_diff(acc, 2)} | {_diff(ret, 3)} |")
+        raw_cell = [f"{_f(p['raw_return']['mean'], 3)} +- {_f(p['raw_return']['std'], 3)}"]
+        policy_rows.append([name, f"{_f(p['final_acc']['mean'])} +- {_f(p['final_acc']['std'])}",
+                            f"{_f(p['return']['mean'], 3)} +- {_f(p['return']['std'], 3)}",
+                            *(raw_cell if raw else []), _diff(acc, 2), _diff(ret, 3)])
+    lines += markdown_table(["policy", "final acc %", "return", *(["raw return"] if raw else []),
+                             "acc - WAIT [95% CI] (t, wins)",
+                             "return - WAIT [95% CI] (t, wins)"], policy_rows)
     corr = result["correlation"]
     lines += [
         "",
@@ -227,16 +226,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Critic headroom",
         "",
-        "| policy | EV ceiling, Markov state [95% CI] | shared stream [95% CI] "
-        "| shared - Markov [95% CI] | states x continuations | ridge R^2 held out "
-        "| ridge R^2 in sample |",
-        "|---|---|---|---|---|---|---|",
     ]
 
     def interval(fig: dict[str, Any] | None) -> str:
         return f"{_f(fig['estimate'])} [{_f(fig['low'])}, {_f(fig['high'])}]" if fig else "-"
 
     ceilings = result.get("ev_ceiling", {})
+    headroom_rows = []
     for name in sorted(set(ceilings) | set(result["ridge_r2"])):
         markov, shared = ceiling_figures(result, name)
         ridge = result["ridge_r2"].get(name)
@@ -245,10 +241,14 @@ def render_markdown(result: dict[str, Any]) -> str:
                        if shared else "n/a (not measured here; `esper-rllib signal` does)"
                        if name in CEILING_POLICIES else "n/a (deterministic policy)")
         size = f"{measured['states']} x {measured['continuations']}" if measured else "-"
-        lines.append(f"| {name} | {markov_text} | {interval(shared)} "
-                     f"| {interval(shared.get('minus_fresh')) if shared else '-'} | {size} "
-                     f"| {_f(ridge['held_out']) if ridge else '-'} "
-                     f"| {_f(ridge['in_sample']) if ridge else '-'} |")
+        headroom_rows.append([name, markov_text, interval(shared),
+                              interval(shared.get("minus_fresh")) if shared else "-", size,
+                              _f(ridge["held_out"]) if ridge else "-",
+                              _f(ridge["in_sample"]) if ridge else "-"])
+    lines += markdown_table(["policy", "EV ceiling, Markov state [95% CI]",
+                             "shared stream [95% CI]", "shared - Markov [95% CI]",
+                             "states x continuations", "ridge R^2 held out",
+                             "ridge R^2 in sample"], headroom_rows)
     lines += [
         "",
         "The EV ceiling is 1 - E[Var(G | s)] / Var(G) for discounted returns-to-go G: the most "

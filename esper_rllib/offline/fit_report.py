@@ -75,23 +75,22 @@ def reference_table(summary: CurveSummary) -> list[str]:
         return []
     last = summary.last_step if summary.cells else None
     head = ["learner", "train episodes", "held-out EV", "train EV", "value loss"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     sizes = sorted({n for r in summary.references for n in summary.reference_sizes[r]})
     for size in sizes:
         for name in summary.references:
             if size not in summary.reference_sizes[name]:
                 continue
-            lines.append("| " + " | ".join([
-                f"{name} (reference)", str(size), _fmt(summary.reference(name, size)),
-                _fmt(summary.reference(name, size, "train_ev")),
-                summary.reference(name, size, "value_loss").format(".3g")]) + " |")
+            rows.append([f"{name} (reference)", str(size), _fmt(summary.reference(name, size)),
+                         _fmt(summary.reference(name, size, "train_ev")),
+                         summary.reference(name, size, "value_loss").format(".3g")])
         cells = [c for c in summary.cells if size in summary.sizes[c]]
         if cells and last is not None:
             best = max(cells, key=lambda c: summary.get(c, size, last).value)
-            lines.append("| " + " | ".join([
-                f"best critic `{best}` @ {last}", str(size), _fmt(summary.get(best, size, last)),
-                _fmt(summary.get(best, size, last, "train_ev")),
-                summary.get(best, size, last, "value_loss").format(".3g")]) + " |")
+            rows.append([f"best critic `{best}` @ {last}", str(size),
+                         _fmt(summary.get(best, size, last)),
+                         _fmt(summary.get(best, size, last, "train_ev")),
+                         summary.get(best, size, last, "value_loss").format(".3g")])
     return ["## Reference learners", "",
             "scikit-learn regressors of the same return-to-go on the same training episodes "
             "(each seed's, each size's) and held-out episodes as the critics: "
@@ -102,7 +101,7 @@ def reference_table(summary: CurveSummary) -> list[str]:
             f"features (the float features and one-hot blueprints, no action mask) plus t; "
             f"`_k{STACK}`: the last {STACK} steps' features stacked. No gradient steps and no "
             "step picked on held-out data. Beside them the critic cell with the best held-out "
-            "EV at the last step.", "", *lines, ""]
+            "EV at the last step.", "", *markdown_table(head, rows), ""]
 
 
 def decomposition_lines(fit: dict[str, Any], summary: CurveSummary,
