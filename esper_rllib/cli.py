@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader left (`esper-rllib knobs | head`): no traceback, and nothing more to flush
+        # into the closed pipe at exit (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as err:
         if _raised(err, "esper_rllib.run.config", "ConfigError"):
             print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)

@@ -216,7 +216,7 @@ def test_bad_values_are_refused_below_the_knob_table_too():
 
 def test_cli_lists_the_knobs_and_refuses_a_bad_one_in_one_line(capsys, tmp_path):
     assert main(["knobs"]) == 0
-    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert {"critic_steps", "critic_replay", "critic_trunk"} <= listed
     assert main(["train", "--profile", "quick", "--set", "critic_steps=-2",
                  "--storage", str(tmp_path / "runs")]) == 2
