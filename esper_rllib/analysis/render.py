@@ -71,6 +71,11 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
         return [analysis.ceiling_note]
     possible = f"{ceiling['estimate']:.3g} [{ceiling['low']:.3g}, {ceiling['high']:.3g}]"
     what = f"EV ceiling under the {ceiling['policy']} policy"
+    shared = ceiling.get("shared_stream")
+    beside = ("" if not shared else
+              f"; the shared-stream figure, which credits a critic with knowing the env's future "
+              f"random stream, is {shared['estimate']:.3g} [{shared['low']:.3g}, "
+              f"{shared['high']:.3g}]")
     best = analysis.best(sweep)
     best_ev = analysis.final_ev(sweep, best)
 
@@ -86,7 +91,8 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
             for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True)]
     return [
         f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
-        f"continuations (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
+        f"continuations with the env's random stream drawn afresh, the Markov-state "
+        f"ceiling{beside} (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
         f"{ceiling['profile']}); a trained policy's returns may be more or less predictable "
         f"than the {ceiling['policy']} policy's. The cell with {BEST_CELL} "
         f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "

@@ -43,9 +43,9 @@ from esper_rllib.run.config import KNOBS, ConfigError, resolve_knobs
 
 DATA_EPISODES = 32  # one quick trial: 8 batches x 4 episodes
 RECIPE_STEPS = 8  # its gradient steps: one per batch
-# What must agree between a fit cell and an online trial (the online recipe included).
-ONLINE_ONLY = ("num_epochs", "critic_steps", "critic_replay", "critic_trunk",
-               "truncation_bootstrap")
+# What must agree between a fit cell and an online trial beyond what a fit may set: the online
+# recipe's knobs (their entries say online_only).
+ONLINE_ONLY = tuple(n for n, k in KNOBS.items() if k.online_only)
 LEVELS = ("EV ceiling (Markov state)", "what the observation tells (best learner, all episodes)",
           "this critic, all episodes, best step",
           f"{DATA_EPISODES} episodes, best step", f"{DATA_EPISODES} episodes, {RECIPE_STEPS} steps",
@@ -55,7 +55,7 @@ GAPS = ("information", "learner", "data", "optimisation", "online")
 
 
 def match_keys() -> list[str]:
-    return [*allowed_knobs(), *(k for k in ONLINE_ONLY if k in KNOBS)]
+    return [*allowed_knobs(), *ONLINE_ONLY]
 
 
 def _normal(knobs: Mapping[str, Any]) -> dict[str, Any]:
