@@ -76,3 +76,23 @@ def module_of(learner):
 
 def snapshot(module):
     return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def around_value_phase(learner, episodes, before=None):
+    """One update with its value phase watched: ``before(module_id, module, batch)`` (if given)
+    runs just before the phase and its dict is returned with the module's parameters just
+    after it (``"after"``), beside the update's metrics."""
+    kept = {}
+    original = learner._value_phase
+
+    def spy(module_id, module, batch):
+        kept.update(before(module_id, module, batch) if before else {})
+        original(module_id, module, batch)
+        kept["after"] = snapshot(module)
+
+    learner._value_phase = spy
+    try:
+        metrics, _ = learn(learner, episodes)
+    finally:
+        del learner._value_phase
+    return kept, metrics

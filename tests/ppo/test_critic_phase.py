@@ -17,6 +17,9 @@ from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.metric_names import CRITIC_PHASE_METRICS
 from esper_rllib.run.config import ConfigError, parse_set, resolve_knobs
 from tests.helpers.learners import (
+    around_value_phase as watch_value_phase,
+)
+from tests.helpers.learners import (
     config_of,
     learn,
     make_config,
@@ -38,19 +41,8 @@ def episodes_of(learner, critic_trunk="shared", env="Probe2"):
 
 def around_value_phase(learner, episodes):
     """One update; the module's parameters just before and just after its value phase."""
-    kept = {}
-    original = learner._value_phase
-
-    def spy(module_id, module, batch):
-        kept["before"] = snapshot(module)
-        original(module_id, module, batch)
-        kept["after"] = snapshot(module)
-
-    learner._value_phase = spy
-    try:
-        metrics, _ = learn(learner, episodes)
-    finally:
-        del learner._value_phase
+    kept, metrics = watch_value_phase(
+        learner, episodes, lambda module_id, module, batch: {"before": snapshot(module)})
     return kept["before"], kept["after"], metrics
 
 

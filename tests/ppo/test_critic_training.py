@@ -21,7 +21,7 @@ from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.offline.record import play_episode
 from esper_rllib.ppo import critic_training
 from esper_rllib.run.config import resolve_knobs
-from tests.helpers.learners import config_of, learn, module_of, sample, snapshot
+from tests.helpers.learners import around_value_phase, config_of, module_of, sample, snapshot
 
 GAMMA = 0.9
 LR = 1e-2
@@ -67,25 +67,15 @@ def records_of(episodes):
 def value_phase_inputs(learner, episodes):
     """One update; what its value phase starts from (a copy of the module, the batch, the
     optimiser's state of each critic parameter by name) and the module after it."""
-    kept = {}
-    original = learner._value_phase
 
-    def spy(module_id, module, batch):
+    def inputs(module_id, module, batch):
         names = {id(p): n for n, p in module.named_parameters()}
         optimizer = learner.get_optimizer(module_id)
-        kept["module"] = copy.deepcopy(module)
-        kept["batch"] = batch
-        kept["adam"] = {names[id(p)]: copy.deepcopy(optimizer.state[p])
-                        for p in module.critic_parameters() if p in optimizer.state}
-        original(module_id, module, batch)
-        kept["after"] = snapshot(module)
+        return {"module": copy.deepcopy(module), "batch": batch,
+                "adam": {names[id(p)]: copy.deepcopy(optimizer.state[p])
+                         for p in module.critic_parameters() if p in optimizer.state}}
 
-    learner._value_phase = spy
-    try:
-        metrics, _ = learn(learner, episodes)
-    finally:
-        del learner._value_phase
-    return kept, metrics
+    return around_value_phase(learner, episodes, inputs)
 
 
 def fit_as_critic_fit(monkeypatch, module, trunk, knobs, episodes, steps, adam=None):
