@@ -41,6 +41,7 @@ from ray.rllib.core.columns import Columns
 from esper_rllib.offline.behaviour import build_module
 from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.ppo import critic_training, telemetry
+from esper_rllib.ppo.learner import slice_rows
 from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import minibatch_bounds
 from esper_rllib.run.config import build_ppo_config
@@ -62,14 +63,8 @@ class Episodes:
         return len(self.mask)
 
     def rows(self, start: int, end: int) -> Episodes:
-        return Episodes(_slice(self.batch, start, end), self.targets[start:end],
+        return Episodes(slice_rows(self.batch, start, end), self.targets[start:end],
                         self.mask[start:end])
-
-
-def _slice(x: Any, start: int, end: int) -> Any:
-    if isinstance(x, Mapping):
-        return {k: _slice(v, start, end) for k, v in x.items()}
-    return x[start:end]
 
 
 def to_episodes(records: Sequence[EpisodeRecord], gamma: float) -> Episodes:

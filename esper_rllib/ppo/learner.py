@@ -358,7 +358,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         # back from the steps to judge them (each row is one whole episode).
         n_current = len(current[Columns.SEQ_LENS])
         n_fit = n_current - critic_training.stop_rows(n_current, cfg["critic_stop_fraction"])
-        data = _concat_rows([_rows(current, 0, n_fit), *stored])
+        data = _concat_rows([slice_rows(current, 0, n_fit), *stored])
         n_seqs = len(data[Columns.SEQ_LENS])
         # About as many episodes per step as a PPO step: each batch in `minibatches` groups.
         groups = cfg["minibatches"] * (1 + len(stored))
@@ -374,7 +374,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         steps = StepMetrics()
         stopper = None
         if n_fit < n_current:
-            held_back = _rows(current, n_fit, n_current)
+            held_back = slice_rows(current, n_fit, n_current)
             stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
 
             def held_back_loss() -> float:
@@ -439,9 +439,10 @@ class FactoredPPOLearner(PPOTorchLearner):
         return metrics
 
 
-def _rows(batch: Mapping[str, Any], start: int, end: int) -> dict[str, Any]:
-    """Rows ``start:end`` of a sequence batch's columns (nested dicts of (rows, ...) tensors)."""
-    return {k: (_rows(v, start, end) if isinstance(v, Mapping) else v[start:end])
+def slice_rows(batch: Mapping[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Rows ``start:end`` of a sequence batch's columns (nested dicts of (rows, ...) arrays);
+    critic-fit slices its episodes with it too."""
+    return {k: (slice_rows(v, start, end) if isinstance(v, Mapping) else v[start:end])
             for k, v in batch.items()}
 
 
