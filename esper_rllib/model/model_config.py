@@ -18,6 +18,9 @@ VALUE_TARGET_NORMS = ("none", "popart")
 # shared: the policy's LSTM; separate: an LSTM and encoder of the critic's; mlp: a feed-forward
 # critic of the current observation alone (its features already carry a short history).
 CRITIC_TRUNKS = ("shared", "separate", "mlp")
+# The observation's float features as the env gives them, or robustly standardised
+# (esper_rllib.model.feature_norm).
+FEATURE_NORMS = ("none", "robust")
 # The module needs a sequence length for a stateful module when no builder derived one: the
 # reference trains whole 150-epoch episodes.
 REFERENCE_MAX_SEQ_LEN = 160
@@ -49,6 +52,10 @@ MODEL_KNOBS: dict[str, Knob] = {
                          "encoder of the current observation alone (mlp: no memory of the "
                          "episode)",
                          choices=CRITIC_TRUNKS, online_only="critic-fit sets it from --trunk"),
+    "feature_norm": Knob("none", str, MODEL, "the observation's float features as the env gives "
+                         "them (none), or centred on their median and scaled by their MAD, "
+                         "clipped to +-5, statistics fitted once from the first training batch "
+                         "(robust); every trunk reads them", choices=FEATURE_NORMS),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),

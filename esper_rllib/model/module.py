@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from envs.contract import EMPTY_BLUEPRINT, HEADS, N_OPS
 from esper_rllib.model.distribution import make_factored_distribution, mask_logits
+from esper_rllib.model.feature_norm import FeatureNorm
 from esper_rllib.model.model_config import resolve_model_config
 from esper_rllib.model.value_norm import PopArt
 
@@ -146,6 +147,9 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         # With PopArt the head outputs normalised values; every value leaving the module is
         # unnormalised (GAE, telemetry and env runners never see the normalised scale).
         self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None
+        # No parameters: where it is built does not change any layer's initial weights.
+        self.feature_norm = (FeatureNorm(n_features) if cfg["feature_norm"] == "robust"
+                             else None)
         # Last, so every layer above draws the same initial weights as with the shared trunk.
         self.critic_trunk = _critic_trunk(n_features, n_slots, cfg)
         # The critic trunk's recurrent state keys (none for a shared or feed-forward one).
@@ -209,7 +213,7 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         embedding, feature_net, lstm, lstm_norm = parts
         obs = batch[Columns.OBS]
         slots = embedding(obs["blueprints"].long()).flatten(-2)
-        x = feature_net(torch.cat([obs["features"].float(), slots], dim=-1))
+        x = feature_net(torch.cat([self.features(obs), slots], dim=-1))
         state = {k: batch[Columns.STATE_IN][key] for k, key in keys.items()}
         if x.shape[1] == 1:
             # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
@@ -237,8 +241,13 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         trunk = self.critic_trunk
         obs = batch[Columns.OBS]
         slots = trunk["blueprint_embedding"](obs["blueprints"].long()).flatten(-2)
-        x = trunk["feature_net"](torch.cat([obs["features"].float(), slots], dim=-1))
+        x = trunk["feature_net"](torch.cat([self.features(obs), slots], dim=-1))
         return trunk["norm"](trunk["hidden"](x))
+
+    def features(self, obs: dict[str, Tensor]) -> Tensor:
+        """The observation's float features as every trunk reads them (``feature_norm``)."""
+        x = obs["features"].float()
+        return x if self.feature_norm is None else self.feature_norm(x)
 
     def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
         logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)

@@ -17,6 +17,9 @@ optimizer (``Learner.postprocess_gradients_for_module``), so a single optimizer 
 ``minibatch_size`` counts env steps and would cut through the LSTM sequences, so it must be unset
 when ``minibatches > 1``.
 
+With ``feature_norm="robust"`` the module's feature statistics are fitted from the first batch
+(real steps), before its first gradient step, and fixed after (``esper_rllib.model.feature_norm``).
+
 With PopArt (model_config ``value_target_norm="popart"``, ``esper_rllib.model.value_norm``) the
 target statistics are updated once per batch, after GAE and before the first gradient step, and the
 value loss is computed on normalised values and targets (``value_clip`` is then in normalised
@@ -302,8 +305,19 @@ class FactoredPPOLearner(PPOTorchLearner):
             batch = MultiAgentBatch(batch.policy_batches,
                                     env_steps=batch.count + len(training_data.episodes))
         self._train_batch = batch
+        self._fit_feature_norms(batch)
         self._update_value_norms(batch)
         return batch
+
+    def _fit_feature_norms(self, batch: Any) -> None:
+        """``feature_norm="robust"``: the statistics from the first batch's real steps, before
+        its first gradient step, then fixed (``esper_rllib.model.feature_norm``)."""
+        for module_id, module_batch in batch.policy_batches.items():
+            norm = self.module[module_id].unwrapped().feature_norm
+            if norm is None or bool(norm.fitted):
+                continue
+            mask = module_batch[Columns.LOSS_MASK].bool()
+            norm.fit(module_batch[Columns.OBS]["features"][mask])
 
     def _update_value_norms(self, batch: Any) -> None:
         """PopArt: fold the batch's value targets (real steps) into each module's statistics
