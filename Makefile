@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # explicitly (cluster runs set it in cluster.yaml).
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
-RUN_DIR ?= runs/quick-seed
+RUN_DIR ?= runs/quick-value-head
 
 .PHONY: setup run test lint bench tensorboard clean
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/esper-rllib ablate --sweep seed --profile quick --seeds 1 --storage $(CURDIR)/$(RUN_DIR)
+	$(BIN)/esper-rllib ablate --sweep value_head --profile quick --seeds 1 --storage $(CURDIR)/$(RUN_DIR)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

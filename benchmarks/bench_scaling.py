@@ -24,7 +24,7 @@ from tuning.runner import run_sweep  # noqa: E402
 def trials_per_hour(concurrent: int, cells: int, iterations: int, storage: str) -> float:
     # The first `cells` cells of the `seed` sweep: gain x depth (value_coef fixed at 1.0).
     gains, depths = ([1.0, 0.01], [2, 4]) if cells >= 4 else ([1.0], [2, 4][:cells])
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=1,
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=1,
                       grid={"value_head_gain": gains, "value_head_depth": depths,
                             "value_coef": [1.0]},
                       overrides={"iterations": iterations, "checkpoint_every": 0})

@@ -35,6 +35,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def _check_value(self, action: argparse.Action, value: object) -> None:
+        # An old name (the parser's ``action.renamed``: old -> new) says what it is called now.
+        renamed = getattr(action, "renamed", {})
+        if value in renamed:
+            raise argparse.ArgumentError(action, f"{value!r} is now called {renamed[value]!r}")
         try:
             super()._check_value(action, value)
         except argparse.ArgumentError as err:

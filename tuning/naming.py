@@ -1,4 +1,4 @@
-"""Trial names: the swept axes first, short and readable (``gain=1.0,depth=2,coef=0.5,seed=0``).
+"""Trial names: the swept axes first, short and readable (``gain=1.0,depth=2,coef=0.5,rng_seed=0``).
 
 One label names a trial everywhere: its folder, Tune's trial name (console, TensorBoard's run
 list) and the ``trial`` column of ablation.csv.

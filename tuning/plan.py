@@ -15,11 +15,14 @@ from typing import Any
 
 from tuning.naming import label
 from tuning.storage import write_atomic
-from tuning.sweeps import PRESET, Cell, get_sweep
+from tuning.sweeps import PRESET, Cell, get_sweep, saved_sweep_name
 
 KnobResolver = Callable[..., dict[str, Any]]  # resolve_knobs(profile, preset=None, overrides=None)
 
-SEED = "seed"
+SEED = "rng_seed"
+# The RNG knob (and so this axis) was once called "seed", the word the seed document keeps for
+# the grown module: saved sweeps (sweep.json, params.json, ablation.csv) are read with it renamed.
+OLD_SEED = "seed"
 DEFAULT_SEEDS = 5
 PLAN_FILE = "sweep.json"
 # Knobs that must be the same in every cell: FIFO runs every cell to the same budget.
@@ -108,7 +111,15 @@ class SweepPlan:
         path = Path(experiment_dir) / PLAN_FILE
         if not path.is_file():
             raise ValueError(f"{experiment_dir} has no {PLAN_FILE}: not a sweep folder")
-        return cls(**json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        return cls(**{**saved, "sweep": saved_sweep_name(saved["sweep"]),
+                      "axes": with_seed_renamed(saved["axes"]),
+                      "base": with_seed_renamed(saved["base"])})
+
+
+def with_seed_renamed(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``mapping`` with a saved ``OLD_SEED`` key read as ``SEED``."""
+    return {(SEED if k == OLD_SEED else k): v for k, v in mapping.items()}
 
 
 def gpu_knobs(knobs: Mapping[str, Any], gpus_per_trial: float) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_rllib.ppo.metric_names import RESULT_KEY, VERDICT, VERDICT_CODE, final_evs
+from tuning.plan import with_seed_renamed
 from tuning.storage import atomic_path
 
 RESULT_FILE = "result.json"
@@ -87,7 +88,7 @@ def read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
 def load_trial(trial_dir: str | Path) -> TrialRecord:
     """A trial's record; if a resumed trial repeated an iteration, its latest result counts."""
     path = Path(trial_dir)
-    params = json.loads((path / PARAMS_FILE).read_text())
+    params = with_seed_renamed(json.loads((path / PARAMS_FILE).read_text()))
     by_iteration = {r["training_iteration"]: r for r in read_results(path)
                     if "training_iteration" in r}
     ordered = [by_iteration[i] for i in sorted(by_iteration)]
@@ -197,7 +198,7 @@ def write_ablation_csv(experiment_dir: str | Path,
 
 def read_ablation_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return [with_seed_renamed(row) for row in csv.DictReader(f)]
 
 
 def hparams_metrics(summary: Mapping[str, Any]) -> dict[str, float]:

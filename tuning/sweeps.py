@@ -74,8 +74,8 @@ def _critic_knob(name: str) -> Callable[[Cell], Any]:
 
 
 SWEEPS: Mapping[str, Sweep] = MappingProxyType({
-    "seed": Sweep(
-        name="seed",
+    "value_head": Sweep(
+        name="value_head",
         about="the seed document's ablation: value-head gain x depth x value_coef (8 cells); "
         "LayerNorm in the depth-4 head",
         axes={
@@ -167,8 +167,22 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
 })
 
 
+# What `ablate` and `make run` sweep when none is named: the seed document's own ablation.
+DEFAULT_SWEEP = "value_head"
+# Old names, each a one-line error naming the new one, and read as it from saved sweeps. "seed"
+# names the grown module only.
+RENAMED_SWEEPS: Mapping[str, str] = MappingProxyType({"seed": "value_head"})
+
+
+def saved_sweep_name(name: str) -> str:
+    """The sweep a saved sweep.json (or a folder's name) means, under today's names."""
+    return RENAMED_SWEEPS.get(name, name)
+
+
 def get_sweep(name: str) -> Sweep:
     """The named sweep, or a ValueError listing the known names."""
+    if name in RENAMED_SWEEPS:
+        raise ValueError(f"sweep {name!r} is now called {RENAMED_SWEEPS[name]!r}")
     try:
         return SWEEPS[name]
     except KeyError:

@@ -118,7 +118,7 @@ def signal_audit(knobs: dict[str, Any], *, profile: str, seeds: int, oracle: str
         len(POLICIES) * seeds + ev_states * (ev_continuations - 1))
     progress, start = Progress(steps), time.monotonic()
     best = finder.find(new_env, max_epochs, progress)
-    env_seeds = [knobs["seed"] + i for i in range(seeds)]
+    env_seeds = [knobs["rng_seed"] + i for i in range(seeds)]
     result = run_audit(new_env, scripted_policies(best, max_epochs), seeds=env_seeds,
                        max_epochs=max_epochs, gamma=knobs["gamma"], ev_states=ev_states,
                        ev_continuations=ev_continuations, tick=progress)

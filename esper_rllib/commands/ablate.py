@@ -13,7 +13,7 @@ from esper_rllib.commands.knob_args import (
     add_knob_arguments,
     add_max_concurrent_argument,
 )
-from tuning.sweeps import SWEEPS, Sweep, get_sweep
+from tuning.sweeps import DEFAULT_SWEEP, RENAMED_SWEEPS, SWEEPS, Sweep, get_sweep
 
 
 def _sweep_line(sweep: Sweep) -> str:
@@ -34,11 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "sweeps (docs/design.md, \"Commands, profiles, sweeps and knobs\", says what "
                     "each asks):\n"
                     + "\n".join(_sweep_line(s) for s in SWEEPS.values()))
-    parser.add_argument("--sweep", default="seed", choices=list(SWEEPS),
-                        help="named sweep (default: seed)")
+    sweep = parser.add_argument("--sweep", default=DEFAULT_SWEEP, choices=list(SWEEPS),
+                                help=f"named sweep (default: {DEFAULT_SWEEP})")
+    sweep.renamed = RENAMED_SWEEPS
     add_knob_arguments(parser, presets=False)
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 5); the seed is a "
-                        "grid axis counting up from the `seed` knob")
+                        "grid axis counting up from the `rng_seed` knob")
     add_grid_argument(parser, "sweep (or add) an axis over these values (repeatable)")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
                         help="GPUs per trial, split between the learner and the env runners "
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.run.config import build_ppo_config, parse_set, resolve_knobs
     from esper_rllib.run.preflight import check_env_inputs, check_trial_resources, runs_here
     from tuning.output import COMPACT, TUNE_TABLES
-    from tuning.plan import SweepPlan, plan_sweep
+    from tuning.plan import SEED, SweepPlan, plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
     from tuning.tensorboard import tensorboard_command
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             check_trial_resources(plan.cell_knobs(next(plan.trials())), args.address,
                                   quiet=not args.verbose)
             print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
-                  f"({len(plan.axes) - 1} axes x {len(plan.axes['seed'])} seeds), "
+                  f"({len(plan.axes) - 1} axes x {len(plan.axes[SEED])} seeds), "
                   f"{plan.iterations} iterations each")
             outcome = run_sweep(plan, build_ppo_config, args.storage, name=args.name,
                                 address=args.address, max_concurrent=args.max_concurrent,

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     for message in dict.fromkeys(_plain(str(w.message)) for w in caught):
         print(f"gymnasium check_env warning: {message}")
     print(f"gymnasium check_env: {'FAILED: ' + failure if failure else 'passed'}")
-    rng = np.random.default_rng(knobs["seed"])
-    obs, _ = env.reset(seed=knobs["seed"])
+    rng = np.random.default_rng(knobs["rng_seed"])
+    obs, _ = env.reset(seed=knobs["rng_seed"])
     n_slots = len(env.observation_space["blueprints"].nvec)
     times = []
     for _ in range(args.steps):

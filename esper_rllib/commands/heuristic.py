@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     env = make_env(knobs)
     policies = {"heuristic": HeuristicPolicy, "wait": WaitPolicy}
     names = POLICIES if args.policy == "both" else (args.policy,)
-    seeds = [knobs["seed"] + i for i in range(args.seeds)]
+    seeds = [knobs["rng_seed"] + i for i in range(args.seeds)]
     for name in names:
         accs = []
         for seed in seeds:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES
+from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES, RENAMED_PROFILES
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
-                        help=f"run size (default: {DEFAULT_PROFILE}); `esper-rllib knobs` shows "
-                             "each profile's values")
+    profile = parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                                  help=f"run size (default: {DEFAULT_PROFILE}); `esper-rllib "
+                                       "knobs` shows each profile's values")
+    profile.renamed = RENAMED_PROFILES  # old names: a one-line error naming the new one
     if presets:
         parser.add_argument("--preset", choices=list(PRESETS),
                             help="named knob values over the profile's (default: none); "

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(value_head_line(knobs))
     # The trial folder (TensorBoard's run name): the preset, if any, and the seed.
-    label = ",".join(filter(None, (args.preset, f"seed={knobs['seed']}")))
+    label = ",".join(filter(None, (args.preset, f"rng_seed={knobs['rng_seed']}")))
     result = train(knobs, storage=args.storage, name=args.name, restore=args.restore,
                    label=label, verbose=args.verbose)
     return 130 if result.get("interrupted") else 0  # 130: stopped by Ctrl-C, as a shell says

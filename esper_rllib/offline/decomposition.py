@@ -27,7 +27,6 @@ on the profile).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -83,8 +82,9 @@ class OnlineTrial:
 
 def load_online(spec: str, profile: str) -> list[OnlineTrial]:
     """The trials of ``DIR[@SWEEP]``'s ablation.csv with their full knobs."""
-    from tuning.plan import PLAN_FILE, SweepPlan
-    from tuning.sweeps import SWEEPS
+    from tuning.plan import PLAN_FILE, SEED, SweepPlan
+    from tuning.results import read_ablation_csv
+    from tuning.sweeps import SWEEPS, saved_sweep_name
 
     text, _, sweep = spec.partition("@")
     folder = Path(text)
@@ -93,18 +93,17 @@ def load_online(spec: str, profile: str) -> list[OnlineTrial]:
     if (folder / PLAN_FILE).is_file():
         base = dict(SweepPlan.load(folder).base)
     else:
-        sweep = sweep or folder.name.split("-")[0]
+        sweep = saved_sweep_name(sweep or folder.name.split("-")[0])
         if sweep not in SWEEPS:
             raise ConfigError(f"--online {spec}: no {PLAN_FILE} and no named sweep "
                               f"{sweep!r}; give DIR@SWEEP with SWEEP one of {', '.join(SWEEPS)}")
         base = resolve_knobs(profile, overrides=dict(SWEEPS[sweep].fixed))
     trials = []
-    with open(folder / "ablation.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            knobs = {**base, **{k: KNOBS[k].parse(k, v) for k, v in row.items()
-                                if k in KNOBS and k != "seed" and v != ""}}
-            trials.append(OnlineTrial(str(folder), knobs, float(row["final_ev"]),
-                                      float(row.get("final_ev_return") or "nan")))
+    for row in read_ablation_csv(folder / "ablation.csv"):
+        knobs = {**base, **{k: KNOBS[k].parse(k, v) for k, v in row.items()
+                            if k in KNOBS and k != SEED and v != ""}}
+        trials.append(OnlineTrial(str(folder), knobs, float(row["final_ev"]),
+                                  float(row.get("final_ev_return") or "nan")))
     return trials
 
 

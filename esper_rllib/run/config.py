@@ -37,7 +37,7 @@ from esper_rllib.knob import (
 )
 from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config
 from esper_rllib.ppo.learner_config import LEARNER_KNOBS
-from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES
+from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES, RENAMED_PROFILES
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -113,8 +113,8 @@ KNOBS: dict[str, Knob] = {
                                        "env runner", minimum=0.0,
                                        key="delay_between_env_runner_restarts_s"),
     # --- the run ---
-    "seed": Knob(0, int, RUN, "seed of torch and numpy; env i of runner w starts from seed x "
-                 "10000 + w x envs per runner + i", minimum=0),
+    "rng_seed": Knob(0, int, RUN, "seed of torch's and numpy's random numbers; env i of runner "
+                     "w starts from rng_seed x 10000 + w x envs per runner + i", minimum=0),
     "iterations": Knob(10, int, RUN, "training iterations (batches)", minimum=1,
                        searchable=False),
     "checkpoint_every": Knob(5, int, RUN, "checkpoint every N iterations (0 = only at the "
@@ -138,9 +138,19 @@ def _unknown(what: str, name: str, known: Sequence[str]) -> ConfigError:
                        else f"unknown {what} {name!r}; {listing}")
 
 
+# Old knob names, each a one-line error naming the new one ("seed" names the grown module).
+RENAMED_KNOBS: dict[str, str] = {"seed": "rng_seed"}
+
+
+def _unknown_key(name: str) -> ConfigError:
+    if name in RENAMED_KNOBS:
+        return ConfigError(f"key {name!r} is now called {RENAMED_KNOBS[name]!r}")
+    return _unknown("key", name, list(KNOBS))
+
+
 def _check_value(name: str, value: Any) -> Any:
     if name not in KNOBS:
-        raise _unknown("key", name, list(KNOBS))
+        raise _unknown_key(name)
     knob = KNOBS[name]
     if _is_search_space(value):
         if not knob.searchable:
@@ -159,7 +169,7 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not name:
             raise ConfigError(f"--set {item!r}: expected key=value")
         if name not in KNOBS:
-            raise _unknown("key", name, list(KNOBS))
+            raise _unknown_key(name)
         out[name] = KNOBS[name].parse(name, text)
     return out
 
@@ -192,6 +202,8 @@ def parse_grid(items: Sequence[str], typed: Callable[[str, str], Any] | None = N
 def resolve_knobs(profile: str = DEFAULT_PROFILE, preset: str | None = None,
                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every knob's value: defaults <- profile <- preset <- overrides, validated."""
+    if profile in RENAMED_PROFILES:
+        raise ConfigError(f"profile {profile!r} is now called {RENAMED_PROFILES[profile]!r}")
     if profile not in PROFILES:
         raise _unknown("profile", profile, list(PROFILES))
     if preset is not None and preset not in PRESETS:
@@ -372,6 +384,6 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             restart_failed_env_runners=knobs["restart_failed_env_runners"],
             delay_between_env_runner_restarts_s=knobs["env_runner_restart_delay_s"],
         )
-        .debugging(seed=knobs["seed"])
+        .debugging(seed=knobs["rng_seed"])
     )
 

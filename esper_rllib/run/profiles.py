@@ -47,7 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "iterations": 24, "sample_timeout_s": 1800.0, "checkpoint_every": 8,
         "stack_batch": True,
     },
-    "seed": {
+    "cifar": {
         # The seed document's run: minutes per episode on a GPU. 4 env runners of 16 stacked
         # envs (one kernel per layer serves 16 hosts); one sample() call steps them through
         # whole episodes: allow 4 hours.
@@ -56,6 +56,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gpus": 1.0, "sample_timeout_s": 14_400.0, "checkpoint_every": 4,
     },
 }
+
+# Old profile names, each a one-line error naming the new one ("seed" names the grown module).
+RENAMED_PROFILES: dict[str, str] = {"seed": "cifar"}
 
 # The critic that generalises, chosen by critic-fit's grids on recordings of random play: the
 # fix's value head on a feed-forward critic trunk of the current observation (mlp), every trunk

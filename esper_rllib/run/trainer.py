@@ -104,7 +104,7 @@ def run_hparams(knobs: Mapping[str, Any]) -> dict[str, Any]:
     in TensorBoard's HParams table lines up with a sweep's trials."""
     from tuning.sweeps import SWEEPS
 
-    names = {"seed"}
+    names = {"rng_seed"}
     for sweep in SWEEPS.values():
         names |= (set(sweep.axes) - sweep.labels) | set(sweep.fixed) | set(sweep.derived)
     return {k: knobs[k] for k in sorted(names) if k in knobs}
@@ -198,7 +198,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     name = name or time.strftime("train-%Y%m%d-%H%M%S")
     config = build_ppo_config(knobs)
     _init_ray(knobs, config, quiet=not verbose)
-    trial_name = functools.partial(_run_name, label or f"seed={knobs['seed']}")
+    trial_name = functools.partial(_run_name, label or f"rng_seed={knobs['rng_seed']}")
     tuner = tune.Tuner(
         PPO if checkpoint is None else _restoring_trainable(checkpoint),
         param_space=config,

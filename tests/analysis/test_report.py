@@ -141,9 +141,9 @@ def test_summary_of_one_trial():
 
 
 def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
-               overrides: dict | None = None, sweep: str = "seed",
+               overrides: dict | None = None, sweep: str = "value_head",
                return_ev: bool = True) -> Path:
-    """A sweep folder (the seed sweep unless named) with hand-made results: final EV is set by
+    """A sweep folder (the value_head sweep unless named) with hand-made results: final EV is set by
     the gain alone, final accuracy by the depth alone (+5 points at depth 4); seeds add 0.01 EV
     and 1 point; the EV against the return-to-go is 0.3 lower (absent with ``return_ev`` off,
     as in runs from before it was logged)."""
@@ -152,8 +152,8 @@ def fake_sweep(root: Path, seeds: int = 2, grid: dict | None = None,
     plan.save(root)
     for i, values in enumerate(itertools.product(*plan.axes.values())):
         params = {**plan.param_space(), **dict(zip(plan.axes, values, strict=True))}
-        ev = (0.5 if params["value_head_gain"] == 0.01 else -0.2) + 0.01 * params["seed"]
-        accuracy = 60.0 + 5 * (params["value_head_depth"] == 4) + params["seed"]
+        ev = (0.5 if params["value_head_gain"] == 0.01 else -0.2) + 0.01 * params["rng_seed"]
+        accuracy = 60.0 + 5 * (params["value_head_depth"] == 4) + params["rng_seed"]
         trial = root / f"EsperPPO_x_{i:05d}"
         trial.mkdir(parents=True)
         (trial / "params.json").write_text(json.dumps(params))
@@ -196,7 +196,7 @@ def section(report: str, title: str) -> str:
 
 
 def test_report_on_a_hand_made_sweep(tmp_path):
-    root = fake_sweep(tmp_path / "seed-quick")
+    root = fake_sweep(tmp_path / "value_head-quick")
     sweep = load_sweep(root)
     assert len(sweep.cells) == 8 and all(len(c.trials) == 2 for c in sweep.cells)
     write_signal(tmp_path)  # beside the experiment folder

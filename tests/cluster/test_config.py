@@ -64,18 +64,18 @@ def test_every_node_installs_the_project_with_token_auth(cfg):
             assert "RAY_AUTH_MODE=token ray start" in cmd
 
 
-# The seed profile's learner takes a GPU unless told otherwise (--set gpus=0 for CPU nodes).
+# The cifar profile's learner takes a GPU unless told otherwise (--set gpus=0 for CPU nodes).
 @pytest.mark.parametrize(("node_type", "gpus_per_trial", "overrides"), [
     ("gpu_worker", 1.0, {}), ("cpu_worker", 0.0, {"gpus": 0.0})])
-def test_a_seed_profile_trial_fits_on_one_worker_node(cfg, node_type, gpus_per_trial, overrides):
-    """What `esper-rllib ablate --profile seed --gpus-per-trial G` asks Ray for, against the
+def test_a_cifar_profile_trial_fits_on_one_worker_node(cfg, node_type, gpus_per_trial, overrides):
+    """What `esper-rllib ablate --profile cifar --gpus-per-trial G` asks Ray for, against the
     resources the node type declares: Tune packs a trial's bundles onto one node if it can."""
     from ray.rllib.algorithms.ppo import PPO
 
     from esper_rllib.run.config import build_ppo_config, resolve_knobs
     from tuning.plan import plan_sweep
 
-    plan = plan_sweep("seed", "seed", resolve_knobs, seeds=1, gpus_per_trial=gpus_per_trial,
+    plan = plan_sweep("value_head", "cifar", resolve_knobs, seeds=1, gpus_per_trial=gpus_per_trial,
                       overrides=overrides)
     request = PPO.default_resource_request(build_ppo_config(plan.base))
     need: dict = {}

@@ -121,7 +121,7 @@ def test_killed_trial_is_retried_from_its_last_checkpoint(tmp_path):
     """FailureConfig: a trial whose process dies (a node lost, an OOM kill) is restarted by Tune
     from its last checkpoint, and the sweep still ends with every iteration once."""
     iterations = 8
-    run = Run(["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0", "--grid",
+    run = Run(["ablate", "--sweep", "value_head", "--grid", "value_head_gain=1.0", "--grid",
                "value_head_depth=2", "--grid", "value_coef=1.0", "--seeds", "1", *PROBE,
                "--set", f"iterations={iterations}", "--set", "checkpoint_every=1",
                "--reference-episodes", "0", "--storage", str(tmp_path), "--name", "retry"],
@@ -161,7 +161,7 @@ def test_killed_trial_is_retried_from_its_last_checkpoint(tmp_path):
 SWEEP_ITERATIONS = 8
 # Four one-cell-at-a-time trials, a checkpoint every iteration: when the driver dies, some trials
 # have finished, one is usually half-way, the rest have not started.
-SWEEP = ["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0", "--grid",
+SWEEP = ["ablate", "--sweep", "value_head", "--grid", "value_head_gain=1.0", "--grid",
          "value_head_depth=2", "--grid", "value_coef=0.5,1.0", "--seeds", "2",
          "--max-concurrent", "1", *PROBE, "--set", f"iterations={SWEEP_ITERATIONS}",
          "--set", "checkpoint_every=1", "--reference-episodes", "0"]

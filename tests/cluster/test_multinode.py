@@ -149,7 +149,7 @@ def two_node_cluster():
 
 # Two cells x one seed of the seed sweep on a probe env: two tiny trials, each needing one CPU,
 # so with one CPU per node they run at the same time, one on each node.
-SWEEP = ["esper-rllib", "ablate", "--sweep", "seed", "--profile", "quick", "--seeds", "1",
+SWEEP = ["esper-rllib", "ablate", "--sweep", "value_head", "--profile", "quick", "--seeds", "1",
          "--grid", "value_head_gain=1.0", "--grid", "value_head_depth=2",
          "--grid", "value_coef=0.5,1.0", "--set", "env=esper/Probe5-v0",
          "--set", "episodes_per_batch=16", "--set", "iterations=3", "--reference-episodes", "0",

@@ -31,7 +31,7 @@ def test_help_and_argparse_errors_import_neither_ray_nor_torch():
 import contextlib, io, sys
 from esper_rllib.cli import build_parser
 for argv in ([["--help"]] + [[c, "--help"] for c in {COMMANDS!r}]
-             + [["train", "--profile", "quik"], ["ablate", "--sweep", "seeds"]]):
+             + [["train", "--profile", "quik"], ["ablate", "--sweep", "value_hed"]]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             build_parser().parse_args(argv)
@@ -91,7 +91,7 @@ def test_ablate_help_lists_the_sweeps_as_choices_one_line_each(capsys):
     (["train", "--set", "valu_coef=1"], "unknown key 'valu_coef'; did you mean 'value_coef'"),
     (["train", "--profile", "quik"], "invalid choice: 'quik'"),
     (["train", "--preset", "seed_afer"], "did you mean 'seed_after'?"),
-    (["ablate", "--sweep", "seeds"], "did you mean 'seed'?"),
+    (["ablate", "--sweep", "value_hed"], "did you mean 'value_head'?"),
     (["trian"], "did you mean 'train'?"),
 ])
 def test_a_near_miss_says_what_was_meant_in_one_line(argv, wanted, capsys):
@@ -146,3 +146,16 @@ def test_one_final_ev_for_the_console_the_report_and_the_postmortem():
     later = {**last, mn.EV_TRAILING: 0.25, mn.EV_RETURN_TRAILING: 0.1, mn.VERDICT: "strong"}
     assert "final EV +0.25, against the return-to-go +0.1" in final_line(later, 8)
     assert "needs" not in final_line(later, 8)
+
+
+@pytest.mark.parametrize(("argv", "wanted"), [
+    (["ablate", "--sweep", "seed"], "argument --sweep: 'seed' is now called 'value_head'"),
+    (["train", "--profile", "seed"], "argument --profile: 'seed' is now called 'cifar'"),
+    (["train", "--set", "seed=3"], "key 'seed' is now called 'rng_seed'"),
+    (["ablate", "--grid", "seed=1,2"], "key 'seed' is now called 'rng_seed'"),
+])
+def test_an_old_name_of_the_rng_seed_the_profile_or_the_sweep_names_the_new_one(argv, wanted,
+                                                                                 capsys):
+    # "seed" names the grown module only; each old spelling is one line naming the new one.
+    code, _, err = _exit(argv, capsys)
+    assert code == 2 and wanted in err and "\n" not in err.rstrip("\n"), err

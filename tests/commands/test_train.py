@@ -51,7 +51,7 @@ def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     assert f"tensorboard --logdir {storage / 'tiny'}" in stdout
     assert f"{Path(sys.executable).parent / 'tensorboard'} --logdir" in stdout
     # The trial folder (TensorBoard's run name) is the preset and the seed, not Tune's default.
-    assert trial.name == "seed_before,seed=0"
+    assert trial.name == "seed_before,rng_seed=0"
 
 
 @pytest.mark.ray

@@ -223,7 +223,7 @@ def test_budget_sweep_crosses_trunk_and_value_steps_on_the_fix_with_replay():
 
     plan = plan_sweep("budget", "quick", resolve_knobs, seeds=5)
     assert plan.axes == {"critic_trunk": ["shared", "separate"], "critic_steps": [0, 32, 128],
-                         "seed": [0, 1, 2, 3, 4]}
+                         "rng_seed": [0, 1, 2, 3, 4]}
     assert plan.n_trials == 2 * 3 * 5
     assert all(plan.base[k] == v for k, v in SEED_DOCUMENT_FIX.items())
     assert plan.base["critic_replay"] == 3
@@ -231,7 +231,7 @@ def test_budget_sweep_crosses_trunk_and_value_steps_on_the_fix_with_replay():
     # (no value phase, so the replay does nothing).
     first = next(iter(plan.trials()))
     assert (first["critic_trunk"], first["critic_steps"]) == ("shared", 0)
-    assert plan.trial_label(first) == "trunk=shared,critic_steps=0,seed=0"
+    assert plan.trial_label(first) == "trunk=shared,critic_steps=0,rng_seed=0"
 
 
 def test_horizon_sweep_crosses_the_truncation_bootstrap_and_value_steps_on_the_fix():
@@ -239,10 +239,10 @@ def test_horizon_sweep_crosses_the_truncation_bootstrap_and_value_steps_on_the_f
 
     plan = plan_sweep("horizon", "quick", resolve_knobs, seeds=5)
     assert plan.axes == {"truncation_bootstrap": [True, False], "critic_steps": [0, 128],
-                         "seed": [0, 1, 2, 3, 4]}
+                         "rng_seed": [0, 1, 2, 3, 4]}
     assert (plan.base["critic_replay"], plan.base["critic_trunk"]) == (3, "shared")
     first = next(iter(plan.trials()))
-    assert plan.trial_label(first) == "bootstrap=True,critic_steps=0,seed=0"
+    assert plan.trial_label(first) == "bootstrap=True,critic_steps=0,rng_seed=0"
 
 
 @pytest.mark.parametrize("critic_trunk", ["shared", "mlp"])

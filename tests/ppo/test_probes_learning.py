@@ -157,7 +157,7 @@ def test_probe5_policy_conditions_on_the_state():
 
 
 def test_env_runner_seeds_each_env_once_and_distinctly():
-    knobs = resolve_knobs("quick", overrides={"env": "esper/Probe2-v0", **SMALL, "seed": 3,
+    knobs = resolve_knobs("quick", overrides={"env": "esper/Probe2-v0", **SMALL, "rng_seed": 3,
                                               "num_env_runners": 2,
                                               "num_envs_per_env_runner": 2,
                                               "episodes_per_batch": 4})

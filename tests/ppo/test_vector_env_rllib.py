@@ -27,8 +27,8 @@ def test_stack_batch_makes_each_runners_share_of_the_batch_one_stacked_env():
     quick = resolve_knobs("quick", overrides=TINY)
     assert (quick["num_envs_per_env_runner"], quick["gym_env_vectorize_mode"]) == (
         4, "vector_entry_point")
-    seed = resolve_knobs("seed")  # 64 episodes over 4 env runners on the GPU profile
-    assert (seed["num_env_runners"], seed["num_envs_per_env_runner"]) == (4, 16)
+    cifar = resolve_knobs("cifar")  # 64 episodes over 4 env runners on the GPU profile
+    assert (cifar["num_env_runners"], cifar["num_envs_per_env_runner"]) == (4, 16)
     two = resolve_knobs("quick", overrides={"num_env_runners": 2})
     assert two["num_envs_per_env_runner"] == 2
     # A resolved run's knobs given back resolve to themselves (sweep bases, checkpoints).

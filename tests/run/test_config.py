@@ -26,7 +26,7 @@ def test_profiles_have_the_experiment_sizes():
     assert (standard["task"], standard["n_train"], standard["max_epochs"],
             standard["episodes_per_batch"], standard["iterations"],
             standard["lstm_hidden"]) == ("synth_impaired", 2048, 60, 4, 24, 512)
-    seed = resolve_knobs("seed")
+    seed = resolve_knobs("cifar")
     assert (seed["task"], seed["n_train"], seed["max_epochs"], seed["episodes_per_batch"],
             seed["iterations"], seed["lstm_hidden"]) == ("cifar_impaired", 50_000, 150, 64, 32, 512)
     # The seed document's settings hold in every profile.
@@ -127,7 +127,7 @@ def test_built_config_has_the_reference_ppo_settings():
     from esper_rllib.ppo.callbacks import EsperCallbacks
     from esper_rllib.ppo.learner import FactoredPPOLearner
 
-    knobs = resolve_knobs("quick", "seed_after", {"n_train": 256, "seed": 7})
+    knobs = resolve_knobs("quick", "seed_after", {"n_train": 256, "rng_seed": 7})
     config = build_ppo_config(knobs)
     assert config.env == f"envs:{ENV_ID}"
     assert config.env_config["task"] == "synth_impaired" and config.env_config["n_train"] == 256

@@ -29,7 +29,7 @@ def test_bad_grids(items, message):
 
 def test_ablate_and_critic_fit_both_reject_a_repeated_value():
     with pytest.raises(ConfigError, match="repeated value"):
-        ablate.parse_grid(["value_coef=1.0,1.0"], "seed")
+        ablate.parse_grid(["value_coef=1.0,1.0"], "value_head")
     with pytest.raises(ConfigError, match="repeated value"):
         fit_plan.parse_grid(["value_coef=1.0,1.0"], META)
     with pytest.raises(ConfigError, match="repeated value"):

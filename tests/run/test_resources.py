@@ -71,7 +71,7 @@ def test_train_asking_for_more_cpus_than_the_cluster_has_is_one_line(tmp_path, c
 @HANGS_TODAY
 def test_ablate_asking_for_more_cpus_than_the_cluster_has_is_one_line(tmp_path, capsys):
     n = TOO_MANY
-    code = main(["ablate", "--sweep", "seed", "--grid", "value_head_gain=1.0",
+    code = main(["ablate", "--sweep", "value_head", "--grid", "value_head_gain=1.0",
                  "--grid", "value_head_depth=2", "--grid", "value_coef=0.5", "--seeds", "1",
                  *tiny_args(num_env_runners=n, episodes_per_batch=n),
                  "--storage", str(tmp_path), "--name", "too-many"])
@@ -189,7 +189,7 @@ def test_learn_reports_evaluate_every_cell_on_32_held_out_seeds(tmp_path):
     plan = plan_sweep("learn", "batch64", resolve_knobs, seeds=1,
                       grid={"preset": ["seed_before", "seed_after"]})
     assert sweep_evaluate_episodes(Sweep(tmp_path, plan, ["preset"], [], [])) == 32
-    seed = plan_sweep("seed", "quick", resolve_knobs, seeds=1)
+    seed = plan_sweep("value_head", "quick", resolve_knobs, seeds=1)
     assert sweep_evaluate_episodes(Sweep(tmp_path, seed, seed.cell_axes, [], [])) == 0
 
 

@@ -81,7 +81,7 @@ def _result(iteration: int, ev: float, verdict: str = "undetermined") -> dict:
 
 
 def test_sweep_console_lines_failure_and_summary(tmp_path):
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=1, overrides={"iterations": 2},
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=1, overrides={"iterations": 2},
                       grid={"value_head_gain": [1.0], "value_head_depth": [2],
                             "value_coef": [0.5, 1.0]})
     lines: list[str] = []

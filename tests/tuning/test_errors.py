@@ -23,9 +23,9 @@ def _error(capsys, *argv: str) -> str:
 
 
 def test_seed_sweep_is_the_eight_cell_grid_times_seeds_with_layernorm_following_depth():
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=3)
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=3)
     assert plan.axes == {"value_head_gain": [1.0, 0.01], "value_head_depth": [2, 4],
-                         "value_coef": [0.5, 1.0], "seed": [0, 1, 2]}
+                         "value_coef": [0.5, 1.0], "rng_seed": [0, 1, 2]}
     assert plan.n_trials == 24
     space = plan.param_space()
     assert space["value_coef"] == {"grid_search": [0.5, 1.0]}
@@ -57,10 +57,10 @@ def test_extended_sweep_crosses_critics_gradient_steps_and_popart_on_the_fix():
 def test_remedies_sweep_is_grad_clip_by_critic_lr_on_the_seed_documents_fix():
     plan = plan_sweep("remedies", "quick", resolve_knobs, seeds=2)
     assert plan.axes == {"max_grad_norm": [1.0, 2.0, 5.0], "critic_lr_scale": [1.0, 10.0],
-                         "seed": [0, 1]}
+                         "rng_seed": [0, 1]}
     assert plan.n_trials == 3 * 2 * 2
     knobs = plan.cell_knobs({**plan.param_space(), "max_grad_norm": 5.0,
-                             "critic_lr_scale": 10.0, "seed": 1})
+                             "critic_lr_scale": 10.0, "rng_seed": 1})
     assert (knobs["max_grad_norm"], knobs["critic_lr_scale"]) == (5.0, 10.0)
     assert (knobs["value_head_depth"], knobs["value_head_layernorm"], knobs["value_head_gain"],
             knobs["value_coef"]) == (4, True, 0.01, 1.0)
@@ -68,11 +68,11 @@ def test_remedies_sweep_is_grad_clip_by_critic_lr_on_the_seed_documents_fix():
 
 
 def test_free_axes_seeds_and_set_combine():
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=2,
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=2,
                       grid={"lr": [1e-4, 3e-4], "value_head_depth": [2, 3, 4]},
-                      overrides={"seed": 10, "n_train": 256})
+                      overrides={"rng_seed": 10, "n_train": 256})
     assert plan.axes["lr"] == [1e-4, 3e-4] and plan.axes["value_head_depth"] == [2, 3, 4]
-    assert plan.axes["seed"] == [10, 11]
+    assert plan.axes["rng_seed"] == [10, 11]
     assert plan.base["n_train"] == 256
     assert plan.n_trials == 2 * 3 * 2 * 2 * 2
     assert plan.cell_knobs({**plan.base, "value_head_depth": 3})["value_head_layernorm"] is False
@@ -83,7 +83,7 @@ def test_bad_sweep_name(capsys):
         main(["ablate", "--sweep", "nope", "--storage", "/tmp"])
     line = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and "\n" not in line
-    assert "argument --sweep: invalid choice: 'nope'" in line and "'seed', 'extended'" in line
+    assert "argument --sweep: invalid choice: 'nope'" in line and "'value_head', 'extended'" in line
 
 
 def test_bad_axis_and_bad_values(capsys):
@@ -108,7 +108,7 @@ def test_bad_axis_and_bad_values(capsys):
 def test_cell_combinations_are_validated_before_anything_runs():
     # Each value is fine alone; the combination breaks the batch rule.
     with pytest.raises(ConfigError, match="episodes_per_batch"):
-        plan_sweep("seed", "quick", resolve_knobs, seeds=1,
+        plan_sweep("value_head", "quick", resolve_knobs, seeds=1,
                    grid={"num_envs_per_env_runner": [1, 3]}, overrides={"stack_batch": False})
 
 
@@ -144,11 +144,11 @@ def test_trial_names_are_the_axes_with_short_labels():
     names = [plan.trial_label(p) for p in plan.trials()]
     assert len(set(names)) == plan.n_trials
     # Tune turns "/" into "_" in folder names: the label is the folder name as written.
-    assert names[0] == "critic=q_op_sampled_op,epochs=1,norm=none,seed=0"
+    assert names[0] == "critic=q_op_sampled_op,epochs=1,norm=none,rng_seed=0"
     assert plan.cell_label({**plan.base, "critic_variant": "v"}) == (
         "critic=v,epochs=1,norm=none")
-    seed = plan_sweep("seed", "quick", resolve_knobs, seeds=2, grid={"lr": [1e-4, 3e-4]})
-    assert seed.trial_label(next(seed.trials())) == "gain=1.0,depth=2,coef=0.5,lr=0.0001,seed=0"
+    seed = plan_sweep("value_head", "quick", resolve_knobs, seeds=2, grid={"lr": [1e-4, 3e-4]})
+    assert seed.trial_label(next(seed.trials())) == "gain=1.0,depth=2,coef=0.5,lr=0.0001,rng_seed=0"
     # The report's plot legends name cells the same way.
     cell = Cell((1.0, 2, 0.5, 1e-4), trials=[], summaries=[])
     assert cell.label(seed.cell_axes) == seed.cell_label(next(seed.trials()))
@@ -156,7 +156,7 @@ def test_trial_names_are_the_axes_with_short_labels():
 
 def test_label_values_that_would_share_a_folder_name_are_refused():
     with pytest.raises(ValueError, match="share the folder name 'gain=1.0,depth=2,coef=0.5,"):
-        plan_sweep("seed", "quick", resolve_knobs, seeds=1,
+        plan_sweep("value_head", "quick", resolve_knobs, seeds=1,
                    grid={"data_dir": ["/a/b", "/a_b"]})
 
 
@@ -171,10 +171,10 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.ray
 def test_resume_needs_an_interrupted_sweep_and_a_new_run_a_new_name(capsys, tmp_path):
     line = _error(capsys, "--resume", "--storage", str(tmp_path))
-    assert "no seed-quick-* sweep under" in line
+    assert "no value_head-quick-* sweep under" in line
     line = _error(capsys, "--resume", "--storage", str(tmp_path), "--name", "ghost")
     assert "no interrupted sweep at" in line
-    plan_sweep("seed", "quick", resolve_knobs, seeds=1).save(tmp_path / "taken")
+    plan_sweep("value_head", "quick", resolve_knobs, seeds=1).save(tmp_path / "taken")
     line = _error(capsys, "--storage", str(tmp_path), "--name", "taken", "--seeds", "1")
     assert "already holds a sweep" in line and "--resume" in line
 

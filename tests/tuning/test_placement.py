@@ -45,7 +45,7 @@ def test_gpu_fractions_go_into_the_algorithms_bundles():
 
 @pytest.mark.ray
 def test_trials_asking_one_gpu_each_run_two_at_a_time_on_distinct_gpus(tmp_path, two_gpu_ray):
-    plan = plan_sweep("seed", "quick", resolve_knobs, seeds=2,
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=2,
                       grid={"value_head_gain": [0.01], "value_head_depth": [2],
                             "value_coef": [0.5, 1.0]},
                       overrides=TINY)

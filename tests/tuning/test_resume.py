@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from esper_rllib.run.config import resolve_knobs
 from tests.helpers.tiny_sweep import cli, env, run_cli, tiny_args
+from tuning.plan import plan_sweep
 from tuning.results import read_ablation_csv, read_results, trial_dirs
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -61,6 +64,29 @@ def test_interrupted_sweep_resumes_every_trial_exactly_once(tmp_path):
     rows = read_ablation_csv(experiment / "ablation.csv")
     assert sorted(r["trial"] for r in rows) == sorted(t.name for t in trials)
     assert all(int(r["iterations"]) == ITERATIONS for r in rows)
-    assert sorted((float(r["value_head_depth"]), int(r["seed"])) for r in rows) == [
+    assert sorted((float(r["value_head_depth"]), int(r["rng_seed"])) for r in rows) == [
         (2, 0), (2, 1), (4, 0), (4, 1)]
-    assert json.loads((experiment / "sweep.json").read_text())["sweep"] == "seed"
+    assert json.loads((experiment / "sweep.json").read_text())["sweep"] == "value_head"
+
+
+def test_a_sweep_saved_under_the_old_names_reads_under_the_new(tmp_path):
+    # Before the rename the sweep was "seed" and so were its RNG axis and params.json key.
+    from tuning.plan import SEED, SweepPlan
+    from tuning.results import load_trial
+
+    plan = plan_sweep("value_head", "quick", resolve_knobs, seeds=1)
+    saved = json.loads(json.dumps(dataclasses.asdict(plan), default=str))
+    saved["sweep"] = "seed"
+    saved["axes"] = {("seed" if k == SEED else k): v for k, v in saved["axes"].items()}
+    (tmp_path / "sweep.json").write_text(json.dumps(saved))
+    loaded = SweepPlan.load(tmp_path)
+    assert loaded.sweep == "value_head" and list(loaded.axes)[-1] == SEED
+    assert loaded.cell_knobs(next(loaded.trials()))["value_head_layernorm"] is False
+    (tmp_path / "ablation.csv").write_text("trial,seed,final_ev\nt,2,0.5\n")
+    assert read_ablation_csv(tmp_path / "ablation.csv") == [
+        {"trial": "t", SEED: "2", "final_ev": "0.5"}]
+    trial = tmp_path / "t"
+    trial.mkdir()
+    (trial / "params.json").write_text(json.dumps({"seed": 4, "value_coef": 0.5}))
+    (trial / "result.json").write_text("")
+    assert load_trial(trial).params == {SEED: 4, "value_coef": 0.5}

@@ -38,7 +38,7 @@ EVALUATION = "evaluation/evaluation.json"
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> tuple[Path, str]:
     storage = tmp_path_factory.mktemp("sweeps")
-    done = run_cli("ablate", "--sweep", "seed", "--seeds", "1", "--storage", str(storage),
+    done = run_cli("ablate", "--sweep", "value_head", "--seeds", "1", "--storage", str(storage),
                    "--name", "tiny", "--reference-episodes", "1", "--evaluate-episodes", "2",
                    *tiny_args())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -60,7 +60,7 @@ def test_ablation_csv_has_one_row_per_trial_with_the_axes(sweep):
              for r in rows}
     assert cells == GRID
     for row in rows:
-        assert row["seed"] == "0" and row["iterations"] == "2"
+        assert row["rng_seed"] == "0" and row["iterations"] == "2"
         # LayerNorm follows the depth, as in the seed document's presets.
         assert row["value_head_layernorm"] == str(row["value_head_depth"] == "4")
         assert row["verdict"] in ("failure", "weak", "strong", "undetermined")
@@ -72,7 +72,7 @@ def test_ablation_csv_has_one_row_per_trial_with_the_axes(sweep):
 def test_trial_folders_are_named_by_their_axes(sweep):
     experiment, _ = sweep
     names = {t.name for t in trial_dirs(experiment)}
-    assert names == {f"gain={g},depth={d},coef={c},seed=0" for g, d, c in GRID}
+    assert names == {f"gain={g},depth={d},coef={c},rng_seed=0" for g, d, c in GRID}
     # ablation.csv names each trial the same way.
     assert {r["trial"] for r in read_ablation_csv(experiment / "ablation.csv")} == names
 
@@ -102,7 +102,7 @@ def test_trials_see_our_knob_names_and_the_derived_layernorm_in_the_module(sweep
     experiment, _ = sweep
     for trial in trial_dirs(experiment):
         params = json.loads((trial / "params.json").read_text())
-        assert {*AXES, "seed", "n_train", "max_epochs"} <= set(params)
+        assert {*AXES, "rng_seed", "n_train", "max_epochs"} <= set(params)
         last = json.loads((trial / "result.json").read_text().splitlines()[-1])
         model = last["config"]["_model_config"]
         assert model["value_head_layernorm"] == (params["value_head_depth"] == 4)
@@ -137,7 +137,7 @@ def test_event_files_hold_hparams_of_the_axes_against_summary_metrics(sweep):
                                 "_hparams_/session_end_info"}
         experiment_info = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/experiment"]).experiment
-        assert {h.name for h in experiment_info.hparam_infos} == {*AXES, "seed"}
+        assert {h.name for h in experiment_info.hparam_infos} == {*AXES, "rng_seed"}
         assert [m.name.tag for m in experiment_info.metric_infos] == [
             SUMMARY_TAG.format(m) for m in HPARAMS_METRICS]
         start = plugin_data_pb2.HParamsPluginData.FromString(
