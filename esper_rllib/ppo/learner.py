@@ -440,8 +440,12 @@ class FactoredPPOLearner(PPOTorchLearner):
             values = module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS])
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
+            relevant = old.relevance(batch[Columns.ACTIONS]).bool() & mask.unsqueeze(-1)
+            head_kls = old.head_kls(new)
             metrics = {
                 "kl": float(telemetry.masked_mean(old.kl(new), mask)),
+                **{f"kl_{h}": float(telemetry.masked_mean(head_kls[..., i], relevant[..., i]))
+                   for i, h in enumerate(HEADS)},
                 "explained_variance_post": ev_post,
             }
             state = fwd.get(Columns.STATE_OUT)

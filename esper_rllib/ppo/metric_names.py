@@ -60,8 +60,12 @@ LEARNER_METRICS = (
     *(f"grad_norm_{h}" for h in HEADS),
     "grad_norm_value",
     "kl",
+    # Each head's KL(old || new) over the steps where it is causally relevant: which part of
+    # the factored policy the update moved.
+    *(f"kl_{h}" for h in HEADS),
     "approx_kl_pre",
     "clip_fraction",
+    *(f"clip_fraction_{h}" for h in HEADS),
     "ratio_mean",
     "ratio_max",
     "advantage_mean",

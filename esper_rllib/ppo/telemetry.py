@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from envs.contract import HEADS
+
 # Below this return variance, explained variance is meaningless (0/0): report NaN plus a flag.
 EV_MIN_RETURN_VAR = 1e-8
 # Guards the division in advantage normalisation (the reference adds 1e-8 to the std).
@@ -90,20 +92,26 @@ def normalized_head_entropy(
 def ratio_stats(
     ratios: torch.Tensor, relevant: torch.Tensor, clip_param: float
 ) -> dict[str, float]:
-    """Clip fraction, mean and max of per-head probability ratios over relevant entries.
+    """Clip fraction, mean and max of per-head probability ratios over relevant entries, and
+    each head's clip fraction (``clip_fraction_<head>``, NaN where the head was never relevant).
 
     ``ratios`` and ``relevant`` are (..., n_heads); ``relevant`` already excludes invalid steps.
     """
     relevant = relevant.bool()
+    clipped = (ratios < 1.0 - clip_param) | (ratios > 1.0 + clip_param)
+    counts = relevant.flatten(0, -2).sum(0)
+    per_head = ((clipped & relevant).flatten(0, -2).sum(0) / counts).tolist()
+    heads = {f"clip_fraction_{h}": (c if n else float("nan"))
+             for h, c, n in zip(HEADS, per_head, counts.tolist(), strict=True)}
     if not relevant.any():
         nan = float("nan")
-        return {"clip_fraction": nan, "ratio_mean": nan, "ratio_max": nan}
+        return {"clip_fraction": nan, "ratio_mean": nan, "ratio_max": nan, **heads}
     r = ratios[relevant]
-    clipped = (r < 1.0 - clip_param) | (r > 1.0 + clip_param)
     return {
-        "clip_fraction": float(clipped.float().mean()),
+        "clip_fraction": float(clipped[relevant].float().mean()),
         "ratio_mean": float(r.mean()),
         "ratio_max": float(r.max()),
+        **heads,
     }
 
 

@@ -150,6 +150,8 @@ def test_one_gradient_step_kl_after_step_while_approx_kl_pre_is_zero(probe3):
     assert m["clip_fraction"] == 0.0
     # The seed document's "KL ~ 0" came from measuring before the step; after it, it is not 0.
     assert m["kl"] > 1e-5
+    # The op head is relevant at every step: its KL is measured and the step moved it.
+    assert m["kl_op"] > 0 and m["clip_fraction_op"] == 0.0
     assert m["explained_variance_post"] != m["explained_variance"]
     assert m["lstm_h_norm"] > 0 and m["lstm_c_norm"] > 0
     # Every learner metric arrives, once, with a per-iteration reduce (not the sticky EMA).

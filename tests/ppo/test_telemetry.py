@@ -6,6 +6,7 @@ import pytest
 import torch
 from ray.rllib.utils.torch_utils import explained_variance as rllib_explained_variance
 
+from envs.contract import HEADS
 from esper_rllib.ppo import telemetry
 
 
@@ -81,12 +82,18 @@ def test_normalized_head_entropy():
 
 
 def test_ratio_stats_on_relevant_entries():
-    ratios = torch.tensor([[1.0, 1.5, 0.7], [1.1, 3.0, 1.0]])
-    relevant = torch.tensor([[True, True, True], [True, False, False]])
+    # Two steps of the 8 heads (HEADS order): op, slot, blueprint relevant at the first, op
+    # alone at the second; the rest never.
+    ratios = torch.tensor([[1.0, 1.5, 0.7, 1, 1, 1, 1, 1], [1.3, 3.0, 1.0, 9, 9, 9, 9, 9]])
+    relevant = torch.zeros(2, 8, dtype=torch.bool)
+    relevant[0, :3] = relevant[1, 0] = True
     stats = telemetry.ratio_stats(ratios, relevant, clip_param=0.2)
-    assert stats["clip_fraction"] == pytest.approx(0.5)  # 1.5 and 0.7 of 4
-    assert stats["ratio_mean"] == pytest.approx((1.0 + 1.5 + 0.7 + 1.1) / 4)
-    assert stats["ratio_max"] == pytest.approx(1.5)  # 3.0 is on an irrelevant head
+    assert stats["clip_fraction"] == pytest.approx(0.75)  # 1.5, 0.7 and 1.3 of 4
+    assert stats["ratio_mean"] == pytest.approx((1.0 + 1.5 + 0.7 + 1.3) / 4)
+    assert stats["ratio_max"] == pytest.approx(1.5)  # 3.0 and 9 are on irrelevant heads
+    # Per head: op 1 of 2 clipped, slot 1 of 1, blueprint 1 of 1, the others never relevant.
+    per_head = [stats[f"clip_fraction_{h}"] for h in HEADS]
+    assert per_head[:3] == [0.5, 1.0, 1.0] and all(math.isnan(c) for c in per_head[3:])
 
 
 def test_approx_kl_zero_for_unchanged_policy_and_positive_otherwise():
