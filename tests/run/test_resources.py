@@ -154,7 +154,7 @@ def test_interrupted_train_exits_130_with_its_checkpoint(tmp_path):
 
 
 def test_learn_sweep_sets_each_cell_from_its_preset():
-    # The seed document's two heads as the preset axis (critic_fix comes from another issue).
+    # Any presets as the axis: here the seed document's two heads.
     plan = plan_sweep("learn", "batch64", resolve_knobs, seeds=3,
                       grid={"preset": ["seed_before", "seed_after"]})
     assert plan.n_trials == 6 and plan.cell_axes == ["preset"] and plan.labels == ["preset"]
@@ -171,14 +171,18 @@ def test_learn_sweep_sets_each_cell_from_its_preset():
     assert plan.base["episodes_per_batch"] == 64 and plan.base["num_env_runners"] == 2
 
 
-def test_learn_sweep_names_critic_fix_and_says_when_it_is_missing():
-    if "critic_fix" in PRESETS:
-        plan = plan_sweep("learn", "batch64", resolve_knobs, seeds=3)
-        assert plan.axes["preset"] == ["seed_after", "critic_fix"] and plan.n_trials == 6
-        return
+def test_learn_sweep_sets_the_critic_fix_cell_from_the_preset():
+    plan = plan_sweep("learn", "batch64", resolve_knobs, seeds=3)
+    assert plan.axes["preset"] == ["seed_after", "critic_fix"] and plan.n_trials == 6
+    fix = next(plan.cell_knobs(t) for t in plan.trials() if t["preset"] == "critic_fix")
+    assert {k: fix[k] for k in PRESETS["critic_fix"]} == PRESETS["critic_fix"]
+
+
+def test_a_sweep_whose_preset_axis_names_an_unknown_preset_is_one_line():
     with pytest.raises(ValueError) as err:
-        plan_sweep("learn", "batch64", resolve_knobs, seeds=3)
-    assert str(err.value).startswith("sweep learn, axis preset: unknown preset 'critic_fix'")
+        plan_sweep("learn", "batch64", resolve_knobs, seeds=3,
+                   grid={"preset": ["seed_after", "critic_fixx"]})
+    assert str(err.value).startswith("sweep learn, axis preset: unknown preset 'critic_fixx'")
     assert "\n" not in str(err.value)
 
 
