@@ -30,6 +30,9 @@ HARMLESS: Mapping[str, tuple[str, ...]] = {
     "ray._common.deprecation": ("`RLModule(config=[RLModuleConfig object])` has been deprecated",),
     # Tune's system monitor on machines without GPUs.
     "ray.tune.utils.util": ("Install gputil for GPU system monitoring.",),
+    # A trial's setup over 10 s (its env runners build their hosts and data): advice to reuse
+    # actors, which sweeps of distinct configs cannot; printed only on a busy machine.
+    "ray.tune.trainable.trainable": ("Trainable.setup took",),
     # Every checkpoint's path (the sweep's summary names the experiment folder).
     "ray.train._internal.storage": ("Checkpoint successfully created at",),
 }
