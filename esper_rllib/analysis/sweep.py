@@ -116,7 +116,7 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
                     ) -> dict[str, Any] | None:
     """The EV ceiling under ``policy`` from the ``signal.json`` that `esper-rllib signal` wrote in
     the experiment folder or its parent: {policy, estimate, low, high, states, continuations,
-    shared_stream, profile, reward, max_epochs, path}. estimate, low, high, states and
+    shared_stream, profile, reward, max_epochs, path, env_config}. estimate, low, high, states and
     continuations are the Markov-state ceiling's (continuations with the env's random stream
     drawn afresh); NaN (states 0) when the audit measured none under ``policy`` (--ev-states 0,
     or returns without variance) or predates it. ``shared_stream`` is the shared-stream figure
@@ -152,8 +152,10 @@ def load_ev_ceiling(experiment_dir: str | Path, policy: str = CEILING_POLICY
         shared.pop("stream", None)
     none = {"estimate": math.nan, "low": math.nan, "high": math.nan, "states": 0,
             "continuations": 0}
+    env = meta.get("env_config")
     return {"policy": policy, **fields, **(markov or none), "shared_stream": shared,
-            "shared_stream_only": predates, "path": path}
+            "shared_stream_only": predates, "path": path,
+            "env_config": env if isinstance(env, dict) else None}
 
 
 def _ceiling_entry(path: Path, data: dict[str, Any], key: str, policy: str
@@ -194,6 +196,11 @@ def shared_stream_note(ceiling: dict[str, Any]) -> str:
 
 # The knobs a sweep's trials and the audit must share for its ceiling to apply (with the profile).
 CEILING_KNOBS = ("reward", "max_epochs")
+# The env knobs an EV ceiling depends on (with the random policy it is measured under): where
+# signal.json records the env it built, these are compared, whatever the profiles are named
+# (batch64 runs quick's env).
+CEILING_ENV_KNOBS = ("task", "n_train", "n_val", "max_epochs", "max_seeds", "reward",
+                     "data_seed")
 
 
 def _trial_knob(trial: TrialRecord, knob: str) -> Any:
@@ -235,12 +242,19 @@ def _signal_hint(sweep: Sweep) -> str:
 
 def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
     """What differs between the audit and this sweep's profile, reward and episode length
-    ("" when nothing does: the ceiling applies)."""
-    ours = {"profile": {sweep.plan.profile if sweep.plan else ceiling["profile"]},
-            **{k: {_trial_knob(t, k) for t in sweep.trials} for k in CEILING_KNOBS}}
-    if all(values == {ceiling[k]} for k, values in ours.items()):
+    ("" when nothing does: the ceiling applies). Where the audit recorded its env
+    (``env_config``), the env knobs ``CEILING_ENV_KNOBS`` are compared instead of the profile."""
+    env = ceiling.get("env_config")
+    if env is not None:
+        theirs_by_knob = {k: env.get(k) for k in CEILING_ENV_KNOBS}
+    else:
+        theirs_by_knob = {"profile": ceiling["profile"],
+                          **{k: ceiling[k] for k in CEILING_KNOBS}}
+    ours = {k: ({sweep.plan.profile if sweep.plan else ceiling["profile"]} if k == "profile"
+                else {_trial_knob(t, k) for t in sweep.trials}) for k in theirs_by_knob}
+    if all(values == {theirs_by_knob[k]} for k, values in ours.items()):
         return ""
-    theirs = ", ".join(f"{k} {ceiling[k]}" for k in ours)
+    theirs = ", ".join(f"{k} {theirs_by_knob[k]}" for k in ours)
     mine = ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in ours.items())
     return f"`{ceiling['path']}` was measured with {theirs}; this sweep runs {mine}"
 

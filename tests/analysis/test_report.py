@@ -29,7 +29,13 @@ from esper_rllib.analysis.stats import (
     mean_difference,
     probability_of_improvement,
 )
-from esper_rllib.analysis.sweep import ceiling_for, load_ev_ceiling, load_sweep, measure_signal
+from esper_rllib.analysis.sweep import (
+    CEILING_ENV_KNOBS,
+    ceiling_for,
+    load_ev_ceiling,
+    load_sweep,
+    measure_signal,
+)
 from esper_rllib.cli import main
 from esper_rllib.run.config import resolve_knobs
 from tests.helpers import REPO
@@ -319,7 +325,7 @@ def test_ev_ceiling_loader(tmp_path):
     assert load_ev_ceiling(sweep_dir) == {"policy": "random", **CEILING, "shared_stream": SHARED,
                                           "shared_stream_only": False, "profile": "quick",
                                           "reward": QUICK_REWARD, "max_epochs": QUICK_EPOCHS,
-                                          "path": beside}
+                                          "path": beside, "env_config": None}
     inside = write_signal(sweep_dir, estimate=0.1)
     assert load_ev_ceiling(sweep_dir)["path"] == inside  # the folder's own comes first
     none = load_ev_ceiling(sweep_dir, policy="heuristic")  # the audit measured none for it
@@ -389,6 +395,24 @@ def test_the_report_reads_the_markov_state_ceiling_and_names_the_shared_stream_o
     assert "of a possible 0.4 [0.33, 0.47]" in text
     assert "drawn afresh, the Markov-state ceiling; the shared-stream figure" in text
     assert "0.55 [0.4, 0.7]" in text and "of a possible 0.55" not in text
+
+
+def test_a_ceiling_that_records_its_env_applies_to_a_profile_of_the_same_env(tmp_path):
+    # batch64 runs quick's env: an audit on quick that recorded its env applies to it; one on
+    # another training-set size does not, and the note names the env knob that differs.
+    root = fake_sweep(tmp_path / "sweep", seeds=1)
+    signal = write_signal(tmp_path)
+    env = {k: load_sweep(root).trials[0].params[k] for k in CEILING_ENV_KNOBS}
+    data = json.loads(signal.read_text())
+    data["meta"] |= {"profile": "batch64", "env_config": env}
+    signal.write_text(json.dumps(data))
+    ceiling, note = ceiling_for(load_sweep(root))
+    assert ceiling is not None and note == ""
+    data["meta"]["env_config"] = {**env, "n_train": env["n_train"] * 2}
+    signal.write_text(json.dumps(data))
+    ceiling, note = ceiling_for(load_sweep(root))
+    assert ceiling is None and f"n_train {env['n_train'] * 2}" in note
+    assert f"this sweep runs task {env['task']}, n_train {env['n_train']}," in note
 
 
 def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_report(tmp_path,
