@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from esper_rllib.cli import main
+from tests.helpers.cli import run_main
 
 COMMANDS = ("train", "heuristic", "check-env", "knobs", "ablate", "report", "signal", "evaluate",
             "record", "critic-fit")
-
-
-def _exit(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own exits
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err.strip()
 
 
 def test_help_and_argparse_errors_import_neither_ray_nor_torch():
@@ -73,14 +64,14 @@ def test_every_option_states_its_default_or_has_none(command, capsys):
             assert action.help, f"{command} {action.option_strings}: no help"
             if action.default not in (None, False, []):
                 assert "default" in action.help, f"{command} {action.option_strings[0]}"
-    code, out, _ = _exit([command, "--help"], capsys)
+    code, out, _ = run_main([command, "--help"], capsys)
     assert code == 0 and "issue" not in out.lower()
 
 
 def test_ablate_help_lists_the_sweeps_as_choices_one_line_each(capsys):
     from tuning.sweeps import SWEEPS
 
-    _, out, _ = _exit(["ablate", "--help"], capsys)
+    _, out, _ = run_main(["ablate", "--help"], capsys)
     assert "{" + ",".join(SWEEPS) + "}" in out.replace("\n", "").replace(" ", "")
     for name in SWEEPS:
         assert sum(line.startswith(f"  {name} ") for line in out.splitlines()) == 1
@@ -95,12 +86,12 @@ def test_ablate_help_lists_the_sweeps_as_choices_one_line_each(capsys):
     (["trian"], "did you mean 'train'?"),
 ])
 def test_a_near_miss_says_what_was_meant_in_one_line(argv, wanted, capsys):
-    code, _, err = _exit(argv, capsys)
+    code, _, err = run_main(argv, capsys)
     assert code == 2 and wanted in err and "\n" not in err, err
 
 
 def test_an_unknown_knob_points_to_the_table_instead_of_listing_every_knob(capsys):
-    code, _, err = _exit(["train", "--set", "foo=1"], capsys)
+    code, _, err = run_main(["train", "--set", "foo=1"], capsys)
     assert code == 2 and "unknown key 'foo'" in err and "esper-rllib knobs" in err
     assert len(err) < 160, err
 
@@ -108,7 +99,7 @@ def test_an_unknown_knob_points_to_the_table_instead_of_listing_every_knob(capsy
 def test_knobs_shows_each_profiles_value_under_a_header_in_wrapped_lines(capsys):
     from esper_rllib.run.config import KNOBS, PROFILES, resolve_knobs
 
-    code, out, _ = _exit(["knobs"], capsys)
+    code, out, _ = run_main(["knobs"], capsys)
     assert code == 0
     lines = out.splitlines()
     assert max(map(len, lines)) <= 120
@@ -157,5 +148,5 @@ def test_one_final_ev_for_the_console_the_report_and_the_postmortem():
 def test_an_old_name_of_the_rng_seed_the_profile_or_the_sweep_names_the_new_one(argv, wanted,
                                                                                  capsys):
     # "seed" names the grown module only; each old spelling is one line naming the new one.
-    code, _, err = _exit(argv, capsys)
+    code, _, err = run_main(argv, capsys)
     assert code == 2 and wanted in err and "\n" not in err.rstrip("\n"), err

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from envs.datasets import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
 from esper_rllib.cli import main
 from esper_rllib.ppo import metric_names as mn
+from tests.helpers.cli import run_main
 from tests.helpers.tiny_sweep import dashboard, never_defined, unmatched_patterns
 from tuning.tensorboard import tag_pattern
 
@@ -163,11 +164,7 @@ def test_missing_or_truncated_checkpoint_is_one_clear_error(trained, tmp_path, c
     (["fly"], "argument COMMAND: invalid choice: 'fly'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own errors
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
+    code, _, err = run_main(argv, capsys)
     assert code == 2
     assert message in err and "\n" not in err
 

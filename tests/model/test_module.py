@@ -143,12 +143,20 @@ def test_loss_path_values_are_q_of_the_op_taken():
     assert torch.allclose(module.value_of_ops(emb, ops), values)
 
 
-def test_expected_baseline_is_the_policy_weighted_q():
-    module = small_module(q_baseline="expected")
+def _q_of_every_op(q_baseline):
+    """A module with this GAE baseline, a random batch, its training outputs and Q(s, op) of
+    every op."""
+    module = small_module(q_baseline=q_baseline)
     batch = random_batch(module)
     with torch.no_grad():
         out = module.forward_train(batch)
         q = module.q_all_ops(out[Columns.EMBEDDINGS])
+    return module, batch, out, q
+
+
+def test_expected_baseline_is_the_policy_weighted_q():
+    module, batch, out, q = _q_of_every_op("expected")
+    with torch.no_grad():
         baseline = module.compute_values(batch)
     op_logits = out[Columns.ACTION_DIST_INPUTS][..., :N_OPS]
     pi = torch.softmax(op_logits, -1)
@@ -157,11 +165,7 @@ def test_expected_baseline_is_the_policy_weighted_q():
 
 
 def test_sampled_op_baseline_bootstraps_with_the_argmax_op():
-    module = small_module(q_baseline="sampled_op")
-    batch = random_batch(module)
-    with torch.no_grad():
-        out = module.forward_train(batch)
-        q = module.q_all_ops(out[Columns.EMBEDDINGS])
+    module, batch, out, q = _q_of_every_op("sampled_op")
     greedy = out[Columns.ACTION_DIST_INPUTS][..., :N_OPS].argmax(-1)
     # The artificial bootstrap step carries a stale op: make it differ from the argmax.
     batch[Columns.ACTIONS][:, -1, 0] = torch.where(greedy[:, -1] == Op.WAIT, Op.GERMINATE,
