@@ -31,7 +31,9 @@ MAD_TO_SIGMA = 1.4826
 
 
 class FeatureNorm(nn.Module):
-    """x -> clip((x - median) / scale, +-CLIP) once fitted; the identity before."""
+    """x -> clip((x - median) / scale, +-CLIP). Before it is fitted the centre is 0 and the scale
+    1: the identity on the env's features (all well inside +-CLIP), with no check of ``fitted``
+    in the forward pass (on a GPU that would be a device sync per step)."""
 
     def __init__(self, n_features: int) -> None:
         super().__init__()
@@ -40,8 +42,6 @@ class FeatureNorm(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not bool(self.fitted):
-            return x
         return ((x - self.center) / self.scale).clamp(-CLIP, CLIP)
 
     @torch.no_grad()

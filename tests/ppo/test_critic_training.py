@@ -347,3 +347,24 @@ def test_value_phase_stops_on_held_back_episodes_and_restores_the_best_step(
         assert torch.equal(kept["after"][names[id(p)]], b)
     assert len(after_step) == taken
     assert not any(torch.equal(a, b) for a, b in zip(after_step[-1], best, strict=True))
+
+
+def test_critic_fit_fits_the_feature_statistics_from_the_episodes_it_trains_on(monkeypatch):
+    # feature_norm=robust: the statistics come from the fitted episodes' real steps (not the
+    # held-back ones, not the held-out set), before the first step, once.
+    knobs = resolve_knobs("quick", overrides={
+        "env": "esper/Probe2-v0", "critic": "v", "feature_norm": "robust",
+        "critic_stop_fraction": 0.25, **SMALL_KNOBS})
+    train = critic_fit.to_episodes(_probe_records("Probe2", 16, 0), knobs["gamma"])
+    heldout = critic_fit.to_episodes(_probe_records("Probe2", 8, 1000), knobs["gamma"])
+    built = {}
+    build = critic_fit.Critic.build
+    monkeypatch.setattr(critic_fit.Critic, "build", classmethod(
+        lambda cls, *a, **kw: built.setdefault("critic", build(*a, **kw))))
+    critic_fit.fit_critic(knobs, train, heldout, seed=0, trunk="shared", steps=4,
+                          observation_space=observation_space(3), action_space=action_space(3))
+    norm = built["critic"].module.feature_norm
+    fitted = train.rows(0, 12)
+    rows = fitted.batch[Columns.OBS]["features"][fitted.mask.bool()].float()
+    assert bool(norm.fitted)
+    assert torch.equal(norm.center, rows.median(dim=0).values)
