@@ -164,6 +164,21 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         labels=frozenset({PRESET}),
         evaluate_episodes=32,
     ),
+    "policy": Sweep(
+        name="policy",
+        about="what the policy needs at the seed document's budget (profile batch64), on the "
+        "critic that learns online (preset critic_fix): the update's size (lr 3e-4 | 1e-3: "
+        "in sweep learn KL was 0.01 and the clip fraction <= 0.005 per batch, the clip never "
+        "bound) x credit for the seed's lifecycle (reward aligned | shaped: the reference's "
+        "reward, whose stage potentials pay each advance of a seed when it happens) (4 "
+        "cells); every trial evaluated on 32 held-out env seeds. Theory (sweep learn): a "
+        "germination pays only when the lifecycle after it is played well, so under "
+        "near-uniform play its advantage says WAIT. The first cell (3e-4, aligned) is sweep "
+        "learn's critic_fix and the report's baseline. Run with `--profile batch64 --seeds 1`",
+        axes={PRESET: ("critic_fix",), "lr": (3e-4, 1e-3), "reward": ("aligned", "shaped")},
+        labels=frozenset({PRESET}),
+        evaluate_episodes=32,
+    ),
 })
 
 
