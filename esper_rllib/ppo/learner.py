@@ -428,12 +428,14 @@ class FactoredPPOLearner(PPOTorchLearner):
         """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
         (at each chunk's last real step): on the whole batch, after the iteration's last
         gradient step."""
-        with torch.no_grad():
+        with torch.inference_mode():
             mask = batch[Columns.LOSS_MASK].bool()
             # Sequences cut at their last real step, so the returned state is not advanced by
             # RLlib's artificial bootstrap step; the masked metrics below never read past it.
             real_steps = mask.sum(-1)
-            fwd = module.forward_train({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
+            # The module's own forward: it is in training mode already (forward_train would
+            # walk every submodule to set it again, ~6% of this pass).
+            fwd = module._forward({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
             dist_cls = module.get_train_action_dist_cls()
             old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
             new = dist_cls.from_logits(fwd[Columns.ACTION_DIST_INPUTS])
@@ -442,8 +444,10 @@ class FactoredPPOLearner(PPOTorchLearner):
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
             relevant = old.relevance(batch[Columns.ACTIONS]).bool() & mask.unsqueeze(-1)
             head_kls = old.head_kls(new)
+            # old.kl(new), from the per-head KLs already taken.
+            kl = (head_kls * old.expected_relevance()).sum(-1)
             metrics = {
-                "kl": float(telemetry.masked_mean(old.kl(new), mask)),
+                "kl": float(telemetry.masked_mean(kl, mask)),
                 **{f"kl_{h}": float(telemetry.masked_mean(head_kls[..., i], relevant[..., i]))
                    for i, h in enumerate(HEADS)},
                 "explained_variance_post": ev_post,
