@@ -162,9 +162,11 @@ class FitPlan:
         """The resolved knobs of a cell (the recording's env, its fit knobs)."""
         knobs = {k: v for k, v in cell.items() if k not in (TRUNK, PRESET)}
         trunk = self.trunk_of(cell) if self.trunk_of(cell) in OWN_TRUNKS else "shared"
+        # Offline: minibatches split the training episodes, not an online batch (bounded in
+        # plan_fit by the smallest --train-episodes).
         return resolve_knobs(self.meta["profile"], cell.get(PRESET),
                              {**self.meta["overrides"], **self.overrides, **knobs,
-                              "critic_trunk": trunk})
+                              "critic_trunk": trunk}, online=False)
 
     def split(self) -> tuple[list[int], list[int]]:
         """(training pool, held out): env seeds, every HELDOUT_EVERY-th in order held out."""

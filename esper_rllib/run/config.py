@@ -200,8 +200,11 @@ def parse_grid(items: Sequence[str], typed: Callable[[str, str], Any] | None = N
 
 
 def resolve_knobs(profile: str = DEFAULT_PROFILE, preset: str | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every knob's value: defaults <- profile <- preset <- overrides, validated."""
+                  overrides: Mapping[str, Any] | None = None,
+                  online: bool = True) -> dict[str, Any]:
+    """Every knob's value: defaults <- profile <- preset <- overrides, validated. ``online``
+    False (critic-fit's knobs on a recording): ``minibatches`` is not bounded by the online
+    batch (``episodes_per_batch``); the caller bounds it by its own training episodes."""
     if profile in RENAMED_PROFILES:
         raise ConfigError(f"profile {profile!r} is now called {RENAMED_PROFILES[profile]!r}")
     if profile not in PROFILES:
@@ -219,7 +222,7 @@ def resolve_knobs(profile: str = DEFAULT_PROFILE, preset: str | None = None,
                 # A profile's or preset's own bad entry names where it comes from.
                 raise ConfigError(f"{where}: {err}" if where else str(err)) from None
     _stack_batch(knobs, {name for layer in layers for name in layer})
-    _check_together(knobs)
+    _check_together(knobs, online)
     return knobs
 
 
@@ -242,7 +245,7 @@ def _stack_batch(knobs: dict[str, Any], given: set[str]) -> None:
         knobs[name] = value
 
 
-def _check_together(knobs: Mapping[str, Any]) -> None:
+def _check_together(knobs: Mapping[str, Any], online: bool) -> None:
     envs_per_round = max(knobs["num_env_runners"], 1) * knobs["num_envs_per_env_runner"]
     if knobs["episodes_per_batch"] % envs_per_round:
         # Each sampling round returns one episode per env; a partial round would overshoot
@@ -261,7 +264,7 @@ def _check_together(knobs: Mapping[str, Any]) -> None:
                           "env_device=cuda and gpus instead)")
     minibatches = knobs["minibatches"]
     for n in minibatches["grid_search"] if _is_search_space(minibatches) else (minibatches,):
-        if n > knobs["episodes_per_batch"]:
+        if online and n > knobs["episodes_per_batch"]:
             raise ConfigError(f"minibatches={n}: each minibatch holds whole episodes; allowed: "
                               f"1..episodes_per_batch = {knobs['episodes_per_batch']}")
     seq_len = knobs["max_seq_len"]

@@ -132,6 +132,10 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
     (["--trunk", "tied"], "--trunk tied: allowed"),
     (["--train-episodes", "1000"], "--train-episodes 1000: the recording's training pool "
                                    "has 36 episodes"),
+    # Offline a minibatch splits the training episodes: bounded by the smallest size.
+    (["--set", "minibatches=9", "--train-episodes", "8,all"],
+     "minibatches=9: each minibatch holds whole episodes; allowed: 1..8 (the smallest "
+     "--train-episodes)"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(probe2, tmp_path, capsys, argv, message):
     out = tmp_path / "fit"
@@ -139,6 +143,14 @@ def test_bad_input_is_one_line_exit_2_nothing_written(probe2, tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_minibatches_split_the_training_episodes_not_the_online_batch(probe2):
+    # The recording's profile (quick) has 4 episodes per online batch; a fit on 36 episodes
+    # may take 8 minibatches of them.
+    plan = plan_fit(probe2, overrides=["minibatches=8"], grid=[], trunks="shared", seeds=1,
+                    steps=8, train_episodes="all")
+    assert plan.knobs({})["minibatches"] == 8
 
 
 def test_no_such_data_folder(tmp_path, capsys):
