@@ -81,11 +81,14 @@ def progress_line(result: Mapping[str, Any], iterations: int) -> str:
     steps = result.get("timesteps_total") or esper.get(mn.ENV_STEPS, 0)
     iteration = result.get("training_iteration", 0)
     elapsed = result.get("time_total_s", 0.0)
+    # The pace of this run only: a run started with --restore carries the checkpoint's
+    # iterations in training_iteration, not their time.
+    done_here = result.get("iterations_since_restore", iteration)
+    pace = eta(result.get("time_since_restore", elapsed), done_here, iterations - iteration)
     return (f"iter {iteration:>3}/{iterations} | env steps {int(steps):>7} | "
             f"EV {num(mn.EV, '+.3f')} | value loss {num(mn.VALUE_LOSS, '.4g')} | "
             f"clip ratio {num(mn.CLIP_RATIO, '.2f')}x | kl {num(mn.KL, '.2e')} | "
-            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, "
-            f"ETA {eta(elapsed, iteration, iterations - iteration)}")
+            f"verdict {esper.get(mn.VERDICT, 'n/a')} | {clock(elapsed)}, ETA {pace}")
 
 
 def final_line(esper: Mapping[str, Any], iterations: int) -> str:

@@ -127,3 +127,4 @@ def test_every_progress_line_takes_its_eta_from_one_rule():
     assert eta(60.0, 2, 6) == clock(180) == "3:00"
     assert eta(60.0, 4, 0) == eta(60.0, 5, -1) == "0:00"  # done (or past the total)
     assert eta(12.0, 0, 8) == "?"
+

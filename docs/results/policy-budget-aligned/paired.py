@@ -2,7 +2,7 @@
 random, WAIT and the heuristic (mean difference, paired t), and its share of the oracle's gain
 over WAIT.
 
-    python paired.py EXPERIMENT_DIR   (run from the repository root, in .venv)
+    python paired.py EXPERIMENT_DIR | EVALUATION_JSON ...   (from the repository root, in .venv)
 """
 
 import json
@@ -17,7 +17,9 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float]:
     return statistics.mean(d), statistics.mean(d) / (sd / len(d) ** 0.5) if sd else float("nan")
 
 
-for path in sorted(Path(sys.argv[1]).glob("*/evaluation/evaluation.json")):
+paths = [found for arg in map(Path, sys.argv[1:]) for found in
+         ([arg] if arg.is_file() else sorted(arg.glob("*/evaluation/evaluation.json")))]
+for path in paths:
     policies = json.loads(path.read_text())["policies"]
     acc = {name: {e["seed"]: e["final_acc"] for e in p["episodes"]}
            for name, p in policies.items()}
@@ -26,5 +28,6 @@ for path in sorted(Path(sys.argv[1]).glob("*/evaluation/evaluation.json")):
              f"(t {paired(acc['trained'], acc[other])[1]:+.2f})"
              for other in ("random", "wait", "heuristic")]
     share = (mean["trained"] - mean["wait"]) / (mean["oracle"] - mean["wait"])
-    print(f"{path.parent.parent.name}: {mean['trained']:.2f}%; vs " + ", ".join(parts)
+    name = path.parent.parent.name if path.parent.name == "evaluation" else path.parent.name
+    print(f"{name}: {mean['trained']:.2f}%; vs " + ", ".join(parts)
           + f"; {share:.0%} of the oracle's gain over WAIT")
