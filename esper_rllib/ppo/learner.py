@@ -444,10 +444,8 @@ class FactoredPPOLearner(PPOTorchLearner):
                 batch[Postprocessing.VALUE_TARGETS], values, mask)
             relevant = old.relevance(batch[Columns.ACTIONS]).bool() & mask.unsqueeze(-1)
             head_kls = old.head_kls(new)
-            # old.kl(new), from the per-head KLs already taken.
-            kl = (head_kls * old.expected_relevance()).sum(-1)
             metrics = {
-                "kl": float(telemetry.masked_mean(kl, mask)),
+                "kl": float(telemetry.masked_mean(old.kl(new), mask)),
                 **{f"kl_{h}": float(telemetry.masked_mean(head_kls[..., i], relevant[..., i]))
                    for i, h in enumerate(HEADS)},
                 "explained_variance_post": ev_post,
