@@ -82,6 +82,9 @@ class SeedMorphogenesisEnv(gym.Env):
     n_val, seed, data_seed (which fixed data set), inject_nan_at_epoch (test hook: corrupt the
     host with a NaN before that epoch, 1-based, so the governor must roll back).
 
+    ``reward_scale`` (RunningStd) is the running std that `running_std` normalisation divides
+    by; it spans the env's episodes, so a trainer's checkpoint keeps it.
+
     Info keys (every step; the reset info has the same keys, zero/False for step-only ones):
       epoch (int): host epochs trained so far.
       val_acc (float): validation accuracy, percent.
@@ -113,7 +116,8 @@ class SeedMorphogenesisEnv(gym.Env):
             self.cfg.task, n_train=self.cfg.n_train, n_val=self.cfg.n_val,
             data_dir=self.cfg.data_dir, device=self.cfg.device, data_seed=self.cfg.data_seed)
         self._pending_seed = self.cfg.seed
-        self._reward_scale = RunningStd()  # across resets: the reward scale is the run's
+        # Across resets: the reward scale is the run's (a checkpoint keeps it: ppo/algorithm.py).
+        self.reward_scale = RunningStd()
         self._model: SeededModel | None = None
         self._done = True
 
@@ -205,7 +209,7 @@ class SeedMorphogenesisEnv(gym.Env):
         raw = float(sum(components.values()))
         reward = raw
         if self.cfg.reward_normalization == "running_std":
-            reward = self._reward_scale.normalize(raw)
+            reward = self.reward_scale.normalize(raw)
         components["rollback"] = -self.cfg.reward.rollback_penalty if rollback else 0.0
         reward += components["rollback"]
         self._last_valid, self._last_op = start.valid, int(start.effective)

@@ -4,6 +4,7 @@ scaling."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -214,6 +215,27 @@ class RunningStd:
             return 1.0
         var = self.m2 / self.count
         return math.sqrt(var) if var > 1e-12 else 1.0
+
+    def state(self) -> tuple[int, float, float]:
+        """(count, mean, m2): what a checkpoint keeps, and ``pooled`` merges."""
+        return self.count, self.mean, self.m2
+
+    def set_state(self, state: tuple[int, float, float]) -> None:
+        self.count, self.mean, self.m2 = int(state[0]), float(state[1]), float(state[2])
+
+    @staticmethod
+    def pooled(states: Sequence[tuple[int, float, float]]) -> tuple[int, float, float]:
+        """The state of one RunningStd that had seen every state's rewards (Chan et al.'s
+        parallel variance): envs of one run draw rewards from the same distribution."""
+        count, mean, m2 = 0, 0.0, 0.0
+        for n, m, s in states:
+            if n == 0:
+                continue
+            delta, total = m - mean, count + n
+            mean += delta * n / total
+            m2 += s + delta * delta * count * n / total
+            count = total
+        return count, mean, m2
 
     def normalize(self, raw: float) -> float:
         self.count += 1

@@ -78,7 +78,8 @@ def make_trainable(build_config: ConfigBuilder, knobs: Mapping[str, Any],
             }
             return result
 
-    EsperTrial.__name__ = EsperTrial.__qualname__ = f"Esper{base_cls.__name__}"
+    # Trial folders and actors are named for the algorithm (EsperPPO_<cell>_<n>).
+    EsperTrial.__name__ = EsperTrial.__qualname__ = base_cls.__name__
     return EsperTrial
 
 

@@ -312,6 +312,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from esper_rllib.model.module import FactoredLSTM
+    from esper_rllib.ppo.algorithm import EsperPPO
     from esper_rllib.ppo.callbacks import EsperCallbacks
     from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
     from esper_rllib.ppo.learner import FactoredPPOLearner
@@ -334,7 +335,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     # Floored to Ray's 1e-4 resolution, so that the shares add up to no more than N.
     runner_cpus = int((runners - main_cpus) / runners * 1e4) / 1e4 if runners else 1
     return (
-        PPOConfig()
+        PPOConfig(algo_class=EsperPPO)
         # The "envs:" prefix makes gymnasium import `envs` (which registers the ids) in every
         # remote env runner too.
         .environment(f"envs:{knobs['env']}", env_config=env_config(knobs))

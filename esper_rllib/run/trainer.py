@@ -129,16 +129,16 @@ def _run_name(label: str, trial: Any) -> str:
     return label
 
 
-def _restoring_trainable(checkpoint: Path) -> type:
-    """PPO that starts from ``checkpoint``'s weights, optimiser state and counters."""
-    from ray.rllib.algorithms.ppo import PPO
+def _restoring_trainable(algo_class: type, checkpoint: Path) -> type:
+    """``algo_class`` that starts from ``checkpoint``'s weights, optimiser state, counters and
+    reward scale."""
 
-    def setup(self: PPO, config: Any) -> None:
-        PPO.setup(self, config)
+    def setup(self: Any, config: Any) -> None:
+        algo_class.setup(self, config)
         self.restore_from_path(str(checkpoint))
 
     # Built here so cloudpickle ships it (and the path) to the trial actor by value.
-    return type("RestoredPPO", (PPO,), {"setup": setup})
+    return type(f"Restored{algo_class.__name__}", (algo_class,), {"setup": setup})
 
 
 def _init_ray(knobs: Mapping[str, Any], config: Any, quiet: bool) -> None:
@@ -191,7 +191,6 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     inputs (before Ray starts), TrainingError when the run itself fails.
     """
     from ray import tune
-    from ray.rllib.algorithms.ppo import PPO
 
     from tuning.tensorboard import TensorBoardLogger, tensorboard_command
 
@@ -203,7 +202,8 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
     _init_ray(knobs, config, quiet=not verbose)
     trial_name = functools.partial(_run_name, label or f"rng_seed={knobs['rng_seed']}")
     tuner = tune.Tuner(
-        PPO if checkpoint is None else _restoring_trainable(checkpoint),
+        config.algo_class if checkpoint is None
+        else _restoring_trainable(config.algo_class, checkpoint),
         param_space=config,
         tune_config=tune.TuneConfig(trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),

@@ -246,7 +246,20 @@ def test_reward_scale_persists_across_resets():
         env.reset(seed=0)
         for _ in range(3):
             env.step(make_action(Op.WAIT))
-    assert env._reward_scale.count == 6
+    assert env.reward_scale.count == 6
+
+
+def test_pooled_reward_scale_is_the_scale_of_all_rewards_seen():
+    rewards = np.random.default_rng(0).normal(3.0, 2.0, 50)
+    whole, parts = RunningStd(), [RunningStd() for _ in range(3)]
+    for i, r in enumerate(rewards):
+        whole.normalize(r)
+        parts[i % 3 if i < 40 else 0].normalize(r)
+    merged = RunningStd()
+    merged.set_state(RunningStd.pooled([p.state() for p in parts] + [RunningStd().state()]))
+    assert merged.count == 50
+    assert merged.std() == pytest.approx(whole.std())
+    assert merged.mean == pytest.approx(whole.mean)
 
 
 def test_injected_nan_rolls_back_and_episode_continues():

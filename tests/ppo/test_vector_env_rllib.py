@@ -13,7 +13,9 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
+from envs.rewards import RunningStd
 from envs.vector_env import SeedMorphogenesisVectorEnv
+from esper_rllib.ppo.algorithm import env_reward_scales
 from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
 from esper_rllib.run.config import ConfigError, build_ppo_config, resolve_knobs
 
@@ -104,6 +106,32 @@ def test_train_iteration_with_four_stacked_envs(local_ray):
     # One batch = 4 whole episodes of MAX_EPOCHS steps, sampled as one round of 4 envs.
     assert result["env_runners"]["num_episodes"] == 4
     assert result["env_runners"]["num_env_steps_sampled"] == 4 * MAX_EPOCHS
+
+
+@pytest.mark.ray
+def test_a_checkpoint_keeps_the_envs_reward_scale(local_ray, tmp_path):
+    # The shaped reward is divided by a running std that lives in the remote runner's envs; a
+    # restore without it would rescale the first batch after it by up to 10x.
+    knobs = resolve_knobs("quick", overrides={**TINY, "reward": "shaped", "num_env_runners": 1})
+    algo = build_ppo_config(knobs).build_algo()
+    try:
+        algo.train()
+        algo.save_to_path(str(tmp_path))
+        (scales,) = algo.env_runner_group.foreach_env_runner(
+            lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
+    finally:
+        algo.stop()
+    assert len(scales) == 4 and all(n == MAX_EPOCHS for n, _, _ in scales)
+    restored = build_ppo_config(knobs).build_algo()
+    try:
+        restored.restore_from_path(str(tmp_path))
+        (after,) = restored.env_runner_group.foreach_env_runner(
+            lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
+    finally:
+        restored.stop()
+    # Every env of the new runner starts from the pooled scale of the 4 checkpointed envs.
+    assert after == [RunningStd.pooled(scales)] * 4
+    assert after[0][0] == 4 * MAX_EPOCHS
 
 
 def test_a_probe_has_no_vector_env():
