@@ -56,6 +56,13 @@ MODEL_KNOBS: dict[str, Knob] = {
                          "them (none), or centred on their median and scaled by their MAD, "
                          "clipped to +-5, statistics fitted once from the first training batch "
                          "(robust); every trunk reads them", choices=FEATURE_NORMS),
+    # Piecewise-linear encoding (Gorishniy et al. 2022, "On Embeddings for Numerical Features
+    # in Tabular Deep Learning"): esper_rllib.model.feature_norm.
+    "critic_feature_bins": Knob(0, int, MODEL, "the critic trunk reads each float feature as "
+                                "it is (0), or as a piecewise-linear encoding over this many "
+                                "quantile bins, edges fitted once from the first training batch "
+                                "(a network's analogue of a tree's thresholds); needs "
+                                "critic_trunk mlp or separate", minimum=0),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
@@ -85,4 +92,11 @@ def resolve_model_config(model_config: Mapping[str, Any] | None) -> dict[str, An
         raise ConfigError(f"model_config['value_head_depth']={cfg['value_head_depth']}: not "
                           f"allowed; allowed: at most {cfg['lstm_hidden'].bit_length()} for "
                           f"lstm_hidden {cfg['lstm_hidden']}")
+    bins = cfg["critic_feature_bins"]
+    if bins == 1:
+        raise ConfigError("model_config['critic_feature_bins']=1: not allowed; allowed: 0 (off) "
+                          "or >= 2")
+    if bins and cfg["critic_trunk"] == "shared":
+        raise ConfigError(f"model_config['critic_feature_bins']={bins}: needs a critic trunk of "
+                          "its own (critic_trunk mlp or separate), not the policy's (shared)")
     return cfg

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from envs.contract import EMPTY_BLUEPRINT, HEADS, N_OPS
 from esper_rllib.model.distribution import make_factored_distribution, mask_logits
-from esper_rllib.model.feature_norm import FeatureNorm
+from esper_rllib.model.feature_norm import FeatureNorm, PiecewiseLinearEncoding
 from esper_rllib.model.model_config import resolve_model_config
 from esper_rllib.model.value_norm import PopArt
 
@@ -150,8 +150,10 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         # No parameters: where it is built does not change any layer's initial weights.
         self.feature_norm = (FeatureNorm(n_features) if cfg["feature_norm"] == "robust"
                              else None)
+        bins = cfg["critic_feature_bins"]
+        self.critic_encoding = PiecewiseLinearEncoding(n_features, bins) if bins else None
         # Last, so every layer above draws the same initial weights as with the shared trunk.
-        self.critic_trunk = _critic_trunk(n_features, n_slots, cfg)
+        self.critic_trunk = _critic_trunk(n_features * max(bins, 1), n_slots, cfg)
         # The critic trunk's recurrent state keys (none for a shared or feed-forward one).
         self.critic_state = CRITIC_STATE if cfg["critic_trunk"] == "separate" else {}
 
@@ -213,7 +215,8 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         embedding, feature_net, lstm, lstm_norm = parts
         obs = batch[Columns.OBS]
         slots = embedding(obs["blueprints"].long()).flatten(-2)
-        x = feature_net(torch.cat([self.features(obs), slots], dim=-1))
+        features = self.critic_features(obs) if critic else self.features(obs)
+        x = feature_net(torch.cat([features, slots], dim=-1))
         state = {k: batch[Columns.STATE_IN][key] for k, key in keys.items()}
         if x.shape[1] == 1:
             # One step (the env runner's case): the LSTM cell itself. nn.LSTM's CPU path
@@ -241,13 +244,29 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         trunk = self.critic_trunk
         obs = batch[Columns.OBS]
         slots = trunk["blueprint_embedding"](obs["blueprints"].long()).flatten(-2)
-        x = trunk["feature_net"](torch.cat([self.features(obs), slots], dim=-1))
+        x = trunk["feature_net"](torch.cat([self.critic_features(obs), slots], dim=-1))
         return trunk["norm"](trunk["hidden"](x))
 
     def features(self, obs: dict[str, Tensor]) -> Tensor:
         """The observation's float features as every trunk reads them (``feature_norm``)."""
         x = obs["features"].float()
         return x if self.feature_norm is None else self.feature_norm(x)
+
+    def critic_features(self, obs: dict[str, Tensor]) -> Tensor:
+        """The float features as the critic's own trunk reads them (``critic_feature_bins``)."""
+        x = self.features(obs)
+        return x if self.critic_encoding is None else self.critic_encoding(x)
+
+    @torch.no_grad()
+    def fit_features(self, features: Tensor) -> None:
+        """Fits ``feature_norm``'s statistics, then the critic encoding's edges on the
+        normalised features, from ``features`` (N, F: real steps), once: the first data the
+        module trains on (``esper_rllib.model.feature_norm``)."""
+        if self.feature_norm is not None and not bool(self.feature_norm.fitted):
+            self.feature_norm.fit(features)
+        if self.critic_encoding is not None and not bool(self.critic_encoding.fitted):
+            x = features.float()
+            self.critic_encoding.fit(x if self.feature_norm is None else self.feature_norm(x))
 
     def _masked_logits(self, embeddings: Tensor, batch: dict[str, Any]) -> Tensor:
         logits = torch.cat([self.policy_heads[h](embeddings) for h in HEADS], dim=-1)

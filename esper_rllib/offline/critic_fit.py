@@ -186,8 +186,8 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
     # seed's order) are held back from the steps to judge them; the held-out set is untouched.
     n_fit = len(train) - critic_training.stop_rows(len(train), cfg["critic_stop_fraction"])
     fitted, held_back = train.rows(0, n_fit), train.rows(n_fit, len(train))
-    if module.feature_norm is not None:  # as the learner: from the data trained on, first
-        module.feature_norm.fit(fitted.batch[Columns.OBS]["features"][fitted.mask.bool()])
+    # As the learner: the feature statistics from the data trained on, first.
+    module.fit_features(fitted.batch[Columns.OBS]["features"][fitted.mask.bool()])
     if norm is not None:
         norm.update(fitted.targets[fitted.mask], module.value_head[-1])
     with torch.no_grad():

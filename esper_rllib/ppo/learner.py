@@ -310,14 +310,12 @@ class FactoredPPOLearner(PPOTorchLearner):
         return batch
 
     def _fit_feature_norms(self, batch: Any) -> None:
-        """``feature_norm="robust"``: the statistics from the first batch's real steps, before
-        its first gradient step, then fixed (``esper_rllib.model.feature_norm``)."""
+        """``feature_norm="robust"``, ``critic_feature_bins``: fitted from the first batch's real
+        steps, before its first gradient step, then fixed (``esper_rllib.model.feature_norm``)."""
         for module_id, module_batch in batch.policy_batches.items():
-            norm = self.module[module_id].unwrapped().feature_norm
-            if norm is None or bool(norm.fitted):
-                continue
             mask = module_batch[Columns.LOSS_MASK].bool()
-            norm.fit(module_batch[Columns.OBS]["features"][mask])
+            self.module[module_id].unwrapped().fit_features(
+                module_batch[Columns.OBS]["features"][mask])
 
     def _update_value_norms(self, batch: Any) -> None:
         """PopArt: fold the batch's value targets (real steps) into each module's statistics

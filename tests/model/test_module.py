@@ -53,17 +53,20 @@ def test_value_head_depth_and_layernorm_shape():
     assert small_module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
 
 
-@pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk"), [
-    ("q_op", "sampled_op", "shared"), ("q_op", "expected", "shared"), ("v", "sampled_op", "shared"),
-    ("q_op", "sampled_op", "separate"), ("v", "sampled_op", "separate"),
-    ("q_op", "sampled_op", "mlp"), ("v", "sampled_op", "mlp")])
+@pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk", "bins"), [
+    ("q_op", "sampled_op", "shared", 0), ("q_op", "expected", "shared", 0),
+    ("v", "sampled_op", "shared", 0), ("q_op", "sampled_op", "separate", 0),
+    ("v", "sampled_op", "separate", 0), ("q_op", "sampled_op", "mlp", 0),
+    ("v", "sampled_op", "mlp", 0), ("v", "sampled_op", "mlp", 4), ("q_op", "sampled_op",
+                                                                      "separate", 4)])
 def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline,
-                                                                           critic_trunk):
+                                                                           critic_trunk, bins):
     """What the env runner computes one step at a time with the carried state equals what the
     learner computes on the zero-padded chunks with SEQ_LENS (the packed LSTM path): logits,
     values (the GAE baseline and the loss path's prediction) and the state at each chunk's end.
     """
-    module = small_module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk)
+    module = small_module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk,
+                          critic_feature_bins=bins)
     B, T = 3, 6
     seq_lens = torch.tensor([6, 4, 2])
     real = torch.arange(T) < seq_lens[:, None]
