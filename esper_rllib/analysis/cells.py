@@ -83,19 +83,21 @@ class Analysis:
     reps: int
     baseline: Cell | None  # the broken run, else the sweep's first cell; None with one cell
 
-    def best(self, sweep: Sweep) -> Cell:
-        return _best(sweep, self.estimates)
+    def best(self, sweep: Sweep, among: Sequence[int] | None = None) -> Cell:
+        return _best(sweep, self.estimates, among)
 
     def final_ev(self, sweep: Sweep, cell: Cell) -> Estimate:
         return self.estimates[sweep.cells.index(cell)]["final_ev"]
 
 
-def _best(sweep: Sweep, estimates: Sequence[Mapping[str, Estimate]]) -> Cell:
-    """The cell with the highest IQM final EV (the first one on a tie)."""
+def _best(sweep: Sweep, estimates: Sequence[Mapping[str, Estimate]],
+          among: Sequence[int] | None = None) -> Cell:
+    """The cell with the highest IQM final EV (the first one on a tie), of the cells at the
+    indices ``among`` (default: every cell)."""
     def key(i: int) -> float:
         value = estimates[i]["final_ev"].value
         return -math.inf if math.isnan(value) else value
-    return sweep.cells[max(range(len(sweep.cells)), key=key)]
+    return sweep.cells[max(range(len(sweep.cells)) if among is None else among, key=key)]
 
 
 def _levels(sweep: Sweep, axis: str) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from esper_rllib.analysis.sweep import CEILING_CELLS, ceiling_applies
 from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import EXTREME_CLIP_RATIO, STRONG_EV
 from tuning.storage import atomic_path
@@ -82,7 +83,8 @@ def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), sharex=True, sharey=True,
                              squeeze=False)
     positive = True
-    for ax, cell, label in zip(axes.flat, sweep.cells, labels, strict=False):
+    for index, (ax, cell, label) in enumerate(zip(axes.flat, sweep.cells, labels,
+                                                  strict=False)):
         iterations, grid = _series(cell, metric)
         finite = grid[np.isfinite(grid)]
         positive = positive and bool(finite.size) and bool((finite > 0).all())
@@ -96,7 +98,8 @@ def panel_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str], metric
             mean = np.nanmean(grid, axis=0) if grid.size else grid
         ax.plot(iterations, mean, color=MEAN_COLOR, lw=2.2, label="seed mean", **dots)
         if metric in EV_METRICS:
-            _ceiling_band(ax, analysis.ceiling, vertical=False)
+            if ceiling_applies(analysis.ceiling, index):
+                _ceiling_band(ax, analysis.ceiling, vertical=False)
             ax.axhline(0.0, color="gray", lw=0.8)
         if reference is not None:
             ax.axhline(reference[0], color=REF_COLOR, lw=0.9, ls="--", label=reference[1])
@@ -167,7 +170,15 @@ def final_ev_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str]) -> 
     plt = _pyplot()
     n = len(sweep.cells)
     fig, ax = plt.subplots(figsize=(10, 0.42 * n + 1.8))
-    _ceiling_band(ax, analysis.ceiling, vertical=True)
+    ceiling = analysis.ceiling
+    if ceiling is not None and ceiling.get(CEILING_CELLS) is None:
+        _ceiling_band(ax, ceiling, vertical=True)
+    elif ceiling is not None:  # a band across the rows of the cells it applies to only
+        for k, y in enumerate(ceiling[CEILING_CELLS]):
+            ax.fill_betweenx([y - 0.45, y + 0.45], ceiling["low"], ceiling["high"],
+                             color=CEILING_COLOR, alpha=0.18, lw=0,
+                             label=f"EV ceiling, {ceiling['policy']} policy" if k == 0 else None)
+            ax.vlines(ceiling["estimate"], y - 0.45, y + 0.45, color=CEILING_COLOR, lw=1)
     ax.axvline(0.0, color="gray", lw=0.9)
     ax.axvline(STRONG_EV, color=REF_COLOR, lw=0.9, ls="--", label=f"strong (EV > {STRONG_EV})")
     for y, cell in enumerate(sweep.cells):

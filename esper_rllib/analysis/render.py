@@ -42,7 +42,7 @@ from esper_rllib.analysis.evaluation import (
 from esper_rllib.analysis.outputs import markdown_table, write_atomic
 from esper_rllib.analysis.plots import plot_report
 from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
-from esper_rllib.analysis.sweep import Sweep, load_sweep, measure_signal
+from esper_rllib.analysis.sweep import Sweep, ceiling_applies, load_sweep, measure_signal
 from esper_rllib.ppo.collapse import DEFAULT_WINDOW, VERDICT_ITERATIONS, WARMUP_ITERATIONS
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
@@ -76,27 +76,36 @@ def ceiling_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
               f"; the shared-stream figure, which credits a critic with knowing the env's future "
               f"random stream, is {shared['estimate']:.3g} [{shared['low']:.3g}, "
               f"{shared['high']:.3g}]")
-    best = analysis.best(sweep)
+    applies = [ceiling_applies(ceiling, i) for i in range(len(sweep.cells))]
+    # The best final EV among the cells the ceiling applies to (every cell, usually).
+    best = analysis.best(sweep, among=[i for i, a in enumerate(applies) if a])
     best_ev = analysis.final_ev(sweep, best)
+    which = (f"The cell with {BEST_CELL}" if best is analysis.best(sweep)
+             else "Of the cells it applies to, the one with the best final EV")
 
-    def fraction(value: float) -> str:
+    def fraction(value: float, applies: bool) -> str:
+        if not applies:
+            return "n/a (another env)"
         if math.isnan(value) or ceiling["estimate"] <= 0:
             return "n/a"
         return f"{value / ceiling['estimate']:.1%}"
 
     # The ceiling is on the return-to-go's scale: final_ev_return is the like-for-like number.
-    rows = [[*map(str, cell.values), *(part for metric in ("final_ev", "final_ev_return")
-                                       for part in (estimates[metric].format(),
-                                                    fraction(estimates[metric].value)))]
-            for cell, estimates in zip(sweep.cells, analysis.estimates, strict=True)]
+    rows = [[*map(str, cell.values),
+             *(part for metric in ("final_ev", "final_ev_return")
+               for part in (estimates[metric].format(),
+                            fraction(estimates[metric].value, applies_here)))]
+            for cell, estimates, applies_here in zip(sweep.cells, analysis.estimates, applies,
+                                                     strict=True)]
     return [
+        *([analysis.ceiling_note, ""] if analysis.ceiling_note else []),
         f"The {what}: {possible}, from {ceiling['states']} states x {ceiling['continuations']} "
         f"continuations with the env's random stream drawn afresh, the Markov-state "
         f"ceiling{beside} (`{ceiling['path']}`, reward {ceiling['reward']}, profile "
         f"{ceiling['profile']}); a trained policy's returns may be more or less predictable "
-        f"than the {ceiling['policy']} policy's. The cell with {BEST_CELL} "
+        f"than the {ceiling['policy']} policy's. {which} "
         f"({best.label(sweep.axes)}): EV {best_ev.value:.3g} of a possible {possible} ({what}), "
-        f"{fraction(best_ev.value)} of it.",
+        f"{fraction(best_ev.value, True)} of it.",
         "",
         *markdown_table([*sweep.axes, f"final EV (IQM [95% CI]) of a possible {possible}",
                          "fraction of the ceiling", "final EV vs return-to-go",

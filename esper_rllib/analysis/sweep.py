@@ -194,6 +194,9 @@ def shared_stream_note(ceiling: dict[str, Any]) -> str:
             "so it credits a critic with knowing the future's dice and overstates the ceiling")
 
 
+# ceiling_for's key for the cells (indices into sweep.cells) a ceiling applies to, when it
+# applies to some cells only; absent: every cell.
+CEILING_CELLS = "cells"
 # The knobs a sweep's trials and the audit must share for its ceiling to apply (with the profile).
 CEILING_KNOBS = ("reward", "max_epochs")
 # The env knobs an EV ceiling depends on (with the random policy it is measured under): where
@@ -240,10 +243,13 @@ def _signal_hint(sweep: Sweep) -> str:
             f"--signal-seeds {SIGNAL_SEEDS_HINT}`")
 
 
-def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
-    """What differs between the audit and this sweep's profile, reward and episode length
-    ("" when nothing does: the ceiling applies). Where the audit recorded its env
-    (``env_config``), the env knobs ``CEILING_ENV_KNOBS`` are compared instead of the profile."""
+def _mismatch(sweep: Sweep, ceiling: dict[str, Any],
+              trials: Sequence[TrialRecord] | None = None) -> str:
+    """What differs between the audit and this sweep's (or these of its trials') profile,
+    reward and episode length ("" when nothing does: the ceiling applies). Where the audit
+    recorded its env (``env_config``), the env knobs ``CEILING_ENV_KNOBS`` are compared instead
+    of the profile."""
+    trials = sweep.trials if trials is None else trials
     env = ceiling.get("env_config")
     if env is not None:
         theirs_by_knob = {k: env.get(k) for k in CEILING_ENV_KNOBS}
@@ -251,7 +257,7 @@ def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
         theirs_by_knob = {"profile": ceiling["profile"],
                           **{k: ceiling[k] for k in CEILING_KNOBS}}
     ours = {k: ({sweep.plan.profile if sweep.plan else ceiling["profile"]} if k == "profile"
-                else {_trial_knob(t, k) for t in sweep.trials}) for k in theirs_by_knob}
+                else {_trial_knob(t, k) for t in trials}) for k in theirs_by_knob}
     if all(values == {theirs_by_knob[k]} for k, values in ours.items()):
         return ""
     theirs = ", ".join(f"{k} {theirs_by_knob[k]}" for k in ours)
@@ -260,14 +266,24 @@ def _mismatch(sweep: Sweep, ceiling: dict[str, Any]) -> str:
 
 
 def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
-    """The EV ceiling that applies to this sweep, or None with a one-line reason."""
+    """The EV ceiling that applies to this sweep and "", or None with a one-line reason. A
+    ceiling that applies to some cells only names them (``CEILING_CELLS``) and the note says
+    why the others differ."""
     ceiling = load_ev_ceiling(sweep.path)
     if ceiling is None:
         return None, (f"No EV ceiling: no {SIGNAL_JSON} in or beside the experiment folder. "
                       f"Measure one with {_signal_hint(sweep)}.")
     mismatch = _mismatch(sweep, ceiling)
     if mismatch:
-        return None, f"No EV ceiling: {mismatch}. Measure one with {_signal_hint(sweep)}."
+        # Cells that vary a ceiling knob (a reward axis): the ceiling applies to those that run
+        # the audit's env, and only to them.
+        matching = [i for i, cell in enumerate(sweep.cells)
+                    if not _mismatch(sweep, ceiling, cell.trials)]
+        if not matching:
+            return None, f"No EV ceiling: {mismatch}. Measure one with {_signal_hint(sweep)}."
+        ceiling = {**ceiling, CEILING_CELLS: matching}
+        mismatch = (f"The EV ceiling applies only to the {len(matching)} of {len(sweep.cells)} "
+                    f"cells that run its env: {mismatch}.")
     if shared_stream_note(ceiling):
         return None, (f"No EV ceiling: {shared_stream_note(ceiling)}. Measure the Markov-state "
                       f"ceiling with {_signal_hint(sweep)}.")
@@ -275,7 +291,15 @@ def ceiling_for(sweep: Sweep) -> tuple[dict[str, Any] | None, str]:
         return None, (f"No EV ceiling: `{ceiling['path']}` has none under the "
                       f"{ceiling['policy']} policy (measured with --ev-states 0, or its returns "
                       "did not vary).")
-    return ceiling, ""
+    return ceiling, mismatch
+
+
+def ceiling_applies(ceiling: dict[str, Any] | None, cell_index: int) -> bool:
+    """Whether ``ceiling_for``'s ceiling applies to the sweep's cell at ``cell_index``."""
+    if ceiling is None:
+        return False
+    cells = ceiling.get(CEILING_CELLS)
+    return cells is None or cell_index in cells
 
 
 def trial_knobs(plan: SweepPlan, params: Mapping[str, Any]) -> dict[str, Any]:

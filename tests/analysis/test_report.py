@@ -30,6 +30,7 @@ from esper_rllib.analysis.stats import (
     probability_of_improvement,
 )
 from esper_rllib.analysis.sweep import (
+    CEILING_CELLS,
     CEILING_ENV_KNOBS,
     ceiling_for,
     load_ev_ceiling,
@@ -413,6 +414,27 @@ def test_a_ceiling_that_records_its_env_applies_to_a_profile_of_the_same_env(tmp
     ceiling, note = ceiling_for(load_sweep(root))
     assert ceiling is None and f"n_train {env['n_train'] * 2}" in note
     assert f"this sweep runs task {env['task']}, n_train {env['n_train']}," in note
+
+
+def test_a_ceiling_applies_to_the_cells_of_its_reward_only(tmp_path):
+    # A sweep with a reward axis: the audit's reward's cells get the ceiling, the others n/a.
+    root = fake_sweep(tmp_path / "sweep", seeds=1, grid={
+        "value_head_gain": [1.0], "value_head_depth": [2],
+        "reward": [QUICK_REWARD, OTHER_REWARD]})
+    signal = write_signal(tmp_path)
+    sweep = load_sweep(root)
+    ceiling, note = ceiling_for(sweep)
+    matching = [i for i, c in enumerate(sweep.cells) if c.knob("reward") == QUICK_REWARD]
+    assert ceiling is not None and ceiling[CEILING_CELLS] == matching and len(matching) == 2
+    assert note.startswith(f"The EV ceiling applies only to the 2 of 4 cells that run its env: "
+                           f"`{signal}` was measured with profile quick, reward {QUICK_REWARD}")
+    write_report(root, reference_episodes=0, reps=REPS, evaluate_episodes=0)
+    text = section((root / "report.md").read_text(), "Final EV against the EV ceiling")
+    assert note in text and "of a possible 0.4 [0.33, 0.47]" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    other = [r for r in rows if f"| {OTHER_REWARD} |" in r]
+    assert len(other) == 2 and all(r.count("n/a (another env)") == 2 for r in other)
+    assert not any("another env" in r for r in rows if f"| {QUICK_REWARD} |" in r)
 
 
 def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_report(tmp_path,
