@@ -29,6 +29,10 @@ few features. Encoding each feature as its position in each of N quantile bins, 
 tie, is a step at its edge), lets the first Linear layer weigh each bin of each feature on its
 own. Edges: per feature, the quantiles of the (normalised) features of the rows given to
 ``fit``, fitted when ``FeatureNorm`` is and fixed after; before that, N equal bins over +-CLIP.
+Each position is centred on its mean over those rows: uncentred, about half of the positions
+are 1 on every row, a constant that dominates the first layer's outputs, and the LayerNorm after
+it then scales the features' variation down to a few percent (the critic barely moved in its
+first steps).
 """
 
 from __future__ import annotations
@@ -71,15 +75,20 @@ class FeatureNorm(nn.Module):
 
 
 class PiecewiseLinearEncoding(nn.Module):
-    """(..., F) -> (..., F x bins): each feature's position in each of its quantile bins."""
+    """(..., F) -> (..., F x bins): each feature's position in each of its quantile bins, less
+    its mean position."""
 
     def __init__(self, n_features: int, bins: int) -> None:
         super().__init__()
         edges = torch.linspace(-CLIP, CLIP, bins + 1).expand(n_features, bins + 1)
         self.register_buffer("edges", edges.clone())
+        self.register_buffer("center", torch.zeros(n_features, bins))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: Tensor) -> Tensor:
+        return (self._positions(x) - self.center).flatten(-2)
+
+    def _positions(self, x: Tensor) -> Tensor:
         lo, hi = self.edges[:, :-1], self.edges[:, 1:]
         width = hi - lo
         x = x.unsqueeze(-1)
@@ -89,14 +98,16 @@ class PiecewiseLinearEncoding(nn.Module):
         position = torch.cat([position[..., :1].clamp(max=1.0),
                               position[..., 1:-1].clamp(0.0, 1.0),
                               position[..., -1:].clamp(min=0.0)], dim=-1)
-        return position.flatten(-2)
+        return position
 
     @torch.no_grad()
     def fit(self, features: Tensor) -> None:
-        """Sets each feature's edges to the quantiles of ``features`` (N, F)."""
+        """Sets each feature's edges to the quantiles of ``features`` (N, F), and the centres to
+        the mean positions of those rows."""
         x = features.detach().reshape(-1, self.edges.shape[0]).to(self.edges.dtype)
         if len(x) == 0:
             return
         levels = torch.linspace(0.0, 1.0, self.edges.shape[1], dtype=x.dtype)
         self.edges.copy_(torch.quantile(x, levels, dim=0).T)
+        self.center.copy_(self._positions(x).mean(dim=0))
         self.fitted.fill_(True)

@@ -59,15 +59,18 @@ def test_piecewise_linear_encoding_places_each_feature_in_its_quantile_bins():
     assert ple.edges[0].tolist() == pytest.approx([-CLIP, -CLIP / 2, 0.0, CLIP / 2, CLIP])
     ple.fit(x)
     assert ple.edges[0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    out = ple(torch.tensor([[5.0, 0.0], [-2.0, 2.0], [9.0, 0.5]])).reshape(3, 2, 4)
+    # Centred: the positions of the rows it was fitted on average 0.
+    assert torch.allclose(ple(x).mean(dim=0), torch.zeros(8), atol=1e-6)
+    out = (ple(torch.tensor([[5.0, 0.0], [-2.0, 2.0], [9.0, 0.5]])).reshape(3, 2, 4)
+           + ple.center)
     # 5 is past bins 1-2, halfway through bin 3, before bin 4.
-    assert out[0, 0].tolist() == [1.0, 1.0, 0.5, 0.0]
+    assert out[0, 0].tolist() == pytest.approx([1.0, 1.0, 0.5, 0.0])
     # Open ends: below the first edge and above the last the position goes on linearly.
-    assert out[1, 0].tolist() == [-1.0, 0.0, 0.0, 0.0]
-    assert out[2, 0].tolist() == [1.0, 1.0, 1.0, 1.5]
+    assert out[1, 0].tolist() == pytest.approx([-1.0, 0.0, 0.0, 0.0])
+    assert out[2, 0].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.5])
     # Column 1's edges are tied at 0 but for the last bin: steps at 0, then a slope to 3.
     assert ple.edges[1, :4].tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert out[0, 1].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert out[0, 1].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0])
     assert out[2, 1, 3].item() == pytest.approx(0.5 / ple.edges[1, 4].item())
 
 
