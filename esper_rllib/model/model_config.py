@@ -63,10 +63,20 @@ MODEL_KNOBS: dict[str, Knob] = {
                                 "quantile bins, edges fitted once from the first training batch "
                                 "(a network's analogue of a tree's thresholds); needs "
                                 "critic_trunk mlp or separate", minimum=0),
+    # What made a plain network read as much as gradient-boosted trees on recorded episodes
+    # (docs/results/critic-opt-quick-aligned): no LayerNorm between its layers, and dropout.
+    "critic_layernorm": Knob(True, bool, MODEL, "LayerNorm in the critic's own trunk (after its "
+                             "encoder and after its LSTM or hidden layer; the value head's is "
+                             "value_head_layernorm); needs critic_trunk mlp or separate"),
+    "critic_dropout": Knob(0.0, float, MODEL, "dropout after every hidden layer of the critic "
+                           "(its own trunk and the value head) while it trains; off whenever "
+                           "values are judged or sampled", minimum=0.0, maximum=0.9),
     "max_seq_len": Knob(None, int, MODEL, "LSTM training sequence length (none = max_epochs + "
                         "1: whole episodes plus the bootstrap step)", minimum=1, optional=True,
                         searchable=False),
 }
+# Knobs of the critic's own trunk: set off their defaults, they need one.
+OWN_TRUNK_KNOBS = ("critic_feature_bins", "critic_layernorm")
 DEFAULTS: dict[str, Any] = {name: knob.default for name, knob in MODEL_KNOBS.items()}
 
 # The seed document's value heads: the broken run and the fix.
@@ -96,7 +106,8 @@ def resolve_model_config(model_config: Mapping[str, Any] | None) -> dict[str, An
     if bins == 1:
         raise ConfigError("model_config['critic_feature_bins']=1: not allowed; allowed: 0 (off) "
                           "or >= 2")
-    if bins and cfg["critic_trunk"] == "shared":
-        raise ConfigError(f"model_config['critic_feature_bins']={bins}: needs a critic trunk of "
-                          "its own (critic_trunk mlp or separate), not the policy's (shared)")
+    for name in OWN_TRUNK_KNOBS:
+        if cfg[name] != MODEL_KNOBS[name].default and cfg["critic_trunk"] == "shared":
+            raise ConfigError(f"model_config['{name}']={cfg[name]}: needs a critic trunk of its "
+                              "own (critic_trunk mlp or separate), not the policy's (shared)")
     return cfg

@@ -13,7 +13,9 @@ own (blueprint embedding, feature net, LSTM, LayerNorm: the same shapes, built a
 other layer so that the rest initialises exactly as with the shared trunk). Its recurrent
 state travels next to the policy's in the same flat state dict (``critic_h``, ``critic_c``
 beside ``h``, ``c``): RLlib's env runner and our learner batch carry every key of
-``get_initial_state`` without knowing it.
+``get_initial_state`` without knowing it. The critic's own trunk may drop its LayerNorms
+(``critic_layernorm``); ``critic_dropout`` follows every hidden layer of the critic (its trunk
+and the value head), active in training mode only.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
 
 
 def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
-         layernorm: bool = False) -> nn.Sequential:
-    """Linear -> [LayerNorm] -> ReLU per hidden width, then the output Linear.
+         layernorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> ReLU [-> Dropout] per hidden width, then the output Linear.
 
     With ``layernorm``, every hidden layer but the last gets a LayerNorm (the deep value head).
     """
@@ -65,10 +67,18 @@ def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
         layers.append(_linear(in_dim, width, _RELU_GAIN))
         if layernorm and i < len(hidden) - 1:
             layers.append(nn.LayerNorm(width))
-        layers.append(nn.ReLU())
+        layers += [nn.ReLU(), *_dropout(dropout)]
         in_dim = width
     layers.append(_linear(in_dim, out_dim, out_gain))
     return nn.Sequential(*layers)
+
+
+def _dropout(p: float) -> list[nn.Module]:
+    return [nn.Dropout(p)] if p > 0 else []
+
+
+def _norm(width: int, layernorm: bool) -> nn.Module:
+    return nn.LayerNorm(width) if layernorm else nn.Identity()
 
 
 _TRUNK_PARTS = ("blueprint_embedding", "feature_net", "lstm", "lstm_norm")
@@ -77,17 +87,18 @@ _TRUNK_PARTS = ("blueprint_embedding", "feature_net", "lstm", "lstm_norm")
 _MLP_TRUNK_PARTS = ("blueprint_embedding", "feature_net", "hidden", "norm")
 
 
-def _trunk(n_features: int, n_slots: int,
-           cfg: dict[str, Any]) -> tuple[nn.Embedding, nn.Sequential, nn.LSTM, nn.LayerNorm]:
+def _trunk(n_features: int, n_slots: int, cfg: dict[str, Any], layernorm: bool = True,
+           dropout: float = 0.0) -> tuple[nn.Embedding, nn.Sequential, nn.LSTM, nn.Module]:
     """Blueprint embedding, feature net, LSTM and its LayerNorm, initialised as the module
-    docstring says."""
+    docstring says (the critic's own trunk: its LayerNorms and dropout per its knobs)."""
     hidden = cfg["lstm_hidden"]
     embedding = nn.Embedding(EMPTY_BLUEPRINT + 1, cfg["embed_dim"])
     nn.init.normal_(embedding.weight, std=0.02)
     feature_net = nn.Sequential(
         _linear(n_features + n_slots * cfg["embed_dim"], cfg["feature_dim"], _RELU_GAIN),
-        nn.LayerNorm(cfg["feature_dim"]),
+        _norm(cfg["feature_dim"], layernorm),
         nn.ReLU(),
+        *_dropout(dropout),
     )
     lstm = nn.LSTM(cfg["feature_dim"], hidden, num_layers=1, batch_first=True)
     for name, param in lstm.named_parameters():
@@ -97,19 +108,21 @@ def _trunk(n_features: int, n_slots: int,
             # Gate order i, f, g, o: a forget bias of 1 (in both vectors) keeps memory early.
             nn.init.zeros_(param)
             param.data[hidden:2 * hidden] = 1.0
-    return embedding, feature_net, lstm, nn.LayerNorm(hidden)
+    return embedding, feature_net, lstm, _norm(hidden, layernorm)
 
 
 def _critic_trunk(n_features: int, n_slots: int, cfg: dict[str, Any]) -> nn.ModuleDict | None:
     """The critic's own trunk: an LSTM one (separate), a feed-forward one (mlp), or None."""
     if cfg["critic_trunk"] == "shared":
         return None
-    embedding, feature_net, lstm, lstm_norm = _trunk(n_features, n_slots, cfg)
+    dropout = cfg["critic_dropout"]
+    embedding, feature_net, lstm, lstm_norm = _trunk(n_features, n_slots, cfg,
+                                                     cfg["critic_layernorm"], dropout)
     if cfg["critic_trunk"] == "separate":
         return nn.ModuleDict(zip(_TRUNK_PARTS, (embedding, feature_net, lstm, lstm_norm),
                                  strict=True))
     hidden = nn.Sequential(_linear(cfg["feature_dim"], cfg["lstm_hidden"], _RELU_GAIN),
-                           nn.ReLU())
+                           nn.ReLU(), *_dropout(dropout))
     return nn.ModuleDict(zip(_MLP_TRUNK_PARTS, (embedding, feature_net, hidden, lstm_norm),
                              strict=True))
 
@@ -143,7 +156,8 @@ class FactoredLSTM(TorchRLModule, ValueFunctionAPI):
         value_hidden = [hidden >> i for i in range(1, cfg["value_head_depth"])]
         value_in = hidden + (N_OPS if self.critic_type == "q_op" else 0)
         self.value_head = _mlp(value_in, value_hidden, 1, cfg["value_head_gain"],
-                               layernorm=cfg["value_head_layernorm"])
+                               layernorm=cfg["value_head_layernorm"],
+                               dropout=cfg["critic_dropout"])
         # With PopArt the head outputs normalised values; every value leaving the module is
         # unnormalised (GAE, telemetry and env runners never see the normalised scale).
         self.value_norm = PopArt() if cfg["value_target_norm"] == "popart" else None

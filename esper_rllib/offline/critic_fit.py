@@ -158,7 +158,7 @@ class Critic:
 
 def critic_ev(critic: Critic, episodes: Episodes) -> float:
     """EV of ``critic``'s predictions of ``episodes``' return-to-go (real steps only)."""
-    with torch.no_grad():
+    with critic_training.judging(critic.module):
         ev, _ = telemetry.explained_variance(episodes.targets, critic.values(episodes),
                                              episodes.mask)
     return ev
@@ -190,7 +190,7 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
     module.fit_features(fitted.batch[Columns.OBS]["features"][fitted.mask.bool()])
     if norm is not None:
         norm.update(fitted.targets[fitted.mask], module.value_head[-1])
-    with torch.no_grad():
+    with critic_training.judging(module):
         old_values = critic.values(train)
     params = critic.parameters()
     optimizer = critic_training.make_optimizer(critic_training.param_groups(
@@ -204,13 +204,14 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
         stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
 
         def held_back_loss() -> float:
-            with torch.no_grad():
+            with critic_training.judging(module):
                 return float(_value_loss(critic, held_back, old_values[n_fit:],
                                          cfg["value_clip"]))
 
         stopper.update(0, held_back_loss())
     curve, checkpoints = [], log_spaced_steps(steps)
     stopped = False
+    module.train()  # critic_dropout on for the steps; judging turns it off
     for step in range(steps + 1):
         if step == steps and stopper is not None:
             stopper.restore()  # the best step's critic is what the fit gives
@@ -242,7 +243,7 @@ def _value_loss(critic: Critic, episodes: Episodes, old_values: torch.Tensor,
 def _measure(critic: Critic, train: Episodes, heldout: Episodes, step: int,
              value_clip: float | None, old_values: torch.Tensor) -> CurvePoint:
     train_ev, heldout_ev = critic_ev(critic, train), critic_ev(critic, heldout)
-    with torch.no_grad():
+    with critic_training.judging(critic.module):
         value = _value_loss(critic, train, old_values, value_clip)
     return CurvePoint(step, heldout_ev, train_ev,
                       critic_training.on_return_scale(critic.module, value))

@@ -16,12 +16,16 @@
   ``critic_stop_patience`` steps training stops, and the critic's parameters go back to those of
   its best step (also when the steps run out first). A critic that memorises its training
   episodes stops where it begins to.
+- ``judging``: the module in eval mode while a critic is judged (held-back loss, EV, the values
+  a fit starts from), so ``critic_dropout`` acts on gradient steps only; RLlib's forward passes
+  for sampling switch it off on their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -143,3 +147,15 @@ class EarlyStop:
         if self._best is not None:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self.params], self._best)
+
+
+@contextmanager
+def judging(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode and without gradients for the duration, its mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)

@@ -390,12 +390,13 @@ class FactoredPPOLearner(PPOTorchLearner):
             stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
 
             def held_back_loss() -> float:
-                with torch.no_grad():
+                with critic_training.judging(module):
                     return float(self._value_loss(module, held_back,
                                                   module.critic_embeddings(held_back))[0])
 
             stopper.update(0, held_back_loss())
         minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
+        module.train()  # critic_dropout on for the steps; judging turns it off
         for step, minibatch in enumerate(islice(minibatches, cfg["critic_steps"]), start=1):
             mb = minibatch.policy_batches[module_id]
             with torch.set_grad_enabled(train_trunk):
@@ -413,7 +414,7 @@ class FactoredPPOLearner(PPOTorchLearner):
         steps.log(self.metrics)
         if cfg["critic_replay"]:
             stored.appendleft(current)  # the oldest falls off at maxlen
-        with torch.no_grad():
+        with critic_training.judging(module):
             values = module.compute_values(batch, embeddings=module.critic_embeddings(batch))
             ev_post, _ = telemetry.explained_variance(
                 batch[Postprocessing.VALUE_TARGETS], values, batch[Columns.LOSS_MASK].bool())
@@ -426,13 +427,11 @@ class FactoredPPOLearner(PPOTorchLearner):
         """kl(pi_old, pi_new) with causal relevance, EV of the updated critic, LSTM state norms
         (at each chunk's last real step): on the whole batch, after the iteration's last
         gradient step."""
-        with torch.inference_mode():
+        with torch.inference_mode(), critic_training.judging(module):
             mask = batch[Columns.LOSS_MASK].bool()
             # Sequences cut at their last real step, so the returned state is not advanced by
             # RLlib's artificial bootstrap step; the masked metrics below never read past it.
             real_steps = mask.sum(-1)
-            # The module's own forward: it is in training mode already (forward_train would
-            # walk every submodule to set it again, ~6% of this pass).
             fwd = module._forward({**batch, Columns.SEQ_LENS: real_steps.clamp(min=1)})
             dist_cls = module.get_train_action_dist_cls()
             old = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])

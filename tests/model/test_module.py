@@ -8,13 +8,15 @@ from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 
 from envs.contract import N_OPS, Op, action_space, observation_space
+from esper_rllib.knob import ConfigError
 from esper_rllib.model.distribution import FactoredCategorical
 from esper_rllib.model.model_config import (
     PRESETS,
     REFERENCE_MAX_SEQ_LEN,
     resolve_model_config,
 )
-from esper_rllib.model.module import FactoredLSTM
+from esper_rllib.model.module import CRITIC_OUT, FactoredLSTM
+from esper_rllib.ppo import critic_training
 from tests.helpers.modules import SMALL, random_batch, small_module
 
 
@@ -53,20 +55,22 @@ def test_value_head_depth_and_layernorm_shape():
     assert small_module(critic="v").value_head[0].in_features == SMALL["lstm_hidden"]
 
 
-@pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk", "bins"), [
-    ("q_op", "sampled_op", "shared", 0), ("q_op", "expected", "shared", 0),
-    ("v", "sampled_op", "shared", 0), ("q_op", "sampled_op", "separate", 0),
-    ("v", "sampled_op", "separate", 0), ("q_op", "sampled_op", "mlp", 0),
-    ("v", "sampled_op", "mlp", 0), ("v", "sampled_op", "mlp", 4), ("q_op", "sampled_op",
-                                                                      "separate", 4)])
+@pytest.mark.parametrize(("critic", "q_baseline", "critic_trunk", "knobs"), [
+    ("q_op", "sampled_op", "shared", {}), ("q_op", "expected", "shared", {}),
+    ("v", "sampled_op", "shared", {}), ("q_op", "sampled_op", "separate", {}),
+    ("v", "sampled_op", "separate", {}), ("q_op", "sampled_op", "mlp", {}),
+    ("v", "sampled_op", "mlp", {}), ("v", "sampled_op", "mlp", {"critic_feature_bins": 4}),
+    ("q_op", "sampled_op", "separate", {"critic_feature_bins": 4}),
+    ("q_op", "sampled_op", "mlp", {"critic_feature_bins": 4, "critic_layernorm": False}),
+    ("q_op", "sampled_op", "separate", {"critic_layernorm": False})])
 def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(critic, q_baseline,
-                                                                           critic_trunk, bins):
+                                                                           critic_trunk, knobs):
     """What the env runner computes one step at a time with the carried state equals what the
     learner computes on the zero-padded chunks with SEQ_LENS (the packed LSTM path): logits,
     values (the GAE baseline and the loss path's prediction) and the state at each chunk's end.
     """
     module = small_module(critic=critic, q_baseline=q_baseline, critic_trunk=critic_trunk,
-                          critic_feature_bins=bins)
+                          **knobs)
     B, T = 3, 6
     seq_lens = torch.tensor([6, 4, 2])
     real = torch.arange(T) < seq_lens[:, None]
@@ -103,6 +107,51 @@ def test_rollout_step_by_step_matches_the_learners_packed_sequence_forward(criti
             assert set(state) == set(module.get_initial_state())
             for k in state:
                 assert torch.allclose(state[k][0], seq[Columns.STATE_OUT][k][row], atol=1e-5)
+
+
+@pytest.mark.parametrize("critic_trunk", ["mlp", "separate"])
+def test_the_critics_layernorm_and_dropout_change_the_critic_only(critic_trunk):
+    plain = small_module(critic_trunk=critic_trunk, critic_layernorm=False, critic_dropout=0.2)
+    default = small_module(critic_trunk=critic_trunk)
+    trunk_norms = [m for m in plain.critic_trunk.modules() if isinstance(m, torch.nn.LayerNorm)]
+    drops = [m.p for m in [*plain.critic_trunk.modules(), *plain.value_head]
+             if isinstance(m, torch.nn.Dropout)]
+    # A dropout after the encoder, the mlp trunk's hidden layer, and each of the value head's 3
+    # hidden layers; the value head keeps its own LayerNorms (value_head_layernorm).
+    assert trunk_norms == [] and drops == [0.2] * (5 if critic_trunk == "mlp" else 4)
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in plain.value_head)
+    # The policy is the same network, drawn with the same initial weights.
+    policy = {k: v for k, v in default.state_dict().items()
+              if not k.startswith(("critic_trunk", "value_head"))}
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in policy.items())
+    assert [m for m in plain.feature_net if isinstance(m, torch.nn.LayerNorm)]
+
+
+def test_dropout_acts_on_training_steps_only():
+    module = small_module(critic_trunk="mlp", critic_dropout=0.5)
+    batch = random_batch(module, T=1)
+    module.train()
+    with torch.no_grad():
+        noisy = [module.compute_values(batch) for _ in range(2)]
+    assert not torch.equal(*noisy)
+    # Judging a critic and sampling see the same deterministic values; the mode comes back.
+    with critic_training.judging(module):
+        judged = [module.compute_values(batch) for _ in range(2)]
+    assert module.training and torch.equal(*judged)
+    sampled = [module.forward_exploration(batch)[CRITIC_OUT] for _ in range(2)]
+    assert torch.equal(*sampled) and module.training
+    with critic_training.judging(module):
+        assert torch.equal(module.forward_exploration(batch)[CRITIC_OUT], sampled[0])
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"critic_layernorm": False},
+     r"critic_layernorm'\]=False: needs a critic trunk of its own \(critic_trunk mlp or "
+     r"separate\)"),
+    ({"critic_dropout": 0.95}, r"critic_dropout.*0 <= float <= 0.9")])
+def test_the_critics_knobs_are_checked(given, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_model_config(given)
 
 
 def test_logits_are_masked_and_the_batch_is_left_alone():
