@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.outputs import command_line, make_out_dir
     from esper_rllib.offline.decomposition import cell_knobs
-    from esper_rllib.offline.fit_plan import plan_fit
+    from esper_rllib.offline.fit_plan import plan_fit, recorded_knobs
     from esper_rllib.offline.fit_report import load_fit, save_fit, write_report
     from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
     from esper_rllib.offline.record import git_commit
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     _check_cpus(args.address)
     make_out_dir(out)
     pool, held = plan.split()
-    recorded = plan.knobs({})
+    # The recording's own, not a cell's: --set may hold knobs only a --grid preset allows.
+    recorded = recorded_knobs(plan.meta)
     fit = {"data": str(args.data), "command": command_line("critic-fit"),
            "recording": {k: plan.meta.get(k) for k in ("profile", "overrides", "policy", "seed",
                                                        "episodes", "commit")},

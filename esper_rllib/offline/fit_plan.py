@@ -67,11 +67,16 @@ def load_recording(data: str | Path) -> tuple[Path, dict[str, Any]]:
     return folder, meta
 
 
+def recorded_knobs(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs the recording was made with (its profile and --set): its env's above all."""
+    return resolve_knobs(meta["profile"], overrides=meta["overrides"])
+
+
 def check_fit_overrides(overrides: Mapping[str, Any], meta: Mapping[str, Any], flag: str = "--set"
                         ) -> dict[str, Any]:
     """The overrides a fit may apply on top of the recording's; ConfigError for a knob that is
     not a model or learner knob, or an env knob whose value differs from the recording's."""
-    recorded = resolve_knobs(meta["profile"], overrides=meta["overrides"])
+    recorded = recorded_knobs(meta)
     fit: dict[str, Any] = {}
     allowed = allowed_knobs()
     for name, value in overrides.items():

@@ -2,6 +2,7 @@
 and report it writes, and bad input."""
 
 import csv
+import json
 
 import gymnasium as gym
 import pytest
@@ -118,6 +119,19 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
     assert main(["critic-fit", str(probe2), "--report-only", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no fit.json" in err, err
+
+
+@pytest.mark.ray
+def test_set_may_hold_knobs_that_only_the_grids_preset_allows(probe2, tmp_path):
+    # critic_fix's own critic trunk is what allows its piecewise-linear features.
+    out = tmp_path / "fit"
+    assert main(["critic-fit", str(probe2), "--grid", "preset=critic_fix", "--set",
+                 "critic_feature_bins=4", "--seeds", "1", "--steps", "2", "--train-episodes",
+                 "all", "--reference", "none", "--out", str(out)]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    (cell,) = fit["cells"].values()
+    assert cell["critic_feature_bins"] == 4 and fit["cell_trunks"] == {"preset=critic_fix": "mlp"}
+    assert fit["recorded_env"]["reward"] == "aligned"
 
 
 @pytest.mark.parametrize("argv, message", [
