@@ -1,5 +1,4 @@
-"""``EsperPPO``: RLlib's PPO whose checkpoints also keep the envs' reward scale, and whose
-restores seed the envs afresh.
+"""``EsperPPO``: RLlib's PPO whose checkpoints also keep the envs' reward scale.
 
 A `running_std` reward (the `shaped` reward's default) is divided by a running std that lives in
 each env (``SeedMorphogenesisEnv.reward_scale``) and spans the run. RLlib 2.60 checkpoints the
@@ -9,11 +8,6 @@ Tune restores a failed trial, so the first batch after a restore would be scaled
 checkpoint keeps one scale pooled over every env of every runner (they all see the same reward
 distribution); a restore gives it to every env, so a restore onto a different number of runners
 works too.
-
-Each env is seeded once, on its runner's first reset (``env_runner.SeedOnceEnvRunner``); the
-runners of a restored run are new, so without more they would replay the run's first episodes
-(the same host initialisations and data orders). The checkpoint keeps its iteration count; a
-restore reseeds every runner shifted by it.
 """
 
 from __future__ import annotations
@@ -24,12 +18,9 @@ from typing import Any
 from ray.rllib.algorithms.ppo import PPO
 
 from envs.rewards import RunningStd
-from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
 
 # The algorithm state's key for the pooled reward scale: (count, mean, m2).
 REWARD_SCALE_STATE = "esper_reward_scale"
-# The algorithm state's key for the env seeds' generation: the iterations trained when saved.
-ENV_SEED_STATE = "esper_env_seed_generation"
 
 
 def env_reward_scales(runner: Any) -> list[RunningStd]:
@@ -54,14 +45,6 @@ def _set_runner_states(state: tuple[int, float, float]) -> Any:
     return apply
 
 
-def _reseed(generation: int) -> Any:
-    def apply(runner: Any) -> None:
-        if isinstance(runner, SeedOnceEnvRunner):
-            runner.reseed(generation)
-
-    return apply
-
-
 class EsperPPO(PPO):
     def get_state(self, components: str | Collection[str] | None = None, *,
                   not_components: str | Collection[str] | None = None,
@@ -72,7 +55,6 @@ class EsperPPO(PPO):
                 _runner_states, local_env_runner=True)
             state[REWARD_SCALE_STATE] = RunningStd.pooled(
                 [s for states in per_runner for s in states])
-            state[ENV_SEED_STATE] = self.iteration
         return state
 
     def set_state(self, state: dict[str, Any]) -> Any:
@@ -80,7 +62,4 @@ class EsperPPO(PPO):
         if scale is not None and self.env_runner_group is not None:
             self.env_runner_group.foreach_env_runner(
                 _set_runner_states(tuple(scale)), local_env_runner=True)
-        generation = state.get(ENV_SEED_STATE)
-        if generation is not None and self.env_runner_group is not None:
-            self.env_runner_group.foreach_env_runner(_reseed(generation), local_env_runner=True)
         return super().set_state(state)

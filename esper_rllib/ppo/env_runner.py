@@ -8,8 +8,7 @@ every episode of every batch would start from the same env seed: the same host i
 the same data order, the same probe signal. Also, a vector env seeds its sub-envs seed,
 seed + 1, ..., and RLlib gives runner w the seed ``seed + w``, so runners' envs overlap.
 Here each env gets its own seed, once, on its runner's first reset: ``seed x 10,000 + worker
-index x envs per runner + env index``; later episodes continue each env's own random stream. A
-restored run seeds them afresh, shifted by its checkpoint's iterations (``reseed``).
+index x envs per runner + env index``; later episodes continue each env's own random stream.
 
 Bootstrap values. Every step's forward pass already stores the critic's outputs with the episode
 (``module.CRITIC_OUT``); GAE also needs the value of the state after an episode's last step when
@@ -51,23 +50,12 @@ def bootstrap_value(episode: Any) -> float:
 class SeedOnceEnvRunner(SingleAgentEnvRunner):
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
-        self.reseed(0)
+        if config.seed is not None:
+            self._seed = (config.seed * SEED_STRIDE
+                          + (self.worker_index or 0) * config.num_envs_per_env_runner)
+        self._seeded = False
         # (env-to-module batch, its bootstrap values): several envs may end on one step.
         self._bootstrap_cache: tuple[Any, np.ndarray] | None = None
-
-    def reseed(self, generation: int) -> None:
-        """Seed every env afresh at the next sample, from the run's seeds shifted by
-        ``generation`` x the envs of all runners: a restored run (``generation`` = the
-        checkpoint's iterations) plays new episodes instead of its first batches' again. The
-        shift wraps inside the trial seed's SEED_STRIDE, so it never reaches another seed's."""
-        self._seeded = False
-        self._needs_initial_reset = True
-        if self.config.seed is None:
-            return
-        envs = self.config.num_envs_per_env_runner
-        span = (self.config.num_env_runners + 1) * envs  # worker indices 0..num_env_runners
-        offset = (self.worker_index or 0) * envs + generation % (SEED_STRIDE // span) * span
-        self._seed = self.config.seed * SEED_STRIDE + offset
 
     def _reset_envs(self, episodes: Any, shared_data: Any, explore: bool) -> None:
         if self._seeded:

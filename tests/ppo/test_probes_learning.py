@@ -171,36 +171,6 @@ def test_env_runner_seeds_each_env_once_and_distinctly():
     assert len(set(signals)) == len(signals)  # no sample() call replays earlier episodes
 
 
-def test_a_reseeded_runner_plays_new_episodes_inside_its_trial_seeds_band():
-    # A restored run's runners are new: seeded as at the run's start they would replay its first
-    # episodes; reseeded by the checkpoint's iterations they play new ones.
-    knobs = resolve_knobs("quick", overrides={"env": "esper/Probe2-v0", **SMALL, "rng_seed": 3,
-                                              "num_env_runners": 2,
-                                              "num_envs_per_env_runner": 2,
-                                              "episodes_per_batch": 4})
-    config = build_ppo_config(knobs)
-
-    def first_signals(generation: int | None) -> list[float]:
-        runner = SeedOnceEnvRunner(config=config, worker_index=1)
-        if generation is not None:
-            runner.reseed(generation)
-        episodes = runner.sample(num_episodes=2)
-        runner.stop()
-        return [float(e.get_observations(0)["features"][SIGNAL_FEATURE]) for e in episodes]
-
-    start = first_signals(None)
-    assert first_signals(0) == start
-    assert set(first_signals(1)).isdisjoint(start)
-    runner = SeedOnceEnvRunner(config=config, worker_index=1)
-    span = 3 * 2  # worker indices 0..2, 2 envs each
-    for generation, seed in [(1, 2 + span), (SEED_STRIDE // span - 1, 9_992),
-                             (SEED_STRIDE // span, 2)]:  # wraps inside seed 3's band
-        runner.reseed(generation)
-        assert runner._seed == 3 * SEED_STRIDE + seed
-        assert runner._seed + 1 < 4 * SEED_STRIDE
-    runner.stop()
-
-
 @pytest.mark.parametrize(("critic", "q_baseline"), [("q_op", "sampled_op"), ("q_op", "expected"),
                                                     ("v", "sampled_op")])
 def test_each_critic_trains_on_the_real_env(critic, q_baseline):

@@ -109,10 +109,9 @@ def test_train_iteration_with_four_stacked_envs(local_ray):
 
 
 @pytest.mark.ray
-def test_a_restore_keeps_the_envs_reward_scale_and_seeds_them_afresh(local_ray, tmp_path):
+def test_a_checkpoint_keeps_the_envs_reward_scale(local_ray, tmp_path):
     # The shaped reward is divided by a running std that lives in the remote runner's envs; a
-    # restore without it would rescale the first batch after it by up to 10x. The restored run's
-    # new runner would also replay the run's first episodes if seeded as at its start.
+    # restore without it would rescale the first batch after it by up to 10x.
     knobs = resolve_knobs("quick", overrides={**TINY, "reward": "shaped", "num_env_runners": 1})
     algo = build_ppo_config(knobs).build_algo()
     try:
@@ -120,8 +119,6 @@ def test_a_restore_keeps_the_envs_reward_scale_and_seeds_them_afresh(local_ray, 
         algo.save_to_path(str(tmp_path))
         (scales,) = algo.env_runner_group.foreach_env_runner(
             lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
-        (seed,) = algo.env_runner_group.foreach_env_runner(lambda r: r._seed,
-                                                           local_env_runner=False)
     finally:
         algo.stop()
     assert len(scales) == 4 and all(n == MAX_EPOCHS for n, _, _ in scales)
@@ -130,13 +127,8 @@ def test_a_restore_keeps_the_envs_reward_scale_and_seeds_them_afresh(local_ray, 
         restored.restore_from_path(str(tmp_path))
         (after,) = restored.env_runner_group.foreach_env_runner(
             lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
-        (seed_after,) = restored.env_runner_group.foreach_env_runner(lambda r: r._seed,
-                                                                     local_env_runner=False)
     finally:
         restored.stop()
-    # Runner 1 of 1 with 4 envs: seeds 4..7 at the start; after 1 iteration shifted by the envs
-    # of runners 0..1 (8).
-    assert (seed, seed_after) == (4, 12)
     # Every env of the new runner starts from the pooled scale of the 4 checkpointed envs.
     assert after == [RunningStd.pooled(scales)] * 4
     assert after[0][0] == 4 * MAX_EPOCHS
