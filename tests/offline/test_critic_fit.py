@@ -6,13 +6,20 @@ import json
 
 import gymnasium as gym
 import pytest
+import torch
 
 from envs.contract import action_space, observation_space
 from esper_rllib.analysis.stats import bootstrap_iqm
 from esper_rllib.cli import main
 from esper_rllib.offline import dataset
 from esper_rllib.offline.behaviour import build_module, make_behaviour
-from esper_rllib.offline.critic_fit import fit_critic, log_spaced_steps, to_episodes
+from esper_rllib.offline.critic_fit import (
+    Critic,
+    critic_ev,
+    fit_critic,
+    log_spaced_steps,
+    to_episodes,
+)
 from esper_rllib.offline.fit_plan import plan_fit
 from esper_rllib.offline.fit_run import CURVE_COLUMNS, split_records, training_set
 from esper_rllib.offline.record import plan_recording, play_episode
@@ -119,6 +126,21 @@ def test_cli_writes_the_curve_report_and_tensorboard(probe2, tmp_path, capsys):
     assert main(["critic-fit", str(probe2), "--report-only", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no fit.json" in err, err
+
+
+def test_a_critic_with_dropout_is_judged_without_it(probe2):
+    # critic_dropout acts on the gradient steps only: the curve's EVs are of one deterministic
+    # critic, and judging leaves the module training.
+    plan = plan_fit(probe2, overrides=["critic_dropout=0.5"], grid=[], trunks="mlp", seeds=1,
+                    steps=1, train_episodes="all")
+    knobs = plan.knobs({"trunk": "mlp"})
+    critic = Critic.build(knobs, 0, "mlp", observation_space(3), action_space(3))
+    episodes = to_episodes(dataset.read_episodes(probe2), knobs["gamma"])
+    critic.module.train()
+    with torch.no_grad():
+        assert not torch.equal(critic.values(episodes), critic.values(episodes))
+    assert critic_ev(critic, episodes) == critic_ev(critic, episodes)
+    assert critic.module.training
 
 
 @pytest.mark.ray
