@@ -3,9 +3,9 @@
 Every blueprint is a residual, shape-preserving module on (N, C, H, W). Indices follow
 ``contract.BLUEPRINT_NAMES``; 0 (noop) and 8..12 (transformer-only) are not buildable here.
 
-Branch-final ReLUs are ``clamp(min=0)``: same forward as ReLU, but a gradient of 1 at exactly 0.
-A branch that starts at exactly zero (zero-initialised norm or conv) would otherwise get no
-gradient at all and the seed could never leave the identity.
+Branch-final ReLUs pass a gradient of 1 at exactly 0 (same forward as ReLU). A branch that
+starts at exactly zero (zero-initialised norm or conv) would otherwise get no gradient at all
+and the seed could never leave the identity.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ ATTENTION_GATE_BIAS = 3.0
 
 
 def _relu(x: Tensor) -> Tensor:
-    return x.clamp(min=0)
+    # Not clamp(min=0): its gradient at the bound is 1 up to torch 2.13 and 0 from 2.14 on.
+    # where's gradient is the mask itself, the same in every torch.
+    return torch.where(x >= 0, x, 0.0)
 
 
 def _groups(channels: int) -> int:
