@@ -35,6 +35,9 @@ class Sweep:
     # WAIT, random, the heuristic and the oracle (0: only with --evaluate-episodes, and only
     # the baseline, fixed and best cells).
     evaluate_episodes: int = 0
+    # The profile the sweep's budget and results were sized for: `ablate --help` names it, and
+    # a run on another profile says so in one line.
+    profile: str = "quick"
 
 
 # An axis of this name (a label) sets each cell's knobs from the config builder's preset of that
@@ -163,6 +166,7 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         axes={PRESET: ("seed_after", "critic_fix")},
         labels=frozenset({PRESET}),
         evaluate_episodes=32,
+        profile="batch64",
     ),
     "policy": Sweep(
         name="policy",
@@ -178,6 +182,7 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         axes={PRESET: ("critic_fix",), "lr": (3e-4, 1e-3), "reward": ("aligned", "shaped")},
         labels=frozenset({PRESET}),
         evaluate_episodes=32,
+        profile="batch64",
     ),
 })
 
