@@ -13,4 +13,6 @@
 ``failure_runs`` (the seed document's broken run and fix, as knob values) is data every layer
 may import. ``tuning`` (Tune orchestration) imports only ``ppo.metric_names`` and
 ``failure_runs``, and receives the rest.
+
+The seed document: docs/seed-document.md.
 """
