@@ -5,4 +5,6 @@ post-mortem table (``postmortem``) and the learnability audit with its EV ceilin
 (``audit``, ``learnability``).
 
 May import ``run``, ``ppo``, ``model``, ``envs`` and ``tuning``'s result loading; never the
-CLI."""
+CLI.
+
+The seed document: docs/seed-document.md."""
