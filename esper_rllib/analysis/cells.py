@@ -1,6 +1,8 @@
 """The statistics of a sweep's cells and effects, computed once (tables and plots read them):
 IQM with a 95% stratified-bootstrap interval per cell and metric, the main effect of each axis,
-the probability that the fix and the best cell beat the baseline."""
+the probability that the fix and the best cell beat the baseline.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
