@@ -1,6 +1,8 @@
 """One trial in the seed document's table form: PPO
 update progression, op distribution, advantage statistics, KL, the first iteration's rewards,
 and the collapse flags with the verdict.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
