@@ -9,6 +9,8 @@ best, broken and fixed cells evaluated next to WAIT, the heuristic and the oracl
 evaluate`); heuristic and WAIT-only episode accuracy as reference rows; small multiples of EV, value
 loss and clip ratio against iteration. With ``signal_seeds`` it measures the EV ceiling of the
 sweep's own env when no signal.json applies (`esper-rllib signal`).
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
