@@ -1,6 +1,8 @@
 """A sweep's experiment folder as the report sees it: its trials grouped into cells (the swept
 axes but the seed), the seed document's named cells, and the EV ceiling that applies to it (the
-signal.json of `esper-rllib signal`, or measured for it)."""
+signal.json of `esper-rllib signal`, or measured for it).
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
