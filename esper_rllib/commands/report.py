@@ -1,5 +1,7 @@
 """``esper-rllib report DIR [--postmortem [TRIAL]]``: the ablation report of a sweep folder, or
-one trial in the seed document's table form."""
+one trial in the seed document's table form.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
