@@ -1,4 +1,6 @@
-"""``esper-rllib train``: one PPO run with a progress line per iteration."""
+"""``esper-rllib train``: one PPO run with a progress line per iteration.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
