@@ -4,7 +4,9 @@ LayerNorm and a small output gain, value_coef 1.0).
 
 Pure data for every layer that names them: the model's presets (the value-head keys), the run's
 presets (all four), the sweeps' base (``tuning.sweeps``, which may import it, see
-``tests/test_layout.py``) and the report's named cells."""
+``tests/test_layout.py``) and the report's named cells.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
