@@ -4,4 +4,6 @@ model knobs (``model_config``) and value-target normalisation (``value_norm``).
 
 Owns the seed document's policy network and critic (Q of the op, or V). May import ``envs``
 (the contract: heads, sizes, causal relevance), torch and RLlib's RLModule API; nothing else of
-``esper_rllib``."""
+``esper_rllib``.
+
+The seed document: docs/seed-document.md."""
