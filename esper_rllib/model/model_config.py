@@ -1,6 +1,8 @@
 """``FactoredLSTM``'s model_config: defaults (the reference sizes), presets and validation.
 
 Kept apart from the module so the config builder can validate a run's settings before Ray starts.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
