@@ -23,6 +23,8 @@ Levels, each an IQM over seeds with its 95% interval:
 cell when every knob that shapes the critic or its training (``MATCH_KEYS``) is equal; knobs an
 ablation.csv does not list are the sweep's (its sweep.json, else the named sweep's fixed knobs
 on the profile).
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
