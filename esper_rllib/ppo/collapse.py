@@ -10,6 +10,8 @@ iteration 8, on the EVs of iterations 6-8.
 Thresholds are the seed document's:
 failure = EV < 0 after batch 5, weak = 0 <= EV <= 0.2, strong = EV > 0.2; clipping beyond 10x,
 KL below 1e-3 and an initial value loss above 10 are the symptoms of the collapsed run.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
