@@ -21,6 +21,8 @@ build``). Differences, each on purpose:
 The GAE baseline is ``module.baseline_value`` (the critic's configured baseline: V(s), or for the
 Q(s, op) critic the sampled op's Q or the policy's expectation over ops); the prediction the
 critic regresses (and whose quality EV measures) is ``module.predicted_value``.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
