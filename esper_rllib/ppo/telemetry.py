@@ -3,6 +3,8 @@
 Every statistic is taken over the *valid* steps only (a boolean mask: no LSTM zero-padding, no
 artificial bootstrap step), because RLlib's own versions look at padding too or at t=0 only.
 Standard deviations are population ones (ddof 0) so a single valid step gives 0, not NaN.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
