@@ -1,6 +1,8 @@
 """One PPO run (``esper-rllib train``): a single Tune trial, so its directory, TensorBoard tags
 (``esper/<name>`` and ``ray/tune/...``, env steps on the x axis, the same dashboard), result.json
 and checkpoints look exactly like one trial of a sweep.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
