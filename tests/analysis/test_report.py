@@ -1,6 +1,8 @@
 """The report's statistics (rliable: IQM, stratified-bootstrap intervals, probability of
 improvement; main effects), per-trial summaries, the EV ceiling loader and the rendered report with
-its plots, on hand-made data."""
+its plots, on hand-made data.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
