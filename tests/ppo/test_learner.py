@@ -1,5 +1,7 @@
 """The reference PPO loss on hand-made tensors, and FactoredPPOLearner as a real RLlib Learner
-(small FactoredLSTM, episodes sampled by a real env runner on the probe envs)."""
+(small FactoredLSTM, episodes sampled by a real env runner on the probe envs).
+
+The seed document: docs/seed-document.md."""
 
 import math
 
