@@ -1,4 +1,6 @@
-"""The knob table, profiles, presets and the PPOConfig builder (esper_rllib.run.config)."""
+"""The knob table, profiles, presets and the PPOConfig builder (esper_rllib.run.config).
+
+The seed document: docs/seed-document.md."""
 
 import math
 
