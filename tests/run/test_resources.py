@@ -2,7 +2,9 @@
 machine; asking for more CPUs or GPUs than the Ray cluster has is one line and exit 2 before
 anything starts (train, ablate, record, critic-fit); Ctrl-C in `train` exits 130 with its
 checkpoint; the `learn` sweep plans its cells from presets; `make bench`'s sampling benchmark
-runs to its end."""
+runs to its end.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
