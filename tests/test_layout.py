@@ -1,5 +1,7 @@
 """The package layout is the architecture: imports point down the layers and never in a cycle
-(function-level imports included: they are imports all the same)."""
+(function-level imports included: they are imports all the same).
+
+The seed document: docs/seed-document.md."""
 
 import ast
 from pathlib import Path
