@@ -1,6 +1,8 @@
 """A real sweep of tiny trials through `esper-rllib ablate`: its console, trial folders named by
 their axes, one ablation.csv row per trial with the right axes, the report with every cell, and
-TensorBoard's HParams data and dashboard in the event files."""
+TensorBoard's HParams data and dashboard in the event files.
+
+The seed document: docs/seed-document.md."""
 
 from __future__ import annotations
 
