@@ -2,6 +2,8 @@
 
 Every cell is validated by the received knob resolver BEFORE anything is started or written,
 so a bad axis or value is one clear error and leaves nothing behind.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
