@@ -3,6 +3,8 @@ metrics (the HParams metrics and ablation.csv columns) and ablation.csv itself.
 
 Everything is read from the files Tune writes (params.json, result.json), so a finished, resumed
 or copied experiment folder gives the same answer as the live ResultGrid.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
