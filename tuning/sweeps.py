@@ -2,6 +2,8 @@
 
 A sweep is a grid over knob names from the config builder's flat knob table (plus the seed,
 added by the planner). Add a sweep by adding one entry to ``SWEEPS``.
+
+The seed document: docs/seed-document.md.
 """
 
 from __future__ import annotations
