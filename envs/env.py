@@ -1,4 +1,8 @@
-"""`esper/SeedMorphogenesis-v0`: grow seeds into a host CNN, one host epoch per step."""
+"""`esper/SeedMorphogenesis-v0`: grow seeds into a host CNN, one host epoch per step.
+
+The env's card (spaces, masks, rewards, episode end, host and data) is the class docstring
+below; docs/environment.md has it with every feature and reward term in tables.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +80,58 @@ INFO_KEYS = (
 class SeedMorphogenesisEnv(gym.Env):
     """A host CNN trained one epoch per step; the agent germinates, blends, fossilizes and
     prunes seeds in its slots.
+
+    ## Description
+    A step runs the action (an illegal one runs as WAIT), ticks alpha ramps and cooldowns,
+    trains the host (and its learning seeds) for one epoch, validates with counterfactuals
+    (each blended seed's slot switched off: its contribution in pp), lets the governor roll
+    back a diverged model, then pays the reward. The objective is final validation accuracy.
+
+    ## Action space
+    ``MultiDiscrete([6, 3, 13, 4, 3, 3, 4, 5])``, heads in ``contract.HEADS`` order: op (WAIT,
+    GERMINATE, SET_ALPHA_TARGET, PRUNE, FOSSILIZE, ADVANCE), slot (r0c0-r0c2, after host block
+    0-2), blueprint (13 names; 1-7 the buildable CNN ones), style (4 blend styles), tempo (3, 5,
+    8 blend-in epochs), alpha_target (0.5, 0.7, 1.0), alpha_speed (0, 3, 5, 8 epochs),
+    alpha_curve (5 curves). ``contract.RELEVANCE`` says which heads each op uses (the env ignores
+    ``style`` for SET_ALPHA_TARGET: a seed's style is fixed at germination). Masks
+    (``observation["action_mask"]``, 41 values, per head in that order): op = legal in at least
+    one slot (``Lifecycle.legal``), blueprint = the CNN blueprints 1-7, every other head all 1.
+    An (op, slot) pair the masks allow but the slot does not runs as WAIT (``action_valid``
+    False). A malformed action (shape, non-integer, out of range) raises ValueError.
+
+    ## Observation space
+    ``Dict``: ``features`` Box(113,) float32 = 23 base features (epoch fraction, validation loss
+    as log1p(loss)/log 16 and accuracy as a fraction, each with its 5 previous values, the
+    fractions of slots TRAINING / BLENDING / HOLDING or FOSSILIZED, last action valid, one-hot of
+    the last effective op) + 30 per slot (``observation.slot_features``: stage one-hot, alpha
+    and its ramp, contribution and its change, interaction, gradient health, time in stage,
+    freshness; all 0 when DORMANT); ``blueprints`` MultiDiscrete([14] * 3), 13 = no seed;
+    ``action_mask`` Box(41,).
+
+    ## Rewards
+    ``aligned``: 0.1 x the step's accuracy change (pp) minus the change of 0.1 x log2(1 + seed
+    params / host params); its return is 0.1 x the accuracy gained minus 0.1 per doubling of
+    the parameter count the final seeds add; no normalisation. ``shaped`` (the reference's):
+    attribution + stage-potential shaping + rent + action costs and bonuses + a terminal term,
+    divided by the running std of raw rewards (clipped to +-10). Also ``sparse`` and
+    ``accuracy_delta`` (``rewards.reward_components``). A rollback step adds -10 after
+    normalisation.
+
+    ## Starting state
+    ``reset(seed)`` draws the host's initial weights, its minibatch order and augmentation, and
+    new seeds' weights from the reset's seed; no seeds; the data set is fixed (``data_seed``).
+
+    ## Episode end
+    Never terminated; truncated after ``max_epochs`` steps. ``step`` after it raises
+    RuntimeError. A rollback (a non-finite loss, or validation loss above 3x its running mean
+    and mean + 6 std for 3 epochs) restores the last 5-epoch snapshot and goes on.
+
+    ## Host and data
+    ``hosts.HostCNN``: 3 conv-BN-ReLU-maxpool blocks, average pool, Linear to 10 classes;
+    ``impaired`` 1x1 convs of 1/2/4 channels, ``baseline`` 3x3 of 8/16/32. Tasks (``tasks.py``):
+    ``synth_*`` the embedded synthetic set (generated, 5,000/1,000 images, batch 128);
+    ``cifar_*`` CIFAR-10 from local python-pickle files (``data_dir`` or $ESPER_DATA_DIR, never
+    downloaded; 50,000/10,000, batch 512, crop and flip).
 
     Keyword arguments (all optional, validated; a bad one raises ValueError naming it):
     task, max_epochs, max_seeds, reward, reward_normalization, data_dir, device, n_train,
