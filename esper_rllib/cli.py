@@ -49,6 +49,20 @@ class _Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"{err.message}; did you mean {close[0]!r}?"
                                          ) from None
 
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        # An unknown option is the subcommand's error, with the option it nearly spells:
+        # argparse leaves it to the top parser, which names neither.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._subparsers._group_actions[0].choices[parsed.command]
+            options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+            close = [m for e in extras if e.startswith("-")
+                     for m in difflib.get_close_matches(e.split("=")[0], options, n=1)]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="esper-rllib",
@@ -61,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _local_ray_without_tokens(getattr(args, "address", None))
     try:
         return args.func(args)
     except BrokenPipeError:
@@ -77,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"esper-rllib {args.command}: {err}", file=sys.stderr)
             return 1
         raise
+
+
+def _local_ray_without_tokens(address: str | None) -> None:
+    """Ray 2.60 turns token authentication on for every new local Ray, with a warning on every
+    run; a local Ray this CLI starts for itself (no --address, no RAY_ADDRESS) serves this
+    process only and runs without (docs/cluster.md: clusters use tokens). A mode the user set is
+    kept."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def _raised(err: Exception, module: str, name: str) -> bool:

@@ -12,6 +12,7 @@ nothing of the project, so every layer may use it.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -112,6 +113,10 @@ class Knob:
         if self.type is float and math.isnan(value):
             raise bad
         if self.choices and value not in self.choices:
+            close = difflib.get_close_matches(str(value), list(map(str, self.choices)), n=1)
+            if close:  # a near miss says what was meant, as knob names and presets do
+                raise ConfigError(f"{name}={value!r}: not allowed; did you mean {close[0]!r}? "
+                                  f"(allowed: {self.allowed()})")
             raise bad
         numbers = value if self.type is tuple else (value,)
         if self.type is tuple and not (numbers and all(type(v) is int for v in numbers)):

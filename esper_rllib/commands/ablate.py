@@ -13,16 +13,18 @@ from esper_rllib.commands.knob_args import (
     add_knob_arguments,
     add_max_concurrent_argument,
 )
+from esper_rllib.run.profiles import size_note
 from tuning.sweeps import DEFAULT_SWEEP, RENAMED_SWEEPS, SWEEPS, Sweep, get_sweep
 
 
 def _sweep_line(sweep: Sweep) -> str:
-    """``name  N cells: axis (values) x ...``: what a sweep varies, from its grid."""
+    """``name  profile  N cells: axis (values) x ...``: what a sweep varies, from its grid, and
+    the profile it was sized for."""
     cells = 1
     for values in sweep.axes.values():
         cells *= len(values)
     axes = " x ".join(f"{k} ({' | '.join(map(str, v))})" for k, v in sweep.axes.items())
-    return f"  {sweep.name:<9} {cells:>2} cells: {axes}"
+    return f"  {sweep.name:<10} {sweep.profile:<8} {cells:>2} cells: {axes}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a named sweep (every cell x seeds, each to the same budget) with Tune;\n"
                     "then write ablation.csv and report.md into the experiment folder.\n\n"
-                    "sweeps (docs/design.md, \"Commands, profiles, sweeps and knobs\", says what "
-                    "each asks):\n"
+                    "sweeps and the --profile each was sized for (docs/design.md, \"Commands,\n"
+                    "profiles, sweeps and knobs\", says what each asks):\n"
                     + "\n".join(_sweep_line(s) for s in SWEEPS.values()))
     sweep = parser.add_argument("--sweep", default=DEFAULT_SWEEP, choices=list(SWEEPS),
                                 help=f"named sweep (default: {DEFAULT_SWEEP})")
@@ -123,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
             outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
                                    report=report, verbose=verbose)
         else:
-            get_sweep(args.sweep)
+            note = size_note(f"sweep {args.sweep}", get_sweep(args.sweep).profile, args.profile)
+            if note:
+                print(note, file=sys.stderr)
             plan = plan_sweep(args.sweep, args.profile, resolve_knobs, seeds=args.seeds,
                               grid=parse_grid(args.grid, args.sweep),
                               overrides=parse_set(args.overrides),

@@ -4,21 +4,32 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES, RENAMED_PROFILES
+from esper_rllib.run.profiles import (
+    DEFAULT_PROFILE,
+    PRESET_PROFILES,
+    PRESETS,
+    PROFILE_ABOUT,
+    PROFILES,
+    RENAMED_PROFILES,
+    size_note,
+)
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
+    sizes = "; ".join(f"{name}: {about}" for name, about in PROFILE_ABOUT.items())
     profile = parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
-                                  help=f"run size (default: {DEFAULT_PROFILE}); `esper-rllib "
-                                       "knobs` shows each profile's values")
+                                  help=f"run size (default: {DEFAULT_PROFILE}). {sizes}. "
+                                       "`esper-rllib knobs` shows each profile's values")
     profile.renamed = RENAMED_PROFILES  # old names: a one-line error naming the new one
     if presets:
+        sized = ", ".join(f"{p} at --profile {s}" for p, s in PRESET_PROFILES.items())
         parser.add_argument("--preset", choices=list(PRESETS),
                             help="named knob values over the profile's (default: none); "
-                                 "`esper-rllib knobs` shows each preset's values, and the run "
-                                 "prints the value head it trains")
+                                 f"{sized}; `esper-rllib knobs` shows each preset's values, "
+                                 "and the run prints the value head it trains")
     add_set_argument(parser)
 
 
@@ -50,4 +61,10 @@ def knobs_from_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
     overrides = parse_set(args.overrides)
     overrides.update({k: v for k, v in extra.items() if v is not None})
-    return resolve_knobs(args.profile, getattr(args, "preset", None), overrides)
+    preset = getattr(args, "preset", None)
+    knobs = resolve_knobs(args.profile, preset, overrides)
+    note = preset in PRESET_PROFILES and size_note(f"preset {preset}", PRESET_PROFILES[preset],
+                                                   args.profile)
+    if note:
+        print(note, file=sys.stderr)
+    return knobs
