@@ -63,12 +63,14 @@ class SweepPlan:
 
     def cell_knobs(self, cell: Cell) -> dict[str, Any]:
         """The builder's knobs of one trial config: the sweep's labels dropped, the derived
-        knobs set from the cell (the ONE place they are computed, inside each trial)."""
+        knobs set from the cell (the ONE place they are computed, inside each trial): a rule's
+        value, else the cell's preset's, else the base's."""
         rules = get_sweep(self.sweep).derived
         knobs = {k: v for k, v in cell.items() if k not in self.labels}
         preset = self.presets.get(cell.get(PRESET), {})
         for name in self.derived:
-            value = rules[name](cell) if name in rules else preset.get(name)
+            value = rules[name](cell) if name in rules else None
+            value = preset.get(name) if value is None else value
             knobs[name] = self.base[name] if value is None else value
         return knobs
 

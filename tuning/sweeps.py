@@ -21,7 +21,7 @@ Cell = Mapping[str, Any]
 @dataclass(frozen=True)
 class Sweep:
     """A grid of knob values; ``derived`` knobs follow other knobs of the same cell (a derived
-    function returning None leaves the knob at its profile value).
+    function returning None leaves the knob at the cell's preset value, else its profile value).
 
     ``labels`` are axes that are not knobs themselves: they name a combination of knobs (set
     through ``derived``) so that the grid, the trial names and TensorBoard show one column for it.
@@ -74,6 +74,33 @@ def _critic_knob(name: str) -> Callable[[Cell], Any]:
                 f"critic_variant: {variant!r} is not one of {', '.join(CRITIC_VARIANTS)}"
             )
         return CRITIC_VARIANTS[variant].get(name)
+
+    return knob
+
+
+# The learning recipe of sweep policy's cell that learns at batch64 (critic_fix, lr 1e-3, reward
+# shaped: docs/results/policy-critic-fix-ple-budget-aligned), less the critic.
+LEARNING_RECIPE: Mapping[str, Any] = MappingProxyType({"lr": 1e-3, "reward": "shaped"})
+
+# critic_fix's parts, each taken out alone (sweep document_fix): the part -> the knobs that take
+# it out; "nothing" is critic_fix itself. The other knobs keep the preset's values.
+FIX_PARTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "nothing": {},
+    "bins": {"critic_feature_bins": 0},
+    "layernorm": {"critic_layernorm": True},
+    "dropout": {"critic_dropout": 0.0},
+    "mlp_trunk": {"critic_trunk": "separate"},  # a critic LSTM of its own instead
+    "value_phase": {"critic_steps": 0, "critic_replay": 0, "critic_stop_fraction": 0.0},
+})
+WITHOUT = "without"
+
+
+def _part_knob(name: str) -> Callable[[Cell], Any]:
+    def knob(cell: Cell) -> Any:
+        part = cell[WITHOUT]
+        if part not in FIX_PARTS:
+            raise ValueError(f"{WITHOUT}: {part!r} is not one of {', '.join(FIX_PARTS)}")
+        return FIX_PARTS[part].get(name)
 
     return knob
 
@@ -183,6 +210,43 @@ SWEEPS: Mapping[str, Sweep] = MappingProxyType({
         "learn's critic_fix and the report's baseline. Run with `--profile batch64 --seeds 1`",
         axes={PRESET: ("critic_fix",), "lr": (3e-4, 1e-3), "reward": ("aligned", "shaped")},
         labels=frozenset({PRESET}),
+        evaluate_episodes=32,
+        profile="batch64",
+    ),
+    "document": Sweep(
+        name="document",
+        about="the seed document's own question where a critic can learn: its model (the "
+        "policy's LSTM trunk, the Q(s, op) value head) over value-head gain 1.0 | 0.01 x depth "
+        "2 | 4 (LayerNorm in the depth-4 head) x value_coef 0.5 | 1.0 (8 cells) at the "
+        "learning recipe (lr 1e-3, reward shaped); every trial evaluated on 32 held-out env "
+        "seeds. The cell (1.0, 2, 0.5) is the broken run, (0.01, 4, 1.0) its fix: does the "
+        "collapse reproduce at the document's budget, and which of the three matters once the "
+        "critic gets data? Run with `--profile batch64 --seeds 3`, in slices over sessions "
+        "(docs/results/document-batch64-shaped)",
+        axes={
+            "value_head_gain": (1.0, 0.01),
+            "value_head_depth": (2, 4),
+            "value_coef": (0.5, 1.0),
+        },
+        fixed=LEARNING_RECIPE,
+        derived={"value_head_layernorm": _deep_head_layernorm},
+        evaluate_episodes=32,
+        profile="batch64",
+    ),
+    "document_fix": Sweep(
+        name="document_fix",
+        about="which part of critic_fix the online result needs: critic_fix at the learning "
+        "recipe (lr 1e-3, reward shaped), and with one part taken out at a time: the "
+        "piecewise-linear bins, the LayerNorm back in its trunk, dropout 0, a critic LSTM of "
+        "its own instead of the mlp trunk, no value phase (6 cells); every trial evaluated on "
+        "32 held-out env seeds. The first cell (nothing taken out) is the report's baseline. "
+        "Run with `--profile batch64 --seeds 3`, in slices over sessions "
+        "(docs/results/document-batch64-shaped)",
+        axes={PRESET: ("critic_fix",), WITHOUT: tuple(FIX_PARTS)},
+        fixed=LEARNING_RECIPE,
+        derived={name: _part_knob(name) for name in dict.fromkeys(
+            k for knobs in FIX_PARTS.values() for k in knobs)},
+        labels=frozenset({PRESET, WITHOUT}),
         evaluate_episodes=32,
         profile="batch64",
     ),
