@@ -16,8 +16,13 @@ if TYPE_CHECKING:
 # "auto": the reward mode's own (rewards.DEFAULT_NORMALIZATION).
 REWARD_NORMALIZATIONS = ("auto", "running_std", "none")
 DEVICES = ("cpu", "cuda", "cuda:N", "auto")
+# How the host's epoch is computed: "fused" is envs.fused's kernels (1x1 hosts on the CPU),
+# "torch" the PyTorch reference; "auto" is fused wherever it applies. Both compute the same
+# function (tests/envs/test_fused.py).
+HOST_KERNELS = ("auto", "fused", "torch")
 KWARGS = ("task", "max_epochs", "max_seeds", "reward", "reward_normalization", "data_dir",
-          "device", "n_train", "n_val", "seed", "data_seed", "inject_nan_at_epoch", "render_mode")
+          "device", "n_train", "n_val", "seed", "data_seed", "inject_nan_at_epoch", "render_mode",
+          "host_kernel")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class EnvConfig:
     seed: int | None
     data_seed: int
     inject_nan_at_epoch: int | None
+    fused: bool  # host_kernel resolved: the fused CPU kernels for this env's host epochs
 
 
 # The integer kwargs: (default, minimum); None as the default means None is allowed. The run
@@ -95,22 +101,31 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
     reward = parse_reward(kwargs.get("reward", "shaped"))
     if norm == "auto":
         norm = DEFAULT_NORMALIZATION[reward.mode]
+    kernel = kwargs.get("host_kernel", "auto")
+    if kernel not in HOST_KERNELS:
+        raise ValueError(f"host_kernel must be one of {HOST_KERNELS}, got {kernel!r}")
     data_dir = kwargs.get("data_dir")
     if data_dir is not None:
         if not isinstance(data_dir, (str, os.PathLike)):
             raise ValueError(f"data_dir must be a path (str) or None, got {data_dir!r}")
         data_dir = os.fspath(data_dir)
+    task = get_task(task_name)
+    device = resolve_device(kwargs.get("device", "cpu"))
+    if kernel == "fused" and (device.type != "cpu" or task.host != "impaired"):
+        raise ValueError("host_kernel='fused' needs the 1x1 (impaired) host on the CPU, got "
+                         f"task {task_name!r} on {device}; use 'auto' or 'torch'")
     return EnvConfig(
-        task=get_task(task_name),
+        task=task,
         max_epochs=_int(kwargs, "max_epochs"),
         max_seeds=_int(kwargs, "max_seeds"),
         reward=reward,
         reward_normalization=norm,
         data_dir=data_dir,
-        device=resolve_device(kwargs.get("device", "cpu")),
+        device=device,
         n_train=_int(kwargs, "n_train"),
         n_val=_int(kwargs, "n_val"),
         seed=_int(kwargs, "seed"),
         data_seed=_int(kwargs, "data_seed"),
         inject_nan_at_epoch=_int(kwargs, "inject_nan_at_epoch"),
+        fused=kernel != "torch" and device.type == "cpu" and task.host == "impaired",
     )

@@ -213,7 +213,8 @@ class SeedMorphogenesisEnv(gym.Env):
         augment = augment_batch if self._data.augment else None
         (epoch_result,) = train_epochs([self._model], [self._host_opt], [self._learners()],
                                        self._data.x_train, self._data.y_train,
-                                       task=self.cfg.task, gen=self._gen, augment=augment)
+                                       task=self.cfg.task, gen=self._gen, augment=augment,
+                                       fused=self.cfg.fused)
         return self._end_step(start, epoch_result)
 
     # The step in two halves around the host epoch, so that the vector env (envs.vector_env)

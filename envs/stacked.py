@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from envs.blending import SeedSlot
+from envs.fused import FusedPointwiseBlock
 from envs.hosts import HostCNN
 from envs.seeded_model import SeededModel
 
@@ -42,8 +43,8 @@ class StackedHosts:
     is what torch's SGD does on its first step: buf = grad = 0.9 x 0 + grad).
     """
 
-    def __init__(self, models: Sequence[SeededModel], host_opts: Sequence[torch.optim.SGD]
-                 ) -> None:
+    def __init__(self, models: Sequence[SeededModel], host_opts: Sequence[torch.optim.SGD],
+                 *, fused: bool = False) -> None:
         if not models or len(models) != len(host_opts):
             raise ValueError("need one host optimiser per model, and at least one model")
         hosts: list[HostCNN] = [m.host for m in models]
@@ -83,6 +84,9 @@ class StackedHosts:
         self.running_var = [torch.cat([h.blocks[i][1].running_var for h in hosts])
                             for i in range(n_blocks)]
         self._n_steps = 0
+        # The fused kernels (envs.fused) serve 1x1 hosts on the CPU; k x k hosts and GPUs keep
+        # the PyTorch path.
+        self.fused = fused and self.kernel == 1 and self.flat.device.type == "cpu"
 
     # ---- the stacked forward pass --------------------------------------------------------
     def _views(self) -> list[Tensor]:
@@ -151,17 +155,21 @@ class StackedHosts:
         for i, c in enumerate(self.channels):
             conv_w, bn_w, bn_b = views[3 * i:3 * i + 3]
             w = conv_w.reshape(self.k, c, -1)  # (K, C_out, C_in)
-            if i == 0:
+            if self.fused:
+                h = FusedPointwiseBlock.apply(h, w, bn_w, bn_b, self.running_mean[i],
+                                              self.running_var[i], self.bn_momentum, self.bn_eps)
+            elif i == 0:
                 out = torch.mm(w.reshape(self.k * c, -1), h)  # (K x C_out, M)
             else:
                 out = torch.bmm(w, h)  # (K, C_out, M)
-            m = out.shape[-1]
-            # One "image" of K x C_out channels: each channel's statistics are a reduction
-            # over contiguous memory (stock BatchNorm's numerics and running statistics).
-            out = F.batch_norm(out.reshape(1, self.k * c, m), self.running_mean[i],
-                               self.running_var[i], bn_w.reshape(-1), bn_b.reshape(-1), True,
-                               self.bn_momentum, self.bn_eps)
-            h = MaxPoolReLU.apply(out.reshape(self.k, c, 4, m // 4))  # (K, C_out, M / 4)
+            if not self.fused:
+                m = out.shape[-1]
+                # One "image" of K x C_out channels: each channel's statistics are a reduction
+                # over contiguous memory (stock BatchNorm's numerics and running statistics).
+                out = F.batch_norm(out.reshape(1, self.k * c, m), self.running_mean[i],
+                                   self.running_var[i], bn_w.reshape(-1), bn_b.reshape(-1),
+                                   True, self.bn_momentum, self.bn_eps)
+                h = MaxPoolReLU.apply(out.reshape(self.k, c, 4, m // 4))  # (K, C_out, M / 4)
             live = _live(slots, i)
             if live:
                 parts = list(h.unbind(0))

@@ -58,6 +58,7 @@ def train_epochs(
     task: TaskSpec,
     gen: torch.Generator,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    fused: bool = False,
 ) -> list[EpochResult]:
     """One shuffled pass over (x, y) for each model, all K hosts as one stacked network
     (envs.stacked), on one data order drawn from ``gen``; the last partial batch is dropped
@@ -67,13 +68,14 @@ def train_epochs(
     (slot -> optimiser). Each host and each seed is clipped separately. Nothing syncs with the
     host per minibatch: a non-finite loss in one model makes its train_loss nan at the end (its
     later updates are garbage, which the governor's rollback discards) and leaves the others
-    untouched (no parameter is shared between them).
+    untouched (no parameter is shared between them). ``fused`` computes the 1x1 host's
+    blocks with envs.fused's kernels (the same function; envs.stacked says where it applies).
     """
     if not len(models) == len(host_opts) == len(seed_opts):
         raise ValueError("train_epochs needs one host optimiser and one seed dict per model")
     for model in models:
         model.train()
-    stack = StackedHosts(models, host_opts)
+    stack = StackedHosts(models, host_opts, fused=fused)
     bs = task.batch_size
     n_batches = x.shape[0] // bs
     perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)

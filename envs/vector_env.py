@@ -107,7 +107,7 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
             epoch = train_epochs([e.model for e in subs], [e._host_opt for e in subs],
                                  [e._learners() for e in subs], self._data.x_train,
                                  self._data.y_train, task=self.cfg.task, gen=self._gen,
-                                 augment=augment)
+                                 augment=augment, fused=self.cfg.fused)
             results = dict(zip(stepping, epoch, strict=True))
         obs, infos = [], {}
         rewards = np.zeros(self.num_envs, dtype=np.float64)
