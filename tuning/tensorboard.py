@@ -1,7 +1,7 @@
 """TensorBoard: Tune's TBX logger (Tune's and RLlib's metrics as ``ray/tune/<key>``, env steps as
-the step), our metrics once each as short ``esper/<name>`` tags, the custom-scalars dashboard (a
-"Collapse" and a "Policy" section) and an HParams table of the swept axes (a `train` run: the
-knobs the named sweeps vary) against each trial's summary metrics.
+the step) without any ``esper`` subtree, our metrics once each as short ``esper/<name>`` tags, the
+custom-scalars dashboard (a "Collapse" and a "Policy" section) and an HParams table of every knob
+a run used, its profile and its preset, against each trial's summary metrics.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import math
 import re
 from collections.abc import Mapping
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
 from esper_rllib.ppo import metric_names as mn
+from tuning.plan import SweepPlan
 from tuning.results import hparams_metrics, load_trial, summarize
 
 # Scalars the HParams view reads its metric columns from (it shows a run's last value of a tag).
@@ -64,6 +66,41 @@ def tag_pattern(metric: str) -> str:
     return f"{re.escape(SHORT_TAG.format(metric))}$"
 
 
+def without_ours(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``result`` without any ``esper`` subtree at any depth: the top one is written as
+    ``esper/<name>``, and the learners' and env runners' (``learners/<module>/esper``,
+    ``env_runners/esper``) are its inputs, already in it or the counters its fractions are
+    made of."""
+    return {k: without_ours(v) if isinstance(v, Mapping) else v
+            for k, v in result.items() if k != mn.RESULT_KEY}
+
+
+def hparam_values(params: Mapping[str, Any]) -> dict[str, Any]:
+    """HParams values as TensorBoard should show them. It prints every number to 5 significant
+    digits (64 as 64.000), so integers go as text (shown as written, filtered by value); floats
+    stay numbers (filtered by range); tuples and None (which tensorboardX refuses) as text."""
+    def value(v: Any) -> Any:
+        if isinstance(v, (bool, float, str)):
+            return v
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, (tuple, list)):
+            return ",".join(map(str, v))
+        return "none" if v is None else str(v)
+
+    return {k: value(v) for k, v in params.items()}
+
+
+def sweep_hparams(trial_dir: str | Path, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep trial's HParams: the sweep's profile, its axes (a preset label included) and
+    every knob the trial ran with (a preset's knobs too, which its params do not hold)."""
+    try:
+        plan = SweepPlan.load(Path(trial_dir).parent)
+    except (OSError, ValueError):  # a trial folder outside a sweep folder: its params only
+        return dict(params)
+    return {"profile": plan.profile, **params, **plan.cell_knobs(params)}
+
+
 def layout() -> dict[str, dict[str, list]]:
     """DASHBOARD in tensorboardX's add_custom_scalars form."""
     return {section: {title: ["Multiline", [tag_pattern(m) for m in metrics]]
@@ -79,11 +116,10 @@ class TensorBoardLogger(TBXLoggerCallback):
     """
 
     def __init__(self, hparams: Mapping[str, Any] | None = None) -> None:
-        """``hparams``: a `train` run's knobs for the HParams table (a sweep's trials have their
-        axes as Tune's evaluated params)."""
+        """``hparams``: a `train` run's profile, preset and knobs for the HParams table (a sweep
+        trial's come from its params and the sweep's plan)."""
         super().__init__()
-        self._hparams = {k: v for k, v in (hparams or {}).items()
-                         if isinstance(v, (str, bool, int, float))}
+        self._hparams = dict(hparams or {})
 
     def log_trial_start(self, trial: object) -> None:
         super().log_trial_start(trial)
@@ -91,9 +127,8 @@ class TensorBoardLogger(TBXLoggerCallback):
         self._trial_writer[trial].add_custom_scalars(layout())
 
     def log_trial_result(self, iteration: int, trial: object, result: dict) -> None:
-        # Our metrics once, as esper/<name>; Tune's logger gets the rest (not ray/tune/esper/*).
-        super().log_trial_result(iteration, trial,
-                                 {k: v for k, v in result.items() if k != mn.RESULT_KEY})
+        # Our metrics once, as esper/<name>; Tune's logger gets the rest (no ray/tune/**/esper).
+        super().log_trial_result(iteration, trial, without_ours(result))
         step = result.get("timesteps_total") or result["training_iteration"]
         writer = self._trial_writer[trial]
         for name, value in result.get(mn.RESULT_KEY, {}).items():
@@ -115,13 +150,12 @@ class TensorBoardLogger(TBXLoggerCallback):
         writer = self._trial_writer[trial]
         for tag, value in metrics.items():
             writer.add_scalar(tag, value, global_step=step)
-        if trial.evaluated_params:
-            super()._try_log_hparams(trial, metrics)
-        else:
-            from tensorboardX.summary import hparams
+        from tensorboardX.summary import hparams
 
-            for summary in hparams(hparam_dict=self._hparams, metric_dict=metrics):
-                writer.file_writer.add_summary(summary)
+        params = (sweep_hparams(trial.local_path, trial.config) if trial.evaluated_params
+                  else self._hparams)
+        for summary in hparams(hparam_dict=hparam_values(params), metric_dict=metrics):
+            writer.file_writer.add_summary(summary)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         # Tune writes HParams for trials with search-space params only; a `train` run has none.

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     # The trial folder (TensorBoard's run name): the preset, if any, and the seed.
     label = ",".join(filter(None, (args.preset, f"rng_seed={knobs['rng_seed']}")))
     result = train(knobs, storage=args.storage, name=args.name, restore=args.restore,
-                   label=label, verbose=args.verbose)
+                   label=label, verbose=args.verbose,
+                   names={"profile": args.profile, "preset": args.preset or "none"})
     return 130 if result.get("interrupted") else 0  # 130: stopped by Ctrl-C, as a shell says
 
 

@@ -104,17 +104,6 @@ def final_line(esper: Mapping[str, Any], iterations: int) -> str:
             f"{ev_return}")
 
 
-def run_hparams(knobs: Mapping[str, Any]) -> dict[str, Any]:
-    """A `train` run's HParams: the knobs the named sweeps vary (and the seed), so that its row
-    in TensorBoard's HParams table lines up with a sweep's trials."""
-    from tuning.sweeps import SWEEPS
-
-    names = {"rng_seed"}
-    for sweep in SWEEPS.values():
-        names |= (set(sweep.axes) - sweep.labels) | set(sweep.fixed) | set(sweep.derived)
-    return {k: knobs[k] for k in sorted(names) if k in knobs}
-
-
 def _progress_callback(out: Callable[[str], None] | None, iterations: int) -> Any:
     from ray import tune
 
@@ -184,12 +173,13 @@ def _runs_here() -> bool:
 def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None = None,
           restore: str | os.PathLike | None = None,
           out: Callable[[str], None] | None = None, label: str | None = None,
-          verbose: bool = False) -> dict[str, Any]:
+          verbose: bool = False, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run ``knobs["iterations"]`` iterations; returns the final result dict.
 
     Checkpoints every ``checkpoint_every`` iterations and at the end. ``label`` names the
     trial folder (default ``seed=<seed>``); ``verbose`` shows Tune's tables and every Ray
-    message besides the progress lines. Raises ConfigError for bad storage, checkpoint or env
+    message besides the progress lines; ``names`` (profile, preset) join the knobs in
+    TensorBoard's HParams. Raises ConfigError for bad storage, checkpoint or env
     inputs (before Ray starts), TrainingError when the run itself fails.
     """
     from ray import tune
@@ -216,7 +206,7 @@ def train(knobs: Mapping[str, Any], storage: str | os.PathLike, name: str | None
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=knobs["checkpoint_every"], checkpoint_at_end=True),
             callbacks=[_progress_callback(out, knobs["iterations"]),
-                       TensorBoardLogger(hparams=run_hparams(knobs))],
+                       TensorBoardLogger(hparams={**(names or {}), **knobs})],
             verbose=int(verbose),
         ),
     )

@@ -83,7 +83,7 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
     # The x axis is env steps: 2 episodes x 4 epochs per iteration.
     steps = [e.step for e in acc.Scalars(f"{mn.RESULT_KEY}/{mn.VALUE_LOSS}")]
     assert steps == [8, 16]
-    # HParams as a sweep's trial has them: the knobs the sweeps vary against summary metrics.
+    # HParams: the profile, the preset and every knob against summary metrics.
     hparams = acc.PluginTagToContent("hparams")
     assert set(hparams) == {"_hparams_/experiment", "_hparams_/session_start_info",
                             "_hparams_/session_end_info"}
@@ -91,8 +91,9 @@ def test_event_files_hold_every_metric_against_env_steps(trained):
 
     start = plugin_data_pb2.HParamsPluginData.FromString(
         hparams["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["value_head_depth"].number_value == 2
+    assert start.hparams["value_head_depth"].string_value == "2"  # integers as integers
     assert start.hparams["value_coef"].number_value == 0.5
+    assert start.hparams["preset"].string_value == "seed_before"
     # The dashboard draws the short tags.
     layout, tags = dashboard(events)
     assert [c.title for c in layout.category] == ["Collapse", "Policy"]

@@ -139,14 +139,18 @@ def test_event_files_hold_hparams_of_the_axes_against_summary_metrics(sweep):
                                 "_hparams_/session_end_info"}
         experiment_info = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/experiment"]).experiment
-        assert {h.name for h in experiment_info.hparam_infos} == {*AXES, "rng_seed"}
+        # The axes, the profile and every knob the trial ran with.
+        assert {*AXES, "rng_seed", "profile", "episodes_per_batch"} <= {
+            h.name for h in experiment_info.hparam_infos}
         assert [m.name.tag for m in experiment_info.metric_infos] == [
             SUMMARY_TAG.format(m) for m in HPARAMS_METRICS]
         start = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]).session_start_info
         row = rows[trial.name]
-        for axis in AXES:
-            assert start.hparams[axis].number_value == pytest.approx(float(row[axis]))
+        for axis in AXES:  # integers as text: TensorBoard prints numbers as 2.0000
+            shown = start.hparams[axis]
+            assert float(shown.string_value or shown.number_value) == pytest.approx(
+                float(row[axis]))
         # The metric columns are read from scalars of the same tags; their values are the
         # trial's summary (the same numbers as ablation.csv), at the last env step.
         for metric in HPARAMS_METRICS:
