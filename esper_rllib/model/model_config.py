@@ -27,6 +27,16 @@ FEATURE_NORMS = ("none", "robust")
 # reference trains whole 150-epoch episodes.
 REFERENCE_MAX_SEQ_LEN = 160
 
+
+def sequence_length(max_seq_len: int | None, episode_steps: int | None = None) -> int:
+    """The LSTM's training sequence length, the one rule for ``max_seq_len=None``: as given; else
+    one whole episode and its bootstrap step (``episode_steps + 1``, what the config builder
+    knows); else, with no episode length known (a module built without the builder),
+    ``REFERENCE_MAX_SEQ_LEN``."""
+    if max_seq_len is not None:
+        return max_seq_len
+    return REFERENCE_MAX_SEQ_LEN if episode_steps is None else episode_steps + 1
+
 # The network's knobs (model_config keys): the reference network with the "after" value head.
 MODEL_KNOBS: dict[str, Knob] = {
     "lstm_hidden": Knob(512, int, MODEL, "LSTM hidden size", minimum=1),
@@ -97,8 +107,7 @@ def resolve_model_config(model_config: Mapping[str, Any] | None) -> dict[str, An
     """
     given = {k: v for k, v in (model_config or {}).items() if k not in RLLIB_INJECTED_KEYS}
     cfg = resolve_table(MODEL_KNOBS, given, "model_config")
-    if cfg["max_seq_len"] is None:
-        cfg["max_seq_len"] = REFERENCE_MAX_SEQ_LEN
+    cfg["max_seq_len"] = sequence_length(cfg["max_seq_len"])
     # Hidden widths halve from lstm_hidden / 2 per layer: each must stay at least 1.
     if cfg["lstm_hidden"] >> (cfg["value_head_depth"] - 1) < 1:
         raise ConfigError(f"model_config['value_head_depth']={cfg['value_head_depth']}: not "

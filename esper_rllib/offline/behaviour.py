@@ -15,18 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
 from esper_rllib.model.distribution import make_factored_distribution, mask_logits
-from esper_rllib.run.config import ConfigError, build_ppo_config
+from esper_rllib.run.config import ConfigError, module_spec
 
 
 def build_module(knobs: Mapping[str, Any], seed: int, observation_space: Any,
                  action_space: Any) -> Any:
-    """The RLModule the one config builder specifies for ``knobs``, initialised from ``seed``."""
-    spec = build_ppo_config(knobs).get_rl_module_spec(
-        spaces={DEFAULT_MODULE_ID: (observation_space, action_space)})
+    """The RLModule that a run of ``knobs`` trains (``run.config.module_spec``), initialised
+    from ``seed``."""
+    spec = module_spec(knobs, observation_space, action_space)
     torch.manual_seed(seed)
     return spec.build()
 

@@ -1,10 +1,12 @@
 """Fitting one critic on recorded episodes (``esper-rllib critic-fit``'s trials).
 
-The critic is the project's ``FactoredLSTM`` built by the one config builder from the knobs, and
-it is trained as the learner's value phase trains it (``critic_steps``), through the same
-functions (``ppo.critic_training``): the value loss (``ppo.loss.value_loss``, clipped against the
-predictions before training when ``value_clip`` is set; PopArt on normalised values), without
-``value_coef`` (no other term to weigh it against); AdamW with the critic's parameters at
+The critic is the project's ``FactoredLSTM`` that a run of the knobs trains
+(``run.config.module_spec``), and it is trained as the learner's value phase trains it
+(``critic_steps``), by the same loop (``ppo.critic_training.train_critic``), its settings the
+knobs' learner and optimiser sections (``run.config.sections``; no PPOConfig is built): the value
+loss (``ppo.loss.value_loss``, clipped against the predictions before training when
+``value_clip`` is set; PopArt on normalised values), without ``value_coef`` (no other term to
+weigh it against); AdamW with the critic's parameters at
 ``lr x critic_lr_scale`` and ``critic_weight_decay``, the others at ``lr``; one global
 gradient-norm clip at ``max_grad_norm``; PopArt statistics updated once from the training targets
 before the first step when ``value_target_norm=popart``; and each gradient step on one of
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import cycle
 from typing import Any
 
 import numpy as np
@@ -42,9 +45,8 @@ from esper_rllib.offline.behaviour import build_module
 from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.ppo import critic_training, telemetry
 from esper_rllib.ppo.learner import slice_rows
-from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import minibatch_bounds
-from esper_rllib.run.config import build_ppo_config
+from esper_rllib.run.config import sections
 
 TRUNKS = ("shared", "frozen", "separate", "mlp")
 # Trunks that are the module's own critic trunk (model knob critic_trunk of the same name).
@@ -178,14 +180,14 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
     """Trains the critic of ``knobs`` for ``steps`` gradient steps on ``train``; the curve at
     ``log_spaced_steps(steps)`` (``report`` gets each point as it is measured)."""
     torch.set_num_threads(1)
-    config = build_ppo_config(knobs)  # the one builder: the learner's settings as PPO gets them
-    cfg = resolve_learner_config(config.learner_config_dict)
+    run = sections(knobs)  # the learner's and the optimiser's knobs, as PPO gets them
+    cfg = run.learner
     critic = Critic.build(knobs, seed, trunk, observation_space, action_space)
     module, norm = critic.module, critic.module.value_norm
     # Early stopping (critic_stop_fraction): the last episodes of the training set (in the
     # seed's order) are held back from the steps to judge them; the held-out set is untouched.
     n_fit = len(train) - critic_training.stop_rows(len(train), cfg["critic_stop_fraction"])
-    fitted, held_back = train.rows(0, n_fit), train.rows(n_fit, len(train))
+    fitted = train.rows(0, n_fit)
     # As the learner: the feature statistics from the data trained on, first.
     module.fit_features(fitted.batch[Columns.OBS]["features"][fitted.mask.bool()])
     if norm is not None:
@@ -194,42 +196,30 @@ def fit_critic(knobs: Mapping[str, Any], train: Episodes, heldout: Episodes, *, 
         old_values = critic.values(train)
     params = critic.parameters()
     optimizer = critic_training.make_optimizer(critic_training.param_groups(
-        params, module, cfg["critic_lr_scale"], cfg["critic_weight_decay"]))
-    critic_training.set_lr(optimizer, config.lr)
+        params, module, cfg["critic_lr_scale"], cfg["critic_weight_decay"]), run.optimiser.lr)
     bounds = minibatch_bounds(n_fit, cfg["minibatches"])
     minibatches = [(fitted.rows(s, e), old_values[s:e]) for s, e in zip(bounds[:-1], bounds[1:],
                                                                         strict=True)]
-    stopper = None
-    if n_fit < len(train):
-        stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
+    curve: list[CurvePoint] = []
+    checkpoints = log_spaced_steps(steps)
 
-        def held_back_loss() -> float:
-            with critic_training.judging(module):
-                return float(_value_loss(critic, held_back, old_values[n_fit:],
-                                         cfg["value_clip"]))
-
-        stopper.update(0, held_back_loss())
-    curve, checkpoints = [], log_spaced_steps(steps)
-    stopped = False
-    module.train()  # critic_dropout on for the steps; judging turns it off
-    for step in range(steps + 1):
-        if step == steps and stopper is not None:
-            stopper.restore()  # the best step's critic is what the fit gives
-        if step == checkpoints[len(curve)]:
-            # After an early stop the critic is final: later points measure it as it is.
+    def measure(step: int, *_: Any) -> None:
+        if step in checkpoints[len(curve):]:
             curve.append(_measure(critic, train, heldout, step, cfg["value_clip"], old_values))
             if report is not None:
                 report(curve[-1])
-        if step == steps:
-            break
-        if stopped:
-            continue
-        episodes, old = minibatches[step % len(minibatches)]
-        value = _value_loss(critic, episodes, old, cfg["value_clip"])
-        critic_training.clipped_step(optimizer, params, value, config.grad_clip)
-        if stopper is not None and stopper.update(step + 1, held_back_loss()):
-            stopper.restore()
-            stopped = True
+
+    measure(0)
+    critic_training.train_critic(
+        module, params, optimizer,
+        loss=lambda batch: _value_loss(critic, *batch, cfg["value_clip"]),
+        minibatches=cycle(minibatches), steps=steps, max_norm=run.optimiser.grad_clip,
+        held_back=((train.rows(n_fit, len(train)), old_values[n_fit:]) if n_fit < len(train)
+                   else None),
+        patience=cfg["critic_stop_patience"], after_step=measure)
+    # After an early stop the critic is final (its best step's): later points measure it.
+    for step in checkpoints[len(curve):]:
+        measure(step)
     return curve
 
 

@@ -19,14 +19,17 @@
 - ``judging``: the module in eval mode while a critic is judged (held-back loss, EV, the values
   a fit starts from), so ``critic_dropout`` acts on gradient steps only; RLlib's forward passes
   for sampling switch it off on their own.
+- ``train_critic``: the loop both run, from these pieces: up to ``steps`` clipped steps, one per
+  minibatch, each judged on the held-back episodes, the best step's critic restored at the end.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 import torch
 
@@ -36,6 +39,7 @@ ADAM_EPS = 1e-5
 # Key of an optimiser group's learning-rate multiplier: RLlib sets one lr per optimiser and each
 # group takes it times its scale.
 LR_SCALE = "lr_scale"
+Batch = TypeVar("Batch")
 
 
 def param_groups(params: Iterable[torch.nn.Parameter], module: Any, critic_lr_scale: float,
@@ -52,9 +56,12 @@ def param_groups(params: Iterable[torch.nn.Parameter], module: Any, critic_lr_sc
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(groups: Any, lr: float = 1e-3) -> torch.optim.AdamW:
-    """Fused AdamW (one kernel per step; 6x faster on CPU than the per-tensor loop)."""
-    return torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS, weight_decay=0.0, fused=True)
+def make_optimizer(groups: Any, lr: float) -> torch.optim.AdamW:
+    """Fused AdamW (one kernel per step; 6x faster on CPU than the per-tensor loop) at the run's
+    ``lr`` (the ``lr`` knob), each group at it times its scale."""
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS, weight_decay=0.0, fused=True)
+    set_lr(optimizer, lr)
+    return optimizer
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -159,3 +166,45 @@ def judging(module: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         module.train(was_training)
+
+
+def train_critic(module: torch.nn.Module, params: Sequence[torch.nn.Parameter],
+                 optimizer: torch.optim.Optimizer, *, loss: Callable[[Batch], torch.Tensor],
+                 minibatches: Iterable[Batch], steps: int, max_norm: float | None,
+                 held_back: Batch | None, patience: int,
+                 after_step: Callable[[int, torch.Tensor, float], None] | None = None) -> int:
+    """Up to ``steps`` value-only gradient steps on ``params``, one per minibatch, each a
+    ``clipped_step`` of ``loss(minibatch)``; the number of steps taken.
+
+    With ``held_back`` episodes (``stop_rows`` of them) their loss is judged before the first
+    step and after each (``judging``: eval mode, no gradients); training stops when it has not
+    improved for ``patience`` steps, and the critic goes back to its best step's (also when the
+    steps run out first). ``after_step(step, loss, pre-clip norm)`` sees the critic as it is
+    after each step, the best step's after the last one. ``critic_dropout`` is on for the steps;
+    no gradient is left over.
+    """
+    stopper = None
+    if held_back is not None:
+        stopper = EarlyStop(params, patience)
+
+        def held_back_loss() -> float:
+            with judging(module):
+                return float(loss(held_back))
+
+        stopper.update(0, held_back_loss())
+    module.train()  # critic_dropout on for the steps; judging turns it off
+    taken = 0
+    for taken, minibatch in enumerate(islice(minibatches, steps), start=1):
+        value = loss(minibatch)
+        pre_clip = clipped_step(optimizer, params, value, max_norm)
+        stop = stopper is not None and stopper.update(taken, held_back_loss())
+        if stopper is not None and (stop or taken == steps):
+            stopper.restore()  # the best step's critic
+        if after_step is not None:
+            after_step(taken, value, pre_clip)
+        if stop:
+            break
+    if stopper is not None:
+        stopper.restore()  # also when the minibatches ran out before the steps
+    optimizer.zero_grad(set_to_none=True)
+    return taken

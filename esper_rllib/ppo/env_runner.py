@@ -10,6 +10,9 @@ seed + 1, ..., and RLlib gives runner w the seed ``seed + w``, so runners' envs 
 Here each env gets its own seed, once, on its runner's first reset: ``seed x 10,000 + worker
 index x envs per runner + env index``; later episodes continue each env's own random stream.
 
+The hooks overridden here and the runner's private attributes they touch are RLlib's private
+names: ``esper_rllib.rllib_seam`` lists them and reaches the attributes.
+
 Bootstrap values. Every step's forward pass already stores the critic's outputs with the episode
 (``module.CRITIC_OUT``); GAE also needs the value of the state after an episode's last step when
 the episode did not terminate (truncated at max_epochs, or a chunk cut mid-episode). RLlib has
@@ -27,6 +30,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
 from envs.contract import N_OPS
+from esper_rllib import rllib_seam
 from esper_rllib.model.module import CRITIC_OUT
 
 # Room for this many envs per trial seed before two seeds' env streams could overlap.
@@ -51,15 +55,15 @@ class SeedOnceEnvRunner(SingleAgentEnvRunner):
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
         if config.seed is not None:
-            self._seed = (config.seed * SEED_STRIDE
-                          + (self.worker_index or 0) * config.num_envs_per_env_runner)
+            rllib_seam.set_runner_seed(self, config.seed * SEED_STRIDE
+                                       + (self.worker_index or 0) * config.num_envs_per_env_runner)
         self._seeded = False
         # (env-to-module batch, its bootstrap values): several envs may end on one step.
         self._bootstrap_cache: tuple[Any, np.ndarray] | None = None
 
     def _reset_envs(self, episodes: Any, shared_data: Any, explore: bool) -> None:
         if self._seeded:
-            self._needs_initial_reset = False  # no seed: continue each env's stream
+            rllib_seam.keep_env_streams(self)  # no seed: continue each env's stream
         self._seeded = True
         super()._reset_envs(episodes, shared_data, explore)
 
@@ -76,7 +80,7 @@ class SeedOnceEnvRunner(SingleAgentEnvRunner):
         # next sample() continues from; the runner's cached batch holds exactly that.
         cut = [e for e in episodes if not e.is_done and _needs_bootstrap(e)]
         if cut:
-            rows = {e.id_: i for i, e in enumerate(self._ongoing_episodes)}
+            rows = {e.id_: i for i, e in enumerate(rllib_seam.ongoing_episodes(self))}
             values = self._bootstrap_values()
             for episode in cut:
                 episode.custom_data[BOOTSTRAP_VALUE] = float(values[rows[episode.id_]])
@@ -84,7 +88,7 @@ class SeedOnceEnvRunner(SingleAgentEnvRunner):
 
     def _bootstrap_values(self) -> np.ndarray:
         """(num_envs,): the GAE baseline at each env's latest observation."""
-        batch = self._cached_to_module
+        batch = rllib_seam.cached_to_module(self)
         if self._bootstrap_cache is None or self._bootstrap_cache[0] is not batch:
             out = self.module.forward_inference(batch)
             values = self.module.baseline_value(

@@ -5,7 +5,9 @@ error, its explained variance is t=0 only, its KL is 0 without the KL penalty, i
 normalises over bootstrap steps). Settings come from
 ``config.learners(learner_config_dict={...})`` (keys and defaults: ``learner_config``) plus
 RLlib's ``clip_param``, ``grad_clip`` (max_grad_norm, global norm), ``gamma``, ``lambda_``,
-``num_epochs`` and ``lr``.
+``num_epochs`` and ``lr``. The RLlib hooks overridden here, three of them private, and the
+learner's private attributes they use are listed in ``esper_rllib.rllib_seam`` (which reaches the
+attributes); ``docs/design.md`` draws when each runs in an iteration.
 
 Optimisation (``esper_rllib.ppo.critic_training``, which critic-fit uses too): one AdamW over
 all parameters, the critic (value head, and critic trunk if separate) in its own parameter group
@@ -61,7 +63,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from itertools import islice
 from typing import Any
 
 import torch
@@ -72,6 +73,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from envs.contract import HEADS
+from esper_rllib import rllib_seam
 from esper_rllib.ppo import critic_training, loss, telemetry
 from esper_rllib.ppo.critic_training import (
     clip_by_global_norm_,
@@ -150,7 +152,7 @@ class FactoredPPOLearner(PPOTorchLearner):
                              f"{self.esper_config['critic_steps']}: needs num_learners <= 1, "
                              f"got {self.config.num_learners}")
         super().build()
-        if self._learner_connector is not None:
+        if rllib_seam.learner_connector(self) is not None:
             self._replace_learner_pipeline()
         self._train_batch = None
         self._before_first_step = False
@@ -162,7 +164,7 @@ class FactoredPPOLearner(PPOTorchLearner):
     def _replace_learner_pipeline(self) -> None:
         """RLlib's default pieces -> ``EpisodesToSequences`` (the same batch, one numpy pass),
         then our GAE in place of RLlib's."""
-        pipeline = self._learner_connector
+        pipeline = rllib_seam.learner_connector(self)
         names = tuple(type(piece).__name__ for piece in pipeline.connectors)
         if names != (*REPLACED_PIECES, "GeneralAdvantageEstimation"):
             raise ValueError(f"FactoredPPOLearner: expected RLlib's default PPO learner "
@@ -170,7 +172,7 @@ class FactoredPPOLearner(PPOTorchLearner):
                              "connectors are not supported)")
         for name in names:
             pipeline.remove(name)
-        pipeline.append(EpisodesToSequences(device=self._device))
+        pipeline.append(EpisodesToSequences(device=self.device))
         pipeline.append(FactoredGAE(
             gamma=self.config.gamma, lambda_=self.config.lambda_,
             truncation_bootstrap=self.esper_config["truncation_bootstrap"]))
@@ -179,13 +181,13 @@ class FactoredPPOLearner(PPOTorchLearner):
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
         # gradient clip stays global), the critic in a group of its own lr multiplier and
         # weight decay (critic_training.param_groups, as critic-fit builds it).
-        params = self.get_parameters(self._module[module_id])
+        params = self.get_parameters(self.module[module_id])
         groups = critic_training.param_groups(
-            params, self._module[module_id].unwrapped(), self.esper_config["critic_lr_scale"],
+            params, self.module[module_id].unwrapped(), self.esper_config["critic_lr_scale"],
             self.esper_config["critic_weight_decay"])
         self.register_optimizer(
             module_id=module_id,
-            optimizer=critic_training.make_optimizer(groups),
+            optimizer=critic_training.make_optimizer(groups, config.lr),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
@@ -283,9 +285,10 @@ class FactoredPPOLearner(PPOTorchLearner):
     def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
         # RLlib's version checks every gradient tensor for NaN/inf, twice; ours were made
         # finite where their norms were taken.
+        params = rllib_seam.learner_params(self)
         for ref, grad in gradients_dict.items():
-            self._params[ref].grad = grad
-        for optimizer in self._optimizer_parameters:
+            params[ref].grad = grad
+        for optimizer in rllib_seam.learner_optimizers(self):
             optimizer.step()
 
     # -- before / after the iteration's gradient steps -----------------------------------------
@@ -343,8 +346,8 @@ class FactoredPPOLearner(PPOTorchLearner):
                              f"sequences; with learner_config_dict minibatches={minibatches} "
                              "set training(minibatch_size=None)")
         batch = self._make_batch_if_necessary(training_data=training_data)
-        return episode_minibatches(self._set_slicing_by_batch_id(batch, value=True),
-                                   num_epochs, minibatches)
+        return episode_minibatches(rllib_seam.slice_by_sequence(self, batch), num_epochs,
+                                   minibatches)
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         self._step_metrics.log(self.metrics)
@@ -361,8 +364,8 @@ class FactoredPPOLearner(PPOTorchLearner):
 
     def _value_phase(self, module_id: str, module: Any, batch: Any) -> None:
         """``critic_steps`` value-only gradient steps on the current batch and the stored ones
-        (the module docstring says what trains), then its metrics; the current batch is stored
-        afterwards, so the next phases replay it."""
+        (the module docstring says what trains; the loop is ``critic_training.train_critic``),
+        then its metrics; the current batch is stored afterwards, so the next phases replay it."""
         cfg = self.esper_config
         stored = self._replay.setdefault(module_id, deque(maxlen=cfg["critic_replay"]))
         current = {k: batch[k] for k in VALUE_PHASE_COLUMNS}
@@ -374,43 +377,33 @@ class FactoredPPOLearner(PPOTorchLearner):
         n_seqs = len(data[Columns.SEQ_LENS])
         # About as many episodes per step as a PPO step: each batch in `minibatches` groups.
         groups = cfg["minibatches"] * (1 + len(stored))
-        data = self._set_slicing_by_batch_id(
-            MultiAgentBatch({module_id: SampleBatch(data, _zero_padded=True)}, n_seqs),
-            value=True)
-        optimizer = self.get_optimizer(module_id)
-        params = module.critic_parameters()
-        max_norm = self.config.get_config_for_module(module_id).grad_clip
+        data = rllib_seam.slice_by_sequence(
+            self, MultiAgentBatch({module_id: SampleBatch(data, _zero_padded=True)}, n_seqs))
         # A shared trunk is the policy's: its output is taken without gradients, so that only
         # the value head moves. A separate critic trunk trains with the head.
         train_trunk = module.critic_trunk is not None
-        steps = StepMetrics()
-        stopper = None
-        if n_fit < n_current:
-            held_back = slice_rows(current, n_fit, n_current)
-            stopper = critic_training.EarlyStop(params, cfg["critic_stop_patience"])
 
-            def held_back_loss() -> float:
-                with critic_training.judging(module):
-                    return float(self._value_loss(module, held_back,
-                                                  module.critic_embeddings(held_back))[0])
-
-            stopper.update(0, held_back_loss())
-        minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
-        module.train()  # critic_dropout on for the steps; judging turns it off
-        for step, minibatch in enumerate(islice(minibatches, cfg["critic_steps"]), start=1):
-            mb = minibatch.policy_batches[module_id]
-            with torch.set_grad_enabled(train_trunk):
+        def value_loss(mb: Mapping[str, Any]) -> torch.Tensor:
+            with torch.set_grad_enabled(train_trunk and torch.is_grad_enabled()):
                 embeddings = module.critic_embeddings(mb)
-            value, _ = self._value_loss(module, mb, embeddings)
-            pre_clip = critic_training.clipped_step(optimizer, params, value, max_norm)
+            return self._value_loss(module, mb, embeddings)[0]
+
+        steps = StepMetrics()
+
+        def log_step(step: int, value: torch.Tensor, pre_clip: float) -> None:
             steps.add(module_id, {"critic_phase_value_loss": on_return_scale(module, value),
                                   "critic_phase_grad_norm_pre_clip": pre_clip})
             steps.add(module_id, {"critic_phase_steps": 1}, reduce="sum")
-            if stopper is not None and stopper.update(step, held_back_loss()):
-                break
-        if stopper is not None:
-            stopper.restore()  # the best step's critic, also when the steps ran out first
-        optimizer.zero_grad(set_to_none=True)
+
+        minibatches = episode_minibatches(data, -(-cfg["critic_steps"] // groups), groups)
+        critic_training.train_critic(
+            module, module.critic_parameters(), self.get_optimizer(module_id),
+            loss=value_loss,
+            minibatches=(mb.policy_batches[module_id] for mb in minibatches),
+            steps=cfg["critic_steps"],
+            max_norm=self.config.get_config_for_module(module_id).grad_clip,
+            held_back=slice_rows(current, n_fit, n_current) if n_fit < n_current else None,
+            patience=cfg["critic_stop_patience"], after_step=log_step)
         steps.log(self.metrics)
         if cfg["critic_replay"]:
             stored.appendleft(current)  # the oldest falls off at maxlen

@@ -15,6 +15,7 @@ builder derives other settings from (batch sizes, sequence length, resources) mu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -35,12 +36,13 @@ from esper_rllib.knob import (
     ConfigError,
     Knob,
 )
-from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config
+from esper_rllib.model.model_config import MODEL_KNOBS, resolve_model_config, sequence_length
 from esper_rllib.ppo.learner_config import LEARNER_KNOBS
 from esper_rllib.run.profiles import DEFAULT_PROFILE, PRESETS, PROFILES, RENAMED_PROFILES
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 
 def _env_int(name: str, help: str, **kwargs: Any) -> Knob:
@@ -272,10 +274,10 @@ def _check_together(knobs: Mapping[str, Any], online: bool) -> None:
         raise ConfigError(
             f"max_seq_len={seq_len}: the learner trains whole episodes as one sequence; "
             f"allowed: none or >= max_epochs + 1 = {episode_steps(knobs) + 1}")
-    model_config = _section(knobs, MODEL)
+    model_config = _model_section(knobs)
     if not any(_is_search_space(v) for v in model_config.values()):
         try:
-            resolve_model_config({**model_config, "max_seq_len": seq_len or 1})
+            resolve_model_config(model_config)
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
@@ -306,6 +308,50 @@ def _section(knobs: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {KNOBS[n].key or n: v for n, v in knobs.items() if KNOBS[n].where == where}
 
 
+def _model_section(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    model = _section(knobs, MODEL)
+    model["max_seq_len"] = sequence_length(model["max_seq_len"], episode_steps(knobs))
+    return model
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """The optimiser's knobs, named as ``PPOConfig.training`` takes them (in a sweep's base a
+    Tune search space may stand for a number)."""
+
+    lr: float
+    grad_clip: float
+
+
+@dataclass(frozen=True)
+class Sections:
+    """One run's knobs in the sections that read them: the network's (``model_config``, its
+    sequence length resolved), the loss's (``learner_config_dict``) and the optimiser's. The
+    PPOConfig builder hands them to RLlib; the offline commands read them without it."""
+
+    model: dict[str, Any]
+    learner: dict[str, Any]
+    optimiser: Optimiser
+
+
+def sections(knobs: Mapping[str, Any]) -> Sections:
+    """``knobs`` (as ``resolve_knobs`` returns them) in their sections."""
+    return Sections(model=_model_section(knobs), learner=_section(knobs, LEARNER),
+                    optimiser=Optimiser(lr=knobs["lr"], grad_clip=knobs["max_grad_norm"]))
+
+
+def module_spec(knobs: Mapping[str, Any], observation_space: Any,
+                action_space: Any) -> RLModuleSpec:
+    """The RLModule that ``build_ppo_config(knobs)`` trains, for the commands that build one
+    outside PPO (``record``'s initial policy, ``critic-fit``'s critics)."""
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from esper_rllib.model.module import FactoredLSTM
+
+    return RLModuleSpec(module_class=FactoredLSTM, observation_space=observation_space,
+                        action_space=action_space, model_config=sections(knobs).model)
+
+
 def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     """The PPOConfig of one run (``knobs`` as returned by ``resolve_knobs``)."""
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -317,12 +363,8 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
     from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
     from esper_rllib.ppo.learner import FactoredPPOLearner
 
-    steps = episode_steps(knobs)
-    batch = knobs["episodes_per_batch"] * steps
-    model_config = _section(knobs, MODEL)
-    if model_config["max_seq_len"] is None:
-        model_config["max_seq_len"] = steps + 1
-    learner_config = _section(knobs, LEARNER)
+    batch = knobs["episodes_per_batch"] * episode_steps(knobs)
+    run = sections(knobs)
     # The trainer process holds the learner (num_learners=0). With N remote env runners it
     # computes only while they wait for it (PPO samples, then learns, never both), so the run
     # asks for N CPUs in all: half a CPU for the trainer, (N - 0.5) / N for each runner (Ray
@@ -359,11 +401,11 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
             num_learners=0,
             num_cpus_per_learner=main_cpus,
             num_gpus_per_learner=knobs["gpus"],
-            learner_config_dict=learner_config,
+            learner_config_dict=run.learner,
         )
         .training(
-            lr=knobs["lr"],
-            grad_clip=knobs["max_grad_norm"],
+            lr=run.optimiser.lr,
+            grad_clip=run.optimiser.grad_clip,
             grad_clip_by="global_norm",
             clip_param=knobs["clip_param"],
             gamma=knobs["gamma"],
@@ -382,7 +424,7 @@ def build_ppo_config(knobs: Mapping[str, Any]) -> PPOConfig:
         # Only the class in the spec: its model_config would override Tune grids in
         # rl_module(model_config=...) (RLlib's merge rule).
         .rl_module(rl_module_spec=RLModuleSpec(module_class=FactoredLSTM),
-                   model_config=model_config)
+                   model_config=run.model)
         .callbacks(EsperCallbacks)
         .fault_tolerance(
             restart_failed_env_runners=knobs["restart_failed_env_runners"],

@@ -239,8 +239,7 @@ def test_weight_decay_reaches_only_the_critics_parameters(critic_trunk):
     params = list(module.parameters())
     groups = critic_training.param_groups(params, module, critic_lr_scale=2.0,
                                           critic_weight_decay=0.5)
-    optimizer = critic_training.make_optimizer(groups)
-    critic_training.set_lr(optimizer, 0.1)
+    optimizer = critic_training.make_optimizer(groups, lr=0.1)
     before = {id(p): p.detach().clone() for p in params}
     # A zero objective with a gradient on every parameter: AdamW's step is its decay alone.
     critic_training.clipped_step(optimizer, params, sum((p * 0).sum() for p in params), 1.0)
