@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,14 @@ class SweepPlan:
     # The knobs each value of a `preset` axis sets (as the resolver applies the preset under the
     # sweep's fixed knobs and --set); their names are in `derived`, so params hold none of them.
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The trials this run runs, by name, when not all: a slice of the sweep (``part``), less
+    # those a results folder keeps already (``select``); None: every trial of the grid.
+    selected: list[str] | None = None
 
     @property
     def n_trials(self) -> int:
+        if self.selected is not None:
+            return len(self.selected)
         n = 1
         for values in self.axes.values():
             n *= len(values)
@@ -79,10 +84,65 @@ class SweepPlan:
         knobs = self.cell_knobs(params) if self.derived else {}
         return {**{a: params.get(a) for a in self.axes}, **{d: knobs[d] for d in self.derived}}
 
-    def trials(self) -> Iterator[dict[str, Any]]:
-        """Every trial's params (the base knobs with its axis values), in grid order."""
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Every trial's params of the whole sweep (the base knobs with its axis values), in
+        grid order."""
         for values in itertools.product(*self.axes.values()):
             yield {**self.base, **dict(zip(self.axes, values, strict=True))}
+
+    def trials(self) -> Iterator[dict[str, Any]]:
+        """The params of the trials this run runs (``selected``; else all), in grid order."""
+        chosen = None if self.selected is None else set(self.selected)
+        return (p for p in self.grid() if chosen is None or self.trial_label(p) in chosen)
+
+    def select(self, names: Iterable[str]) -> SweepPlan:
+        """This plan running only those of its trials that ``names`` names."""
+        wanted = set(names)
+        return replace(self, selected=[self.trial_label(p) for p in self.trials()
+                                       if self.trial_label(p) in wanted])
+
+    def part(self, k: int, n: int) -> SweepPlan:
+        """The k-th of n slices of the sweep (1-based), which together run it once: its trials
+        seed-major (every cell's first seed, then every cell's second, ...), cut into n runs
+        of near-equal length, so that the first slices give every cell a seed."""
+        trials = list(self.grid())
+        if not 1 <= k <= n <= len(trials):
+            raise ValueError(f"--slice {k}/{n}: allowed: K/N with 1 <= K <= N <= "
+                             f"{len(trials)} (the sweep's trials)")
+        seeds = self.axes[SEED]
+        order = sorted(range(len(trials)), key=lambda i: (seeds.index(trials[i][SEED]), i))
+        size, extra = divmod(len(trials), n)
+        start = (k - 1) * size + min(k - 1, extra)
+        mine = order[start:start + size + (k <= extra)]
+        return self.select(self.trial_label(trials[i]) for i in mine)
+
+    def whole(self) -> SweepPlan:
+        """The sweep this plan runs (a part of): every trial."""
+        return replace(self, selected=None)
+
+    def joined(self, other: SweepPlan) -> SweepPlan:
+        """The whole sweep of two plans of it (slices, more seeds, more values on an axis): each
+        axis's values in both, in order. ValueError naming what differs when they are not runs
+        of one sweep: another sweep, profile, base knob (but the first seed), preset or axis."""
+        mine, theirs = (_as_json(asdict(p.whole())) for p in (self, other))
+        for key in ("sweep", "profile", "derived", "labels", "presets"):
+            if mine[key] != theirs[key]:
+                raise ValueError(f"{key}: {theirs[key]!r}, where the sweep has {mine[key]!r}")
+        differ = sorted(k for k in {*mine["base"], *theirs["base"]} - {SEED}
+                        if mine["base"].get(k) != theirs["base"].get(k))
+        if differ:
+            k = differ[0]
+            raise ValueError(f"knob {k}={theirs['base'].get(k)!r}, where the sweep has "
+                             f"{mine['base'].get(k)!r}")
+        if list(self.axes) != list(other.axes):
+            raise ValueError(f"axes {list(other.axes)}, where the sweep has {list(self.axes)}")
+        axes = {a: list(dict.fromkeys([*self.axes[a], *other.axes[a]])) for a in self.axes}
+        return replace(self, axes=axes, selected=None)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Each trial this run runs as its axis values: Tune's points to evaluate, one trial
+        each, when the run is not the whole grid."""
+        return [{a: p[a] for a in self.axes} for p in self.trials()]
 
     def cell_label(self, params: Mapping[str, Any]) -> str:
         """The cell's axes, short: ``gain=1.0,depth=2,coef=0.5``."""
@@ -119,6 +179,19 @@ class SweepPlan:
         return cls(**{**saved, "sweep": saved_sweep_name(saved["sweep"]),
                       "axes": with_seed_renamed(saved["axes"]),
                       "base": with_seed_renamed(saved["base"])})
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as sweep.json holds it (tuples as lists), to compare a saved plan with one."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def parse_slice(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N); ValueError naming ``--slice`` otherwise."""
+    k, _, n = text.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit()):
+        raise ValueError(f"--slice {text}: allowed: K/N, e.g. 2/6 (the 2nd of 6 slices)")
+    return int(k), int(n)
 
 
 def with_seed_renamed(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +265,7 @@ def plan_sweep(
                      labels=labels, presets=presets)
     # Validate every cell exactly as its trial will see it: base knobs, axis values, derived knobs.
     names: set[str] = set()
-    for params in plan.trials():
+    for params in plan.grid():
         resolve_knobs(profile, overrides=plan.cell_knobs(params))
         name = plan.trial_label(params)
         if name in names:  # label values that differ only in characters a folder cannot hold

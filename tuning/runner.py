@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from tuning.console import SweepConsole
 from tuning.output import COMPACT, TUNE_TABLES, ray_init_kwargs, tune_console
 from tuning.plan import PLAN_FILE, SweepPlan
@@ -27,6 +29,10 @@ from tuning.trainable import ConfigBuilder, make_trainable, placement
 ResourceRequest = Callable[[Mapping[str, Any]], Any]
 # Writes the report into a local experiment folder (the CLI passes esper_rllib.analysis.render's).
 ReportWriter = Callable[[Path], Any]
+# Called when a trial reaches its budget with its two folders: the driver's (params.json,
+# result.json as Tune's loggers wrote them, synced to the storage later) and the storage's
+# (its checkpoints).
+TrialHook = Callable[[Path, Path], Any]
 
 
 @dataclass
@@ -101,10 +107,23 @@ def find_experiment(storage: str, name: str | None, prefix: str) -> str:
     return str(candidates[-1])
 
 
+class TrialDone(Callback):
+    """Calls ``done`` (a ``TrialHook``) when a trial reaches its budget, after its last
+    checkpoint; the driver waits for it."""
+
+    def __init__(self, done: TrialHook) -> None:
+        self.done = done
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done(Path(trial.local_path), Path(trial.path))
+
+
 def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str,
            max_concurrent: int | None, collapse_patience: int | None, max_failures: int,
-           resources: ResourceRequest | None, verbose: int) -> Any:
+           resources: ResourceRequest | None, verbose: int,
+           trial_done: TrialHook | None = None) -> Any:
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     trainable = make_trainable(build_config, plan.base, plan.cell_knobs)
     if resources is not None:
@@ -112,12 +131,16 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
     every = int(plan.base["checkpoint_every"])
     # Saved in tuner.pkl with the rest, so a resumed sweep names and reports trials the same way.
     name_trial = functools.partial(_trial_name, plan)
+    # A run of some trials only (a slice): each one a point that sets every axis of the grid.
+    some = {} if plan.selected is None else {
+        "search_alg": BasicVariantGenerator(points_to_evaluate=plan.points()),
+        "num_samples": plan.n_trials}
     return tune.Tuner(
         trainable,
         param_space=plan.param_space(),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
                                     trial_name_creator=name_trial,
-                                    trial_dirname_creator=name_trial),
+                                    trial_dirname_creator=name_trial, **some),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
@@ -126,7 +149,7 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
                                                     checkpoint_at_end=True),
             # A trial that fails (a dead node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[TensorBoardLogger()],
+            callbacks=[TensorBoardLogger(), *([TrialDone(trial_done)] if trial_done else [])],
             progress_reporter=SweepConsole(plan) if verbose == COMPACT else None,
             verbose=min(verbose, 1),
         ),
@@ -146,11 +169,14 @@ def run_sweep(
     resources: ResourceRequest | None = None,
     report: ReportWriter | None = None,
     verbose: int = COMPACT,
+    trial_done: TrialHook | None = None,
 ) -> SweepOutcome:
     """Run every trial of ``plan`` under ``storage/name``; write ablation.csv (and the report).
 
-    ``resources`` replaces the placement the algorithm asks for (its default_resource_request):
-    e.g. GPU bundles for trials whose torch stays on CPU, to test placement without a GPU.
+    ``trial_done`` is called with each trial's folders as it reaches its budget (a results
+    folder keeps it). ``resources`` replaces the placement the algorithm asks for (its
+    default_resource_request): e.g. GPU bundles for trials whose torch stays on CPU, to test
+    placement without a GPU.
     ``verbose``: SILENT, COMPACT (one line per trial result) or TUNE_TABLES.
     """
     storage = check_storage(storage)
@@ -166,7 +192,7 @@ def run_sweep(
     if init_ray(address, quiet=verbose < TUNE_TABLES):
         _check_gpus(plan, build_config, resources)
     tuner = _tuner(plan, build_config, storage, name, max_concurrent, collapse_patience,
-                   max_failures, resources, verbose)
+                   max_failures, resources, verbose, trial_done)
     _save_plan(plan, path)
     with tune_console(verbose):
         grid = tuner.fit()
