@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,9 +106,11 @@ def load_trial(trial_dir: str | Path) -> TrialRecord:
 
 
 def trial_dirs(experiment_dir: str | Path) -> list[Path]:
-    """The trial folders of an experiment (those holding params.json), sorted by name."""
+    """The trial folders of an experiment (those holding params.json), sorted by name; a
+    hidden one is a trial being written (``keep_trial``)."""
     root = Path(experiment_dir)
-    return sorted(p.parent for p in root.glob(f"*/{PARAMS_FILE}"))
+    return sorted(p.parent for p in root.glob(f"*/{PARAMS_FILE}")
+                  if not p.parent.name.startswith("."))
 
 
 def load_experiment(experiment_dir: str | Path) -> list[TrialRecord]:
@@ -196,6 +200,45 @@ def write_ablation_csv(experiment_dir: str | Path,
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+# What a results folder keeps of each iteration's result line: the iteration, its env steps and
+# wall time, and our metrics (not the config, RLlib's internals or the placement).
+KEPT_RESULT_KEYS = ("training_iteration", "timesteps_total", "time_this_iter_s", "time_total_s",
+                    "done", RESULT_KEY)
+KEPT_ABOUT = "kept.json"
+
+
+def keep_trial(logs: str | Path, folder: str | Path, files: Mapping[str, Path] | None = None,
+               about: Mapping[str, Any] | None = None) -> Path:
+    """Keep a finished trial in a results folder (one meant to be committed):
+    ``folder/<trial>/`` with its params.json, its result.json cut to ``KEPT_RESULT_KEYS``,
+    ``files`` (name there -> the file to copy) and ``about`` as kept.json; no checkpoint. The
+    trial's folder is written beside and renamed into place: kept whole, or not at all.
+    ``logs`` is the trial folder holding params.json and result.json."""
+    logs, folder = Path(logs), Path(folder)
+    target = folder / logs.name
+    tmp = folder / f".{logs.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(logs / PARAMS_FILE, tmp / PARAMS_FILE)
+    lines = [json.dumps({k: row[k] for k in KEPT_RESULT_KEYS if k in row})
+             for row in read_results(logs)]
+    (tmp / RESULT_FILE).write_text("".join(f"{line}\n" for line in lines))
+    for name, source in (files or {}).items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tmp / name)
+    if about is not None:
+        (tmp / KEPT_ABOUT).write_text(json.dumps(about, indent=1, default=str))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def kept_trials(folder: str | Path) -> set[str]:
+    """The trials a results folder keeps: those whose last result says Tune stopped them
+    (their budget, or a collapse with ``--stop-on-collapse``)."""
+    return {t.name for t in trial_dirs(folder) if (read_results(t) or [{}])[-1].get("done")}
 
 
 def read_ablation_csv(path: str | Path) -> list[dict[str, str]]:

@@ -276,15 +276,17 @@ def evaluated_cells(sweep: Sweep, analysis: Analysis) -> list[tuple[str, Cell]]:
             for cell in chosen]
 
 
-def _cached_evaluation(out: Path, checkpoint: Path, seeds: list[int]) -> dict[str, Any] | None:
-    """evaluation.json in ``out`` when it evaluated this checkpoint with sampled actions on
-    these env seeds (as the report asks); else None."""
+def _cached_evaluation(out: Path, checkpoint: Path | None, seeds: list[int]
+                       ) -> dict[str, Any] | None:
+    """evaluation.json in ``out`` when it evaluated this checkpoint (None: the trial's last,
+    which a results folder keeps no more) with sampled actions on these env seeds (as the
+    report asks); else None."""
     try:
         result = json.loads((out / EVALUATION_JSON).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     meta = result.get("meta", {}) if isinstance(result, dict) else {}
-    same = (Path(str(meta.get("checkpoint"))).name == checkpoint.name
+    same = ((checkpoint is None or Path(str(meta.get("checkpoint"))).name == checkpoint.name)
             and meta.get("seeds") == seeds and meta.get("greedy") is False)
     return result if same else None
 
@@ -301,11 +303,12 @@ def evaluate_cells(sweep: Sweep, analysis: Analysis, episodes: int) -> list[Cell
         evaluation = CellEvaluation(name, cell, [], [], [])
         for trial in cell.trials:
             checkpoint = last_checkpoint(trial.path)
-            if checkpoint is None:
+            # A trial kept in a results folder (`ablate --results`) has its evaluation only.
+            out = trial.path / EVALUATION_DIR if checkpoint is None else default_out(checkpoint)
+            result = _cached_evaluation(out, checkpoint, seeds)
+            if result is None and checkpoint is None:
                 evaluation.skipped.append(f"{trial.name}: no checkpoint")
                 continue
-            out = default_out(checkpoint)
-            result = _cached_evaluation(out, checkpoint, seeds)
             if result is None:
                 try:
                     result = evaluate(checkpoint, episodes=episodes, greedy=False,

@@ -50,6 +50,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: runs)")
     parser.add_argument("--name", help="experiment name under --storage (default: "
                         "<sweep>-<profile>-<time>)")
+    parser.add_argument("--slice", metavar="K/N",
+                        help="run the K-th of N slices of the sweep's trials (seed-major: "
+                        "every cell's first seed before any second; the N slices together run "
+                        "it once), e.g. one per session")
+    parser.add_argument("--results", metavar="DIR",
+                        help="keep each trial in DIR as it finishes, a folder to commit: its "
+                        "knobs, per-iteration metrics and evaluation on the sweep's held-out "
+                        "seeds, the command, commit, machine and wall time (no checkpoints); "
+                        "trials DIR keeps are not run again; `esper-rllib report DIR` reads "
+                        "every slice kept there as one sweep")
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted sweep (--name, or the newest "
                         "<sweep>-<profile>-* under --storage)")
@@ -98,6 +108,7 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.render import write_report
+    from esper_rllib.analysis.results_folder import plan_run
     from esper_rllib.run.config import build_ppo_config, parse_set, resolve_knobs
     from esper_rllib.run.preflight import check_env_inputs, check_trial_resources, runs_here
     from tuning.output import COMPACT, TUNE_TABLES
@@ -114,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_counts(args)
         check_storage(args.storage)
+        if args.resume and (args.slice or args.results):
+            raise ValueError("--resume: a resumed run keeps the --slice and --results it was "
+                             "started with; give neither (in a new session, run the slice's "
+                             "command again: the trials --results keeps are skipped)")
         if args.resume:
             experiment = find_experiment(args.storage, args.name,
                                          prefix=f"{args.sweep}-{args.profile}-")
@@ -132,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
                               grid=parse_grid(args.grid, args.sweep),
                               overrides=parse_set(args.overrides),
                               gpus_per_trial=args.gpus_per_trial)
+            plan, results = plan_run(plan, args.slice, args.results, args.evaluate_episodes)
+            if not plan.n_trials:
+                print(f"nothing to run: {args.results} keeps every trial of this run")
+                return 0
             for params in plan.trials():
                 check_env_inputs(plan.cell_knobs(params), local=runs_here(args.address))
             # Asking for more CPUs or GPUs than this machine has would wait forever.
@@ -144,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                                 address=args.address, max_concurrent=args.max_concurrent,
                                 collapse_patience=args.stop_on_collapse,
                                 max_failures=args.max_failures, report=report,
-                                verbose=verbose)
+                                verbose=verbose, trial_done=results)
     except ValueError as err:  # ConfigError, StorageError and the planner's checks
         print(f"esper-rllib ablate: error: {err}", file=sys.stderr)
         return 2
@@ -161,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"report:         {where}/report.md (plots in {where}/plots)")
     print(f"TensorBoard (every metric; HParams tab: axes vs summary metrics):\n"
           f"  {tensorboard_command(where)}")
+    if args.results:
+        print(f"kept (commit it): {args.results}; every run kept there as one sweep: "
+              f"esper-rllib report {args.results}")
     if outcome.errored:
         print(f"{len(outcome.errored)} trial(s) failed: {', '.join(outcome.errored)}",
               file=sys.stderr)
