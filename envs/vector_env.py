@@ -69,7 +69,7 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
         else:
             seeds = [None if seed is None else seed + k for k in range(self.num_envs)]
             vector_seed = seed
-        if vector_seed is not None or self._gen is None:
+        if vector_seed is not None or self._np_random is None:  # kept: a restored stream
             self._np_random, self._np_random_seed = seeding.np_random(vector_seed)
         # The shared data order: a fresh stream per reset, from the vector env's own RNG.
         self._gen = torch.Generator(device=self.cfg.device).manual_seed(

@@ -67,6 +67,11 @@ class SeedOnceEnvRunner(SingleAgentEnvRunner):
         self._seeded = True
         super()._reset_envs(episodes, shared_data, explore)
 
+    def continue_streams(self) -> None:
+        """The envs' random streams were set from a checkpoint (``ppo/algorithm.py``): the
+        first reset passes no seed either, so each env goes on from where the run left it."""
+        self._seeded = True
+
     def _make_on_episode_callback(self, which: str, idx: int, episodes: list[Any]) -> None:
         # Before on_episode_end the runner has just built the env-to-module batch of every
         # env's latest observation: for this episode, its final one with the carried state.
