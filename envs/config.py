@@ -20,9 +20,16 @@ DEVICES = ("cpu", "cuda", "cuda:N", "auto")
 # "torch" the PyTorch reference; "auto" is fused wherever it applies. Both compute the same
 # function (tests/envs/test_fused.py).
 HOST_KERNELS = ("auto", "fused", "torch")
-KWARGS = ("task", "max_epochs", "max_seeds", "reward", "reward_normalization", "data_dir",
-          "device", "n_train", "n_val", "seed", "data_seed", "inject_nan_at_epoch", "render_mode",
-          "host_kernel")
+# The env's own defaults, one per keyword argument, declared here only: what the env runs with
+# when a kwarg is not given. The run configuration's env knobs take their defaults from this table;
+# its profiles name the reward they run (``esper_rllib.run.profiles``: aligned), not this one.
+DEFAULTS: dict[str, Any] = {
+    "task": "synth_impaired", "max_epochs": 150, "max_seeds": 2, "reward": "shaped",
+    "reward_normalization": "auto", "data_dir": None, "device": "cpu", "n_train": None,
+    "n_val": None, "seed": None, "data_seed": 0, "inject_nan_at_epoch": None,
+    "render_mode": None, "host_kernel": "auto",
+}
+KWARGS = tuple(DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -42,20 +49,18 @@ class EnvConfig:
     fused: bool  # host_kernel resolved: the fused CPU kernels for this env's host epochs
 
 
-# The integer kwargs: (default, minimum); None as the default means None is allowed. The run
+# The integer kwargs' minimum; None as the default (``DEFAULTS``) means None is allowed. The run
 # configuration's knobs for these read their bounds from here.
-INT_KWARGS: dict[str, tuple[int | None, int]] = {
-    "max_epochs": (150, 1), "max_seeds": (2, 0), "n_train": (None, 1), "n_val": (None, 1),
-    "seed": (None, 0), "data_seed": (0, 0),
+INT_MINIMUMS: dict[str, int] = {
+    "max_epochs": 1, "max_seeds": 0, "n_train": 1, "n_val": 1, "seed": 0, "data_seed": 0,
     # Counted from 1: the first host epoch is epoch 1.
-    "inject_nan_at_epoch": (None, 1),
+    "inject_nan_at_epoch": 1,
 }
 
 
-def _int(kwargs: dict[str, Any], key: str) -> int | None:
-    default, minimum = INT_KWARGS[key]
-    optional = default is None
-    value = kwargs.get(key, default)
+def _int(given: dict[str, Any], key: str) -> int | None:
+    minimum, optional = INT_MINIMUMS[key], DEFAULTS[key] is None
+    value = given[key]
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -89,28 +94,29 @@ def parse_env_kwargs(kwargs: dict[str, Any]) -> EnvConfig:
     unknown = sorted(set(kwargs) - set(KWARGS))
     if unknown:
         raise ValueError(f"unknown env kwarg(s) {unknown}; allowed: {KWARGS}")
-    if kwargs.get("render_mode") is not None:
+    kwargs = {**DEFAULTS, **kwargs}
+    if kwargs["render_mode"] is not None:
         raise ValueError(f"render_mode must be None (no rendering), got {kwargs['render_mode']!r}")
-    task_name = kwargs.get("task", "synth_impaired")
+    task_name = kwargs["task"]
     if task_name not in TASKS:
         raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
-    norm = kwargs.get("reward_normalization", "auto")
+    norm = kwargs["reward_normalization"]
     if norm not in REWARD_NORMALIZATIONS:
         raise ValueError(f"reward_normalization must be one of {REWARD_NORMALIZATIONS}, "
                          f"got {norm!r}")
-    reward = parse_reward(kwargs.get("reward", "shaped"))
+    reward = parse_reward(kwargs["reward"])
     if norm == "auto":
         norm = DEFAULT_NORMALIZATION[reward.mode]
-    kernel = kwargs.get("host_kernel", "auto")
+    kernel = kwargs["host_kernel"]
     if kernel not in HOST_KERNELS:
         raise ValueError(f"host_kernel must be one of {HOST_KERNELS}, got {kernel!r}")
-    data_dir = kwargs.get("data_dir")
+    data_dir = kwargs["data_dir"]
     if data_dir is not None:
         if not isinstance(data_dir, (str, os.PathLike)):
             raise ValueError(f"data_dir must be a path (str) or None, got {data_dir!r}")
         data_dir = os.fspath(data_dir)
     task = get_task(task_name)
-    device = resolve_device(kwargs.get("device", "cpu"))
+    device = resolve_device(kwargs["device"])
     if kernel == "fused" and (device.type != "cpu" or task.host != "impaired"):
         raise ValueError("host_kernel='fused' needs the 1x1 (impaired) host on the CPU, got "
                          f"task {task_name!r} on {device}; use 'auto' or 'torch'")

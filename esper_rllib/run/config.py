@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium
 
 import envs
-from envs.config import INT_KWARGS, REWARD_NORMALIZATIONS
+from envs.config import DEFAULTS as ENV_DEFAULTS
+from envs.config import INT_MINIMUMS, REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
 from esper_rllib.knob import (
@@ -45,31 +46,38 @@ if TYPE_CHECKING:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 
+def _env(name: str, type_: type, help: str, **kwargs: Any) -> Knob:
+    """An env kwarg's knob, its default the env's own (``envs.config.DEFAULTS``: one table; a
+    profile names the value it runs where it differs)."""
+    default = ENV_DEFAULTS[kwargs.get("key") or name]
+    return Knob(default, type_, ENV, help, optional=default is None, **kwargs)
+
+
 def _env_int(name: str, help: str, **kwargs: Any) -> Knob:
-    """An integer env kwarg's knob, its default and bounds the env's own (``INT_KWARGS``)."""
-    default, minimum = INT_KWARGS[name]
-    return Knob(default, int, ENV, help, minimum=minimum, optional=default is None, **kwargs)
+    """An integer env kwarg's knob, its default and bounds the env's own."""
+    return _env(name, int, help, minimum=INT_MINIMUMS[name], **kwargs)
 
 
 KNOBS: dict[str, Knob] = {
     # --- the environment (env kwargs, validated by envs/config.py) ---
     "env": Knob(envs.ENV_ID, str, RUN, "gymnasium id: the real env or a probe",
                 choices=(envs.ENV_ID, *envs.PROBE_IDS), searchable=False),
-    "task": Knob("synth_impaired", str, ENV, "task preset (host + data set)",
-                 choices=tuple(TASKS)),
+    "task": _env("task", str, "task preset (host + data set)", choices=tuple(TASKS)),
     "n_train": _env_int("n_train", "training images (none = the task's)"),
     "n_val": _env_int("n_val", "validation images (none = the task's)"),
     "max_epochs": _env_int("max_epochs", "episode length in host epochs", searchable=False),
     "max_seeds": _env_int("max_seeds", "live + fossilized seeds at once (0 = unlimited)"),
-    "reward": Knob("aligned", str, ENV, "reward mode (shaped = the reference's, for "
-                   "reproducing the seed document)", choices=REWARD_MODES),
-    "reward_normalization": Knob("auto", str, ENV, "reward scaling (auto: running_std for "
-                                 "the reference's modes, none for aligned)",
+    # Every profile names the reward it runs (aligned); the default is the env's own.
+    "reward": _env("reward", str, "reward mode (every profile runs aligned; shaped, the env's "
+                   "default, is the reference's, for reproducing the seed document)",
+                   choices=REWARD_MODES),
+    "reward_normalization": _env("reward_normalization", str, "reward scaling (auto: "
+                                 "running_std for the reference's modes, none for aligned)",
                                  choices=REWARD_NORMALIZATIONS),
-    "data_dir": Knob(None, str, ENV, "CIFAR-10 directory (none = $ESPER_DATA_DIR)",
-                     optional=True),
-    "env_device": Knob("cpu", str, ENV, "device the host trains on (cuda whenever "
-                       "gpus_per_env_runner > 0)", key="device", pattern=r"cpu|auto|cuda|cuda:\d+"),
+    "data_dir": _env("data_dir", str, "CIFAR-10 directory (none = $ESPER_DATA_DIR)"),
+    "env_device": _env("env_device", str, "device the host trains on (cuda whenever "
+                       "gpus_per_env_runner > 0)", key="device",
+                       pattern=r"cpu|auto|cuda|cuda:\d+"),
     "data_seed": _env_int("data_seed", "which fixed data set of the task"),
     "inject_nan_at_epoch": _env_int("inject_nan_at_epoch", "force a governor rollback at this "
                                     "host epoch (fault tests)"),

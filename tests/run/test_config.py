@@ -233,3 +233,62 @@ def test_a_preset_that_sets_an_unknown_knob_is_one_line_exit_2(monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "preset broken: unknown key" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_env_knobs_default_to_the_envs_own_table_and_profiles_name_their_reward():
+    from envs.config import DEFAULTS, parse_env_kwargs
+    from esper_rllib.knob import ENV
+
+    env_knobs = {k.key or n: k for n, k in KNOBS.items() if k.where == ENV}
+    assert {key: k.default for key, k in env_knobs.items()} == {
+        key: DEFAULTS[key] for key in env_knobs}
+    # The env without kwargs runs the reference's reward; every profile names the one it runs,
+    # so that a run's reward is written where its size is, not in a second default table.
+    assert DEFAULTS["reward"] == "shaped" == parse_env_kwargs({}).reward.mode
+    for profile, values in PROFILES.items():
+        assert values["reward"] == "aligned" == resolve_knobs(profile)["reward"], profile
+    # A knob given explicitly still wins over the profile's.
+    assert resolve_knobs("quick", overrides={"reward": "shaped"})["reward"] == "shaped"
+
+
+def test_one_sequence_length_rule_for_builder_module_and_offline_module():
+    from esper_rllib.model.model_config import (
+        REFERENCE_MAX_SEQ_LEN,
+        resolve_model_config,
+        sequence_length,
+    )
+    from esper_rllib.run.config import module_spec
+
+    assert sequence_length(None, 40) == 41 and sequence_length(7, 40) == 7
+    assert sequence_length(None) == REFERENCE_MAX_SEQ_LEN == resolve_model_config({})[
+        "max_seq_len"]
+    for overrides, expected in (({}, 41), ({"env": "esper/Probe3-v0"}, 3),
+                                ({"max_seq_len": 50}, 50)):
+        knobs = resolve_knobs("quick", overrides=overrides)
+        spec = module_spec(knobs, observation_space(3), action_space(3))
+        assert build_ppo_config(knobs).model_config["max_seq_len"] == expected
+        assert spec.model_config["max_seq_len"] == expected
+        assert spec.build().model_config["max_seq_len"] == expected
+
+
+def test_sections_and_the_offline_module_are_what_the_builder_gives_rllib():
+    import torch
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from esper_rllib.run.config import Optimiser, module_spec, sections
+
+    knobs = resolve_knobs("quick", "critic_fix", {"lr": 3e-4, "max_grad_norm": 0.5,
+                                                  "critic_lr_scale": 2.0})
+    config, run = build_ppo_config(knobs), sections(knobs)
+    assert run.optimiser == Optimiser(lr=3e-4, grad_clip=0.5)
+    assert (config.lr, config.grad_clip) == (run.optimiser.lr, run.optimiser.grad_clip)
+    assert config.learner_config_dict == run.learner and run.learner["critic_lr_scale"] == 2.0
+    # The module critic-fit and record build without a PPOConfig is the one PPO trains.
+    torch.manual_seed(3)
+    online = config.get_rl_module_spec(
+        spaces={DEFAULT_MODULE_ID: (observation_space(3), action_space(3))}).build()
+    torch.manual_seed(3)
+    offline = module_spec(knobs, observation_space(3), action_space(3)).build()
+    assert online.model_config == offline.model_config
+    a, b = online.state_dict(), offline.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
