@@ -7,6 +7,7 @@ trials the folder keeps, and a session that ends mid-trial loses only that trial
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
@@ -31,6 +32,7 @@ from esper_rllib.run.config import ConfigError
 from tuning.plan import PLAN_FILE, SweepPlan, parse_slice
 from tuning.results import keep_trial, kept_trials, read_results, write_ablation_csv
 from tuning.sweeps import get_sweep
+from tuning.trainable import PLACEMENT_KEY
 
 
 def machine() -> str:
@@ -96,9 +98,11 @@ class ResultsFolder:
             write_evaluation(out, result)
             files = {f"{EVALUATION_DIR}/{name}": out / name
                      for name in (EVALUATION_JSON, EVALUATION_MD)}
+        span = rows[-1].get(PLACEMENT_KEY, {})  # the trial's start to its last result
         self.whole.save(self.folder)
         keep_trial(logs, self.folder, files, {
-            **self.about, "wall_s": rows[-1].get("time_total_s"),
+            **self.about, "iterations_wall_s": rows[-1].get("time_total_s"),
+            "trial_wall_s": span.get("reported_at", math.nan) - span.get("started_at", math.nan),
             "evaluation_wall_s": round(evaluation_s, 1),
             "kept_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
         write_ablation_csv(self.folder, self.whole.columns)
