@@ -175,7 +175,8 @@ class FactoredPPOLearner(PPOTorchLearner):
         pipeline.append(EpisodesToSequences(device=self.device))
         pipeline.append(FactoredGAE(
             gamma=self.config.gamma, lambda_=self.config.lambda_,
-            truncation_bootstrap=self.esper_config["truncation_bootstrap"]))
+            truncation_bootstrap=self.esper_config["truncation_bootstrap"],
+            value_target=self.esper_config["value_target"]))
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default is Adam with eps 1e-8; the reference uses 1e-5. One optimizer (so the
@@ -185,9 +186,12 @@ class FactoredPPOLearner(PPOTorchLearner):
         groups = critic_training.param_groups(
             params, self.module[module_id].unwrapped(), self.esper_config["critic_lr_scale"],
             self.esper_config["critic_weight_decay"])
+        # The lr, or an RLlib schedule's first ([[timestep 0, lr], ...]); registering sets it
+        # again, and the schedule moves it, through _set_optimizer_lr.
+        lr = config.lr[0][1] if isinstance(config.lr, list) else config.lr
         self.register_optimizer(
             module_id=module_id,
-            optimizer=critic_training.make_optimizer(groups, config.lr),
+            optimizer=critic_training.make_optimizer(groups, lr),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
