@@ -16,7 +16,11 @@ build``). Differences, each on purpose:
   ``explained_variance`` is against the GAE targets, which carry the critic's own values (and
   its bootstrap at the horizon), so a critic can score well on it by agreeing with itself;
 - it stores the critic's pre-update prediction in the batch (``Columns.VF_PREDS``) for reference
-  value clipping and the post-update explained variance.
+  value clipping and the post-update explained variance;
+- ``value_target="return_to_go"`` makes the critic's regression target (``VALUE_TARGETS``,
+  which the PPO steps and the value phase train on, and which ``explained_variance``,
+  ``return_mean`` and ``return_std`` describe) the discounted return the env paid from each
+  step instead of GAE's lambda-return; the advantages stay GAE's.
 
 The GAE baseline is ``module.baseline_value`` (the critic's configured baseline: V(s), or for the
 Q(s, op) critic the sampled op's Q or the policy's expectation over ops); the prediction the
@@ -48,6 +52,7 @@ from envs.contract import N_OPS
 from esper_rllib.model.module import CRITIC_OUT
 from esper_rllib.ppo import telemetry
 from esper_rllib.ppo.env_runner import bootstrap_value
+from esper_rllib.ppo.learner_config import VALUE_TARGETS
 from esper_rllib.ppo.metric_names import RESULT_KEY
 
 
@@ -85,11 +90,23 @@ class FactoredGAE(GeneralAdvantageEstimation):
     """Drop-in for RLlib's GAE connector piece (its ``gamma``, ``lambda_``), plus
     ``truncation_bootstrap``: False values an episode's end at max_epochs as 0 (nothing follows
     the horizon) where RLlib bootstraps it with the critic's own, never-trained value of the
-    last observation. Chunks cut mid-episode by the sampler still bootstrap."""
+    last observation. Chunks cut mid-episode by the sampler still bootstrap.
 
-    def __init__(self, *args: Any, truncation_bootstrap: bool = True, **kwargs: Any) -> None:
+    ``value_target`` (``learner_config.VALUE_TARGETS``): what the critic regresses. "gae" (the
+    reference): GAE's lambda-return, advantage + baseline, which holds the critic's own values
+    at every later step and at the horizon. "return_to_go": G_t = sum_k gamma^k r_{t+k} to the
+    episode's end (Monte-Carlo: lambda 1, nothing after max_epochs whatever
+    ``truncation_bootstrap`` says); only a chunk cut by the sampler, whose return is not known
+    yet, adds gamma^(n - t) x the critic's value where it was cut (never in complete_episodes
+    mode). The advantages are GAE's either way."""
+
+    def __init__(self, *args: Any, truncation_bootstrap: bool = True, value_target: str = "gae",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if value_target not in VALUE_TARGETS:
+            raise ValueError(f"value_target: {value_target!r}; allowed: {VALUE_TARGETS}")
         self.truncation_bootstrap = truncation_bootstrap
+        self.value_target = value_target
 
     def __call__(
         self,
@@ -153,6 +170,11 @@ class FactoredGAE(GeneralAdvantageEstimation):
         mask = batch[Columns.LOSS_MASK].bool()
         raw_advantages = targets - baseline
         advantages = telemetry.normalize_advantages(raw_advantages, mask)
+        if self.value_target == "return_to_go":
+            tails = [bootstrap_value(e) if not e.is_done else 0.0 for e in episodes]
+            targets = torch.as_tensor(_as_batch_rows(self._discounted_returns(episodes, tails),
+                                                     episode_lens, module),
+                                      device=baseline.device)
 
         batch[Postprocessing.ADVANTAGES] = advantages
         batch[Postprocessing.VALUE_TARGETS] = targets
@@ -186,13 +208,20 @@ class FactoredGAE(GeneralAdvantageEstimation):
         """The discounted return the env paid from each step, laid out as the batch, and which
         rows have one: the steps of episodes that ended in this batch (in complete_episodes
         mode, all)."""
-        returns = np.concatenate([
-            np.append(telemetry.returns_to_go(np.asarray(e.get_rewards()), self.gamma), 0.0)
-            for e in episodes]).astype(np.float32)
+        returns = self._discounted_returns(episodes, [0.0] * len(episodes))
         ended = np.concatenate([np.full(n, e.is_done) for e, n in zip(episodes, episode_lens,
                                                                         strict=True)])
         return (torch.as_tensor(_as_batch_rows(returns, episode_lens, module)),
                 torch.as_tensor(_as_batch_rows(ended, episode_lens, module)).bool())
+
+    def _discounted_returns(self, episodes: Sequence[Any], tails: Sequence[float]
+                            ) -> np.ndarray:
+        """Per episode, sum_k gamma^k r_{t+k} from each step to its last, plus gamma^(n - t) x
+        its ``tail`` (the value after its last step), and on its bootstrap row the tail: one
+        flat float32 array, episodes one after another."""
+        return np.concatenate([
+            telemetry.returns_to_go(np.append(np.asarray(e.get_rewards()), tail), self.gamma)
+            for e, tail in zip(episodes, tails, strict=True)]).astype(np.float32)
 
     @staticmethod
     def _q_spread_start(

@@ -11,6 +11,8 @@ from esper_rllib.knob import LEARNER, Knob, resolve_table
 _ONLINE = "a knob of the online PPO recipe"
 # The PPO ratio per action head, or of the joint log-prob (esper_rllib.ppo.loss).
 RATIO_MODES = ("per_head", "joint")
+# What the critic regresses (esper_rllib.ppo.gae): GAE's lambda-return, or the return-to-go.
+VALUE_TARGETS = ("gae", "return_to_go")
 
 LEARNER_KNOBS: dict[str, Knob] = {
     "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),
@@ -49,6 +51,15 @@ LEARNER_KNOBS: dict[str, Knob] = {
                                  "(the reference); false: the return ends at the horizon, as "
                                  "the env's does",
                                  online_only="offline targets are the recorded return-to-go"),
+    # The critic's own values enter GAE's lambda-return at every later step (weight 1 - lambda
+    # each) and at max_epochs (truncation_bootstrap): a critic can drift with its own targets.
+    "value_target": Knob("gae", str, LEARNER, "what the critic regresses: GAE's "
+                         "lambda-return (gae, the reference: the critic's own values at every "
+                         "later step, and at max_epochs per truncation_bootstrap) or the "
+                         "discounted return the env paid from each step to the episode's end "
+                         "(return_to_go: no value of the critic in it); the advantages stay "
+                         "GAE's either way", choices=VALUE_TARGETS,
+                         online_only="offline targets are the recorded return-to-go"),
 }
 LEARNER_DEFAULTS: dict[str, Any] = {name: knob.default for name, knob in LEARNER_KNOBS.items()}
 
