@@ -10,10 +10,14 @@ and the seed could never leave the identity.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from envs.contract import BLUEPRINT_NAMES, CNN_BLUEPRINTS
+from envs.hosts import PointwiseConv2d
 
 # Blueprints that return their input exactly at creation without zero_last.
 _IDENTITY_AT_INIT = frozenset({3, 5, 6})  # norm, bottleneck, conv_small
@@ -36,7 +40,48 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, groups=groups, bias=False)
+    if kernel == 1 and groups == 1:
+        # A 1x1 conv as one einsum: stock Conv2d's CPU path is 5-50x slower at 1-8 channels.
+        return PointwiseConv2d(in_ch, out_ch)
+    return SmallConv2d(in_ch, out_ch, kernel, padding=kernel // 2, groups=groups, bias=False)
+
+
+class _ConvInputGradAsConv(torch.autograd.Function):
+    """F.conv2d (stride 1, 'same' padding, no bias) whose input gradient is computed as the
+    forward convolution of the output gradient with the flipped, transposed kernel: the same
+    sums as PyTorch's conv backward, which on a CPU is 5-20x slower at these channel counts
+    (benchmarks/bench_seed_convs.py)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int, groups: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.groups = padding, groups
+        return F.conv2d(x, weight, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        p, g = ctx.padding, ctx.groups
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            o, i_g, kh, kw = weight.shape
+            flipped = (weight.reshape(g, o // g, i_g, kh, kw).transpose(1, 2)
+                       .reshape(g * i_g, o // g, kh, kw).flip(2, 3))
+            grad_x = F.conv2d(grad, flipped, padding=p, groups=g)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=p, groups=g)
+        return grad_x, grad_w, None, None
+
+
+class SmallConv2d(nn.Conv2d):
+    """A seed's k x k Conv2d (odd k, 'same' padding, no bias): on a CPU its input gradient is
+    computed as a convolution (``_ConvInputGradAsConv``); elsewhere it is stock Conv2d. The
+    parameter is Conv2d's, so state_dicts and parameter counts are unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or not torch.is_grad_enabled():
+            return super().forward(x)
+        return _ConvInputGradAsConv.apply(x, self.weight, self.padding[0], self.groups)
 
 
 def _bottleneck_width(channels: int) -> int:

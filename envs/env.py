@@ -239,12 +239,15 @@ class SeedMorphogenesisEnv(gym.Env):
                 next(self._model.host.parameters()).view(-1)[0] = math.nan
         return start
 
-    def _end_step(self, start: _StepStart, epoch_result: EpochResult
+    def _end_step(self, start: _StepStart, epoch_result: EpochResult,
+                  val: Validation | None = None
                   ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         """After the epoch: validate with counterfactuals, governor, reward, observation."""
         self.epoch += 1
         self.lifecycle.end_epoch()
-        val = validate(self._model, self._data.x_val, self._data.y_val, self._ablation_configs())
+        if val is None:  # the vector env passes the validation it computed for all its hosts
+            val = validate(self._model, self._data.x_val, self._data.y_val,
+                           self._ablation_configs())
         rollback = self._governor.should_roll_back(epoch_result.train_loss, val.loss)
         if rollback:
             self._roll_back()

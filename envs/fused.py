@@ -285,3 +285,15 @@ class FusedPointwiseBlock(torch.autograd.Function):
         dtype = grad.dtype
         return (grad_x, torch.from_numpy(grad_w).to(dtype), torch.from_numpy(s_dyxhat).to(dtype),
                 torch.from_numpy(s_dy).to(dtype), None, None, None, None)
+
+
+def eval_block(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """One stacked 1x1 block in eval mode (BatchNorm's running statistics folded into
+    ``scale`` and ``shift``, (R, C_out)): x is (C_in, M) shared by every row or (R, C_in, M);
+    returns the pooled, rectified output (R, C_out, M / 4) in the z layout."""
+    x3 = x.unsqueeze(0) if x.dim() == 2 else x
+    rows, c_out = scale.shape
+    out = np.empty((rows, c_out, x3.shape[2] // 4), dtype=np.float32)
+    arg = np.empty(out.shape, dtype=np.uint8)
+    _forward(_np(x3), _np(w * scale[:, :, None]), _np(shift), out, arg)
+    return torch.from_numpy(out)

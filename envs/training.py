@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.fused import eval_block
 from envs.seeded_model import SeededModel
-from envs.stacked import StackedHosts
+from envs.stacked import StackedHosts, _z_data, from_z, to_z
 from envs.tasks import TaskSpec
 
 # Seed gradient health: a batch's gradient norm is healthy between these bounds.
@@ -132,3 +133,71 @@ def validate(model: SeededModel, x: torch.Tensor, y: torch.Tensor,
     n = x.shape[0]
     accs = (correct * (100.0 / n)).tolist()
     return Validation(float(loss_sum) / n, accs[0], accs[1:])
+
+
+@torch.no_grad()
+def validate_stacked(models: Sequence[SeededModel], x: torch.Tensor, y: torch.Tensor,
+                     configs: Sequence[list[frozenset[int]]]) -> list[Validation]:
+    """``validate`` of every model at once, for 1x1 hosts on the CPU (envs.fused): each host
+    block runs once for all K hosts and their counterfactual prefixes, in the z layout.
+
+    A row is one (host, ablation prefix) path, as in SeededModel.counterfactual_logits: at
+    slot i a row splits into the prefixes its host's configs need, the seed applied (in the
+    image layout, through the host's own SeedSlot) on the branch that keeps it."""
+    k_n, n_slots = len(models), models[0].n_slots
+    for model in models:
+        model.eval()
+    wanted = [[tuple(i in cfg for i in range(n_slots)) for cfg in [frozenset(), *own]]
+              for own in configs]
+    blocks = [_eval_affine([m.host.blocks[i] for m in models]) for i in range(n_slots)]
+    lin = [m.host.classifier[1] for m in models]
+    lin_w, lin_b = torch.stack([ln.weight for ln in lin]), torch.stack([ln.bias for ln in lin])
+    loss_sum = torch.zeros(k_n)
+    correct = [torch.zeros(len(w)) for w in wanted]
+    zx = _z_data(x, n_slots)  # (C x 4^L, N, pixels at the last level)
+    for start in range(0, x.shape[0], EVAL_CHUNK):
+        yb = y[start:start + EVAL_CHUNK]
+        nb = yb.shape[0]
+        h = zx[:, start:start + nb].reshape(x.shape[1], -1)
+        rows: list[tuple[int, tuple[bool, ...]]] = [(k, ()) for k in range(k_n)]
+        for i in range(n_slots):
+            w, scale, shift = blocks[i]
+            hosts = torch.tensor([k for k, _ in rows])
+            out = eval_block(h, w[hosts], scale[hosts], shift[hosts])
+            levels = n_slots - i - 1
+            after, parts = [], []
+            for r, (k, prefix) in enumerate(rows):
+                slot = models[k].slots[i]
+                for ablated in sorted({p[i] for p in wanted[k] if p[:i] == prefix}):
+                    part = out[r]
+                    if not ablated and slot.seed is not None and slot.in_forward:
+                        part = to_z(slot(from_z(part, nb, levels)), levels)
+                    after.append((k, (*prefix, ablated)))
+                    parts.append(part)
+            rows, h = after, torch.stack(parts)
+        hosts = torch.tensor([k for k, _ in rows])
+        pooled = h.reshape(len(rows), h.shape[1], nb, -1).mean(-1)  # (R, C, B)
+        logits = torch.baddbmm(lin_b[hosts][..., None], lin_w[hosts], pooled)  # (R, cl., B)
+        index = {row: r for r, row in enumerate(rows)}
+        for k in range(k_n):
+            for j, path in enumerate(wanted[k]):
+                lg = logits[index[(k, path)]].T
+                if j == 0:
+                    loss_sum[k] += F.cross_entropy(lg, yb, reduction="sum")
+                correct[k][j] += (lg.argmax(1) == yb).sum()
+    n = x.shape[0]
+    out_vals = []
+    for k in range(k_n):
+        accs = (correct[k] * (100.0 / n)).tolist()
+        out_vals.append(Validation(float(loss_sum[k]) / n, accs[0], accs[1:]))
+    return out_vals
+
+
+def _eval_affine(blocks: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
+    """The stacked (K, C_out, C_in) 1x1 weights of one host block and its eval-mode BatchNorm
+    as a per-channel scale and shift, (K, C_out) each."""
+    convs, norms = [b[0] for b in blocks], [b[1] for b in blocks]
+    w = torch.stack([c.weight[:, :, 0, 0] for c in convs])
+    scale = torch.stack([n.weight / torch.sqrt(n.running_var + n.eps) for n in norms])
+    shift = torch.stack([n.bias - n.running_mean * s for n, s in zip(norms, scale, strict=True)])
+    return w, scale, shift

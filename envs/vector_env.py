@@ -28,7 +28,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from envs.datasets import augment_batch
 from envs.env import SeedMorphogenesisEnv
-from envs.training import train_epochs
+from envs.training import train_epochs, validate_stacked
 
 
 class SeedMorphogenesisVectorEnv(VectorEnv):
@@ -100,7 +100,7 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
         for k in stepping:  # every action checked before any sub-env changes
             self.envs[k]._check_action(actions[k])
         starts = {k: self.envs[k]._begin_step(actions[k]) for k in stepping}
-        results = {}
+        results, vals = {}, {}
         if stepping:
             subs = [self.envs[k] for k in stepping]
             augment = augment_batch if self._data.augment else None
@@ -109,6 +109,10 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
                                  self._data.y_train, task=self.cfg.task, gen=self._gen,
                                  augment=augment, fused=self.cfg.fused)
             results = dict(zip(stepping, epoch, strict=True))
+            if self.cfg.fused:  # every host's validation and counterfactuals at once
+                vals = dict(zip(stepping, validate_stacked(
+                    [e.model for e in subs], self._data.x_val, self._data.y_val,
+                    [e._ablation_configs() for e in subs]), strict=True))
         obs, infos = [], {}
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
@@ -116,7 +120,7 @@ class SeedMorphogenesisVectorEnv(VectorEnv):
         for k, env in enumerate(self.envs):
             if k in results:
                 o, rewards[k], terminated[k], truncated[k], info = env._end_step(
-                    starts[k], results[k])
+                    starts[k], results[k], vals.get(k))
             else:  # NEXT_STEP autoreset: this step only resets the finished sub-env
                 o, info = env.reset()
             obs.append(o)
