@@ -6,7 +6,9 @@ heuristic and WAIT-only policies on a sweep's task."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from esper_rllib.analysis.outputs import (
     write_atomic,
     write_json,
 )
-from esper_rllib.analysis.signal import OracleFinder
+from esper_rllib.analysis.signal import OracleFinder, announce, duration, step_seconds
 from esper_rllib.analysis.sweep import SEED_FIX, Cell, Sweep, named_cell
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
@@ -76,6 +78,7 @@ class ScriptedEpisodes:
         from envs.scripted import parse_oracle
 
         self.oracle, self.search_seeds = None, search_seeds
+        self._rate: float | None = None  # seconds per env step, timed once
         if oracle is not None:
             try:
                 self.oracle = parse_oracle(oracle)
@@ -87,28 +90,37 @@ class ScriptedEpisodes:
     def _key(env_kwargs: dict[str, Any], seeds: list[int]) -> str:
         return json.dumps([env_kwargs, seeds], sort_keys=True, default=str)
 
-    def steps(self, env_kwargs: dict[str, Any], seeds: list[int], n_slots: int) -> int:
-        """Env steps ``play`` will take (0 when these episodes were played already)."""
+    def steps(self, env_kwargs: dict[str, Any], seeds: list[int], n_slots: int
+              ) -> tuple[int, int]:
+        """Env steps ``play`` will take: (the oracle search's, the scripted episodes'); none
+        when these episodes were played already."""
         if self._key(env_kwargs, seeds) in self._played:
-            return 0
+            return 0, 0
         max_epochs = env_kwargs["max_epochs"]
         finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
-        return finder.search_steps(n_slots, max_epochs) + len(POLICIES) * len(seeds) * max_epochs
+        return finder.search_steps(n_slots, max_epochs), len(POLICIES) * len(seeds) * max_epochs
 
-    def announce(self, env_kwargs: dict[str, Any], seeds: list[int], n_slots: int) -> str | None:
-        """The line that says an oracle search will run first (what it costs, where its result
-        is cached, how to skip it), or None when the oracle is given, cached or played."""
-        from envs.contract import CNN_BLUEPRINTS
+    def step_seconds(self, new_env: Callable[[], Any], max_epochs: int) -> float:
+        """Seconds per env step here (``signal.step_seconds``), timed on first use only."""
+        if self._rate is None:
+            self._rate = step_seconds(new_env(), max_epochs)
+        return self._rate
 
+    def announce(self, env_kwargs: dict[str, Any], seeds: list[int], n_slots: int,
+                 seconds_per_step: float | None = None) -> str | None:
+        """The line that says an oracle search will run first (what it costs, in time with
+        ``seconds_per_step``, where its result is cached, how to skip it), or None when the
+        oracle is given, cached or played."""
         if self._key(env_kwargs, seeds) in self._played:
             return None
         finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
         steps = finder.search_steps(n_slots, env_kwargs["max_epochs"])
         if not steps:
             return None
-        return (f"oracle search first: {n_slots * len(CNN_BLUEPRINTS)} blueprint@slot "
-                f"candidates x {self.search_seeds} episodes ({steps} env steps, most of this "
-                f"run); the choice is cached in {finder.cache} for later runs on this env "
+        time_ = "" if seconds_per_step is None else \
+            f", about {duration(steps * seconds_per_step)}"
+        return (f"oracle search first: {finder.candidates(n_slots)} ({steps:,} env steps"
+                f"{time_}); the choice is cached in {finder.cache} for later runs on this env "
                 "(--oracle BLUEPRINT@SLOT skips the search)")
 
     def play(self, new_env: Callable[[], Any], env_kwargs: dict[str, Any], seeds: list[int],
@@ -153,10 +165,15 @@ def evaluate(checkpoint: str | Path, *, episodes: int, greedy: bool, first_seed:
 
     n_slots, max_epochs = new_env().n_slots, env_kwargs["max_epochs"]
     seeds = [first_seed + i for i in range(episodes)]
-    search = scripted.announce(env_kwargs, seeds, n_slots)
+    rate = scripted.step_seconds(new_env, max_epochs)
+    search = scripted.announce(env_kwargs, seeds, n_slots, rate)
     if search:
-        print(search, flush=True)
-    progress = Progress(scripted.steps(env_kwargs, seeds, n_slots) + episodes * max_epochs)
+        print(search, file=sys.stderr, flush=True)
+    searched, played = scripted.steps(env_kwargs, seeds, n_slots)
+    others = f" and the {len(POLICIES)} scripted ones" if played else ""
+    announce(f"evaluation of {checkpoint}: {episodes} held-out episodes of its policy{others}",
+             played + episodes * max_epochs, rate)
+    progress = Progress(searched + played + episodes * max_epochs)
     start = time.monotonic()
     references, finder = scripted.play(new_env, env_kwargs, seeds, gamma, progress)
 
@@ -181,11 +198,78 @@ def evaluate(checkpoint: str | Path, *, episodes: int, greedy: bool, first_seed:
     return result
 
 
+def episodes_to_tell(diff: float, sd: float, most: int = 100_000) -> int | None:
+    """The fewest paired episodes whose 95% t interval excludes 0 for a mean difference
+    ``diff`` at the spread ``sd`` (the paired differences' sample sd); None for no difference or
+    more than ``most``."""
+    from scipy.stats import t
+
+    def tells(n: int) -> bool:  # the half-width shrinks as n grows: bisect on it
+        return t.ppf(0.975, n - 1) * sd / math.sqrt(n) < abs(diff)
+
+    if diff == 0 or not tells(most):
+        return None
+    low, high = 1, 2
+    while not tells(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if tells(middle) else (middle, high)
+    return high
+
+
+def verdict_lines(result: dict[str, Any]) -> list[str]:
+    """What an evaluation can tell, verdict first: the trained policy's final accuracy against
+    WAIT's on the same env seeds (paired 95% interval), with the scripted policies' for scale;
+    when the interval includes 0, whether the episodes were too few for a difference of the
+    observed size at the observed spread; and why oracle_hold equals oracle where it does."""
+    policies = result["policies"]
+    acc = policies[TRAINED]["vs_wait"]["final_acc"]
+    n, diff, low, high = acc["n"], acc["diff"], acc["low"], acc["high"]
+    scale = ", ".join(f"{name} {policies[key]['vs_wait']['final_acc']['diff']:+.2f}"
+                      for key, name in EVALUATION_REFERENCES[1:] if key in policies)
+    measured = (f"{diff:+.2f} accuracy points over WAIT [{low:+.2f}, {high:+.2f}] on {n} "
+                f"paired episodes ({scale})")
+    if low > 0 or high < 0:
+        lines = [f"verdict: {'better' if low > 0 else 'worse'} than WAIT: {measured}"]
+    else:
+        lines = [f"verdict: cannot tell from WAIT: {measured}; the interval includes 0"]
+        trained = [e["final_acc"] for e in policies[TRAINED]["episodes"]]
+        wait = [e["final_acc"] for e in policies["wait"]["episodes"]]
+        sd = float(np.std(np.subtract(trained, wait), ddof=1)) if n > 1 else math.nan
+        needed = episodes_to_tell(diff, sd) if not math.isnan(sd) else None
+        if needed is not None and needed > n:
+            lines.append(f"{n} episodes are too few: at this spread (sd {sd:.2f} points per "
+                         f"paired episode) a difference of {diff:+.2f} excludes 0 from about "
+                         f"{needed} episodes on (--episodes {needed})")
+        elif needed is None:
+            lines.append(f"no difference from WAIT was observed over {n} episodes" if diff == 0
+                         else f"at this spread (sd {sd:.2f} points per paired episode) no "
+                         "feasible number of episodes tells a difference this small")
+    hold, oracle = policies.get("oracle_hold"), policies.get("oracle")
+    pairs = list(zip(hold["episodes"], oracle["episodes"], strict=True)) if hold and oracle \
+        else []
+    if pairs and all(a["final_acc"] == b["final_acc"] for a, b in pairs):
+        same_return = all(a["return"] == b["return"] for a, b in pairs)
+        lines.append("oracle_hold = oracle here: its seed (the oracle's blueprint and slot) is "
+                     "kept in HOLDING to the last step instead of fossilized as soon as legal, "
+                     "and every episode ended at the same accuracy"
+                     + (" and return" if same_return else "")
+                     + ": on this env, holding changed nothing the seed adds")
+    return lines
+
+
+def render_evaluation(result: dict[str, Any]) -> str:
+    """evaluation.md: the title, the verdict lines, then the audit's tables."""
+    title, rest = render_markdown(result).split("\n", 1)
+    return "\n\n".join([title, "\n".join(verdict_lines(result))]) + "\n" + rest
+
+
 def write_evaluation(out: Path, result: dict[str, Any]) -> None:
     """evaluation.json and evaluation.md in ``out`` (created)."""
     make_out_dir(out)
     write_json(out / EVALUATION_JSON, result)
-    write_atomic(out / EVALUATION_MD, render_markdown(result))
+    write_atomic(out / EVALUATION_MD, render_evaluation(result))
 
 
 def _reference_knobs(sweep: Sweep) -> dict[str, Any] | None:
@@ -220,6 +304,9 @@ def reference_accuracies(sweep: Sweep, episodes: int = REFERENCE_EPISODES
     from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
 
     env = gym.make(f"envs:{knobs['env']}", **kwargs)
+    announce(f"report: reference episodes, heuristic and WAIT-only, {episodes} each on the "
+             "sweep's env", 2 * episodes * knobs["max_epochs"],
+             step_seconds(env.unwrapped, knobs["max_epochs"]))
     try:
         accuracy = {name: [float(run_episode(env, policy(), seed)["val_acc"]) for seed in seeds]
                     for name, policy in (("heuristic", HeuristicPolicy),
@@ -291,6 +378,50 @@ def _cached_evaluation(out: Path, checkpoint: Path | None, seeds: list[int]
     return result if same else None
 
 
+def _announce_cells(chosen: list[tuple[str, Cell]], seeds: list[int],
+                    scripted: ScriptedEpisodes) -> None:
+    """One line before the report's evaluations start: the checkpoints not yet evaluated on
+    these seeds, and the time they and the scripted policies (and an oracle search) will take."""
+    import gymnasium as gym
+
+    import envs
+    from envs.hosts import SLOT_SIZES
+    from esper_rllib.run.checkpoint_policy import load_run_config
+
+    names, configs = [], []
+    for name, cell in chosen:
+        for trial in cell.trials:
+            checkpoint = last_checkpoint(trial.path)
+            if checkpoint is None or _cached_evaluation(default_out(checkpoint), checkpoint,
+                                                        seeds) is not None:
+                continue
+            try:
+                configs.append(load_run_config(checkpoint)["env_config"])
+            except (OSError, KeyError, ValueError, EOFError, ModuleNotFoundError):
+                continue  # evaluate() will say what is wrong with it
+            names.append(name)
+    if not configs:
+        return
+    steps, searching, played, searched = 0, 0, set(), set()
+    for env_kwargs in configs:
+        steps += len(seeds) * env_kwargs["max_epochs"]
+        key = ScriptedEpisodes._key(env_kwargs, seeds)
+        if key not in played:  # the scripted episodes: once per env; a search once per cache
+            search, scripted_steps = scripted.steps(env_kwargs, seeds, len(SLOT_SIZES))
+            cache = OracleFinder(scripted.oracle, env_kwargs, scripted.search_seeds).cache
+            searching += search if cache not in searched else 0
+            steps += scripted_steps
+            played.add(key)
+            searched.add(cache)
+    first = configs[0]
+    rate = scripted.step_seconds(lambda: gym.make(envs.ENV_ID, **first).unwrapped,
+                                 first["max_epochs"])
+    search = ", after an oracle search" if searching else ""
+    announce(f"report: evaluating the last checkpoints of {len(configs)} trials "
+             f"({', '.join(dict.fromkeys(names))}) on {len(seeds)} held-out env seeds, next to "
+             f"the scripted policies{search}", steps + searching, rate)
+
+
 def evaluate_cells(sweep: Sweep, analysis: Analysis, episodes: int) -> list[CellEvaluation]:
     """Every trial of ``evaluated_cells`` evaluated at its last checkpoint on ``episodes``
     held-out env seeds with sampled actions, cached in <trial>/evaluation/ (as `esper-rllib
@@ -298,8 +429,10 @@ def evaluate_cells(sweep: Sweep, analysis: Analysis, episodes: int) -> list[Cell
     experiment, not once per trial."""
     seeds = [HELD_OUT_SEED + i for i in range(episodes)]
     scripted = ScriptedEpisodes()
+    chosen = evaluated_cells(sweep, analysis)
+    _announce_cells(chosen, seeds, scripted)
     evaluations = []
-    for name, cell in evaluated_cells(sweep, analysis):
+    for name, cell in chosen:
         evaluation = CellEvaluation(name, cell, [], [], [])
         for trial in cell.trials:
             checkpoint = last_checkpoint(trial.path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -328,8 +329,13 @@ def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE
     with ``evaluate_episodes`` > 0); returns the written files, report.md first."""
     check_counts(reference_episodes, evaluate_episodes, signal_seeds)
     sweep = load_sweep(experiment_dir)
-    measured = measure_signal(sweep, signal_seeds)
+    measured = measure_signal(sweep, signal_seeds)  # it says its estimate when it starts
     analysis = analyse(sweep, reps)
+    # Said before the wait; each step that plays episodes says its own estimate when it starts.
+    print(f"report: {len(sweep.trials)} trials in {sweep.path}: statistics and plots (seconds)"
+          f"{', reference episodes' if reference_episodes else ''}"
+          f"{', evaluations' if evaluate_episodes or sweep_evaluate_episodes(sweep) else ''}",
+          file=sys.stderr, flush=True)
     accuracy = reference_accuracies(sweep, reference_episodes)
     # A sweep that is about its trained policies (learn) evaluates every cell on its own count.
     evaluate_episodes = max(evaluate_episodes, sweep_evaluate_episodes(sweep))

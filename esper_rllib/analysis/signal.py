@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,51 @@ def check_audit_args(oracle: str | None, n_slots: int | None,
     return blueprint, slot
 
 
+def step_seconds(env: Any, max_epochs: int) -> float:
+    """Seconds one env step takes here, timed on ``env`` (unwrapped; reset here) as the oracle
+    plays it (a seed of the largest blueprint growing: the costliest steps the audit and the
+    evaluation play): 2 steps after an untimed first, which allocates. What a long step's
+    estimate before it starts is made of (~2 s on `quick`)."""
+    from envs.contract import CNN_BLUEPRINTS
+    from envs.scripted import OraclePolicy
+    from esper_rllib.analysis.audit import SEARCH_SEED_BASE
+
+    policy = OraclePolicy(CNN_BLUEPRINTS[-1], 0, max_epochs)
+    obs, info = env.reset(seed=SEARCH_SEED_BASE)
+    timed, start = 0, 0.0
+    for step in range(min(3, max_epochs)):
+        if step == 1:
+            start = time.monotonic()
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        timed += step >= 1
+        if terminated or truncated:
+            break
+    return (time.monotonic() - start) / timed if timed else 0.0
+
+
+def duration(seconds: float) -> str:
+    """``40 s``, ``12 min``, ``1 h 24 min``: an estimate's precision."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def announce(what: str, steps: int, seconds_per_step: float) -> None:
+    """One line on stderr before a long step starts: what it does, its size and its time."""
+    print(f"{what}: {steps:,} env steps, about {duration(steps * seconds_per_step)} "
+          f"({seconds_per_step:.2f} s per step, timed here)", file=sys.stderr, flush=True)
+
+
+def audit_steps(max_epochs: int, seeds: int, ev_states: int, ev_continuations: int) -> int:
+    """Env steps of the audit's episodes after the oracle search: every policy's episodes and,
+    per state of the EV ceiling, ev_continuations - 1 continuations per stream (fresh and
+    shared) of half an episode on average."""
+    from esper_rllib.analysis.audit import POLICIES
+
+    return max_epochs * (len(POLICIES) * seeds + ev_states * (ev_continuations - 1))
+
+
 class OracleFinder:
     """The oracle: given (--oracle), cached for this env config, or searched (then cached)."""
 
@@ -73,6 +119,13 @@ class OracleFinder:
         if self.oracle is not None or self.search is not None:
             return 0
         return n_slots * len(CNN_BLUEPRINTS) * self.search_seeds * max_epochs
+
+    def candidates(self, n_slots: int) -> str:
+        """What the search plays, in words."""
+        from envs.contract import CNN_BLUEPRINTS
+
+        return (f"{n_slots * len(CNN_BLUEPRINTS)} blueprint@slot candidates x "
+                f"{self.search_seeds} episodes")
 
     def find(self, make_env: Any, max_epochs: int, tick: Any) -> tuple[int, int]:
         from envs.scripted import parse_oracle
@@ -112,11 +165,15 @@ def signal_audit(knobs: dict[str, Any], *, profile: str, seeds: int, oracle: str
                         ev_states=ev_states, ev_continuations=ev_continuations)
     max_epochs, kwargs = knobs["max_epochs"], env_config(knobs)
     finder = OracleFinder(given, kwargs, search_seeds)
-    # Each state: ev_continuations - 1 continuations per stream (fresh and shared), of half an
-    # episode on average.
-    steps = finder.search_steps(probe_env.n_slots, max_epochs) + max_epochs * (
-        len(POLICIES) * seeds + ev_states * (ev_continuations - 1))
-    progress, start = Progress(steps), time.monotonic()
+    search = finder.search_steps(probe_env.n_slots, max_epochs)
+    played = audit_steps(max_epochs, seeds, ev_states, ev_continuations)
+    rate = step_seconds(probe_env, max_epochs)
+    if search:
+        announce(f"oracle search first ({finder.candidates(probe_env.n_slots)}; cached in "
+                 f"{finder.cache}, --oracle BLUEPRINT@SLOT skips it)", search, rate)
+    announce(f"audit: {len(POLICIES)} policies x {seeds} episodes and the EV ceiling's "
+             f"{ev_states} states x {ev_continuations - 1} continuations per stream", played, rate)
+    progress, start = Progress(search + played), time.monotonic()
     best = finder.find(new_env, max_epochs, progress)
     env_seeds = [knobs["rng_seed"] + i for i in range(seeds)]
     result = run_audit(new_env, scripted_policies(best, max_epochs), seeds=env_seeds,

@@ -239,10 +239,27 @@ def _signal_hint(sweep: Sweep) -> str:
         if len(values) == 1:
             knobs.append(f"--set {knob}={values.pop()}")
     signal = f"`esper-rllib signal --profile {profile} {' '.join(knobs)} --out {sweep.path}`"
-    if sweep.plan is None:  # the report measures one only where sweep.json names the profile
-        return signal
-    return (f"{signal}, or let the report measure it: `esper-rllib report {sweep.path} "
-            f"--signal-seeds {SIGNAL_SEEDS_HINT}`")
+    if sweep.plan is not None:  # the report measures one only where sweep.json names the profile
+        signal += (f", or let the report measure it: `esper-rllib report {sweep.path} "
+                   f"--signal-seeds {SIGNAL_SEEDS_HINT}`")
+    max_epochs = _trial_knob(sweep.trials[0], "max_epochs")
+    return f"{signal} ({signal_cost(max_epochs)})" if max_epochs else signal
+
+
+def signal_cost(max_epochs: int) -> str:
+    """What the hint's audit costs (signal's defaults, with an oracle search), said before a
+    user starts it: the audit states its own estimate, timed on the machine, when it starts."""
+    from envs.contract import CNN_BLUEPRINTS
+    from envs.hosts import SLOT_SIZES
+    from esper_rllib.analysis.defaults import EV_STATES
+    from esper_rllib.analysis.signal import audit_steps, duration
+
+    steps = audit_steps(max_epochs, SIGNAL_SEEDS_HINT, EV_STATES, 4) \
+        + len(SLOT_SIZES) * len(CNN_BLUEPRINTS) * 2 * max_epochs
+    # 0.16 s: one such audit of `quick` (31,680 steps) took 1 h 24 min on the 2-core
+    # development machine (issue 36); the audit times the machine it runs on when it starts.
+    return (f"{steps:,} env steps with its oracle search: about {duration(steps * 0.16)} at "
+            "0.16 s per step, the pace of profile quick on a 2-core machine")
 
 
 def _mismatch(sweep: Sweep, ceiling: dict[str, Any],

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         EVALUATION_MD,
         default_out,
         evaluate,
+        verdict_lines,
         write_evaluation,
     )
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
                       first_seed=args.seeds, oracle=args.oracle, search_seeds=args.search_seeds)
     out = Path(args.out) if args.out else default_out(args.checkpoint)
     write_evaluation(out, result)
+    # What it can tell first; the tables after it.
+    print("\n".join(verdict_lines(result)) + "\n")
     print(render_markdown(result))
     print(f"wrote {out / EVALUATION_MD} and {out / EVALUATION_JSON}")
     return 0

@@ -38,6 +38,7 @@ from esper_rllib.analysis.sweep import (
     load_ev_ceiling,
     load_sweep,
     measure_signal,
+    signal_cost,
 )
 from esper_rllib.cli import main
 from esper_rllib.run.config import resolve_knobs
@@ -301,7 +302,8 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
         f"`esper-rllib signal --profile quick --set reward={QUICK_REWARD} --set " \
         f"max_epochs={QUICK_EPOCHS} --out {root}`, or let the report measure it: " \
-        f"`esper-rllib report {root} --signal-seeds 6`." in report
+        f"`esper-rllib report {root} --signal-seeds 6` ({signal_cost(QUICK_EPOCHS)})." \
+        in report
     assert "](plots/final_ev.png)" in report
     assert section(report, "Trained policies against WAIT, the heuristic and the oracle") == (
         f"\nNot run (--evaluate-episodes 0). `esper-rllib report {root} --evaluate-episodes 4` "
@@ -445,7 +447,7 @@ def test_ceiling_that_does_not_apply_is_named_and_a_malformed_one_stops_the_repo
     signal = write_signal(tmp_path, reward=OTHER_REWARD, max_epochs=3)
     hint = (f"Measure one with `esper-rllib signal --profile quick --set reward={QUICK_REWARD} "
             f"--set max_epochs={QUICK_EPOCHS} --out {root}`, or let the report measure it: "
-            f"`esper-rllib report {root} --signal-seeds 6`.")
+            f"`esper-rllib report {root} --signal-seeds 6` ({signal_cost(QUICK_EPOCHS)}).")
     sweep = load_sweep(root)
     assert ceiling_for(sweep) == (None, (
         f"No EV ceiling: `{signal}` was measured with profile quick, reward {OTHER_REWARD}, "
