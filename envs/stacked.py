@@ -172,11 +172,14 @@ class StackedHosts:
                 h = MaxPoolReLU.apply(out.reshape(self.k, c, 4, m // 4))  # (K, C_out, M / 4)
             live = _live(slots, i)
             if live:
-                parts = list(h.unbind(0))
-                for k in live:
-                    std = from_z(parts[k], batch, n_levels - i - 1)
-                    parts[k] = to_z(slots[k][i](std), n_levels - i - 1)
-                h = torch.stack(parts)
+                # The live hosts' features to the image layout in one copy, each seed on its
+                # own host's channels, back in one copy.
+                index = torch.tensor(live, device=h.device)
+                levels = n_levels - i - 1
+                std = from_z(h.index_select(0, index).reshape(len(live) * c, -1), batch, levels)
+                seeded = torch.cat([slots[k][i](std[:, j * c:(j + 1) * c])
+                                    for j, k in enumerate(live)], dim=1)
+                h = h.index_copy(0, index, to_z(seeded, levels).reshape(len(live), c, -1))
         lin_w, lin_b = views[-2:]
         pooled = h.reshape(self.k, self.channels[-1], batch, -1).mean(-1)  # (K, C, B)
         return torch.baddbmm(lin_b[..., None], lin_w, pooled)

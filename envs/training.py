@@ -41,12 +41,31 @@ class EpochResult:
     seed_grads: dict[int, SeedGradStats]
 
 
-def _clip(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Clip in place; returns the pre-clip norm (0 when nothing received a gradient)."""
-    grads = [p for p in params if p.grad is not None]
+@torch.no_grad()
+def _clip_seeds(params: Sequence[list[nn.Parameter]], max_norm: float) -> torch.Tensor:
+    """Each seed's gradient clipped in place to ``max_norm`` (its own norm, as
+    nn.utils.clip_grad_norm_ per seed), the norms taken for all seeds at once; returns the
+    pre-clip norms, (seeds,), 0 for a seed whose parameters received no gradient."""
+    owner, grads = [], []
+    for s, ps in enumerate(params):
+        for p in ps:
+            if p.grad is not None:
+                owner.append(s)
+                grads.append(p.grad)
+    device = grads[0].device if grads else None
+    squares = torch.zeros(len(params), device=device)
     if not grads:
-        return torch.zeros((), device=params[0].device if params else None)
-    return nn.utils.clip_grad_norm_(grads, max_norm)
+        return squares
+    per_param = torch.stack(torch._foreach_norm(grads))
+    owners = torch.tensor(owner, device=device)
+    norms = squares.index_add_(0, owners, per_param * per_param).sqrt_()
+    # As clip_grad_norm_: coefficient max_norm / (norm + 1e-6), at most 1.
+    coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    start = 0
+    for s, count in zip(*torch.unique_consecutive(owners, return_counts=True), strict=True):
+        torch._foreach_mul_(grads[start:start + int(count)], coef[int(s)])
+        start += int(count)
+    return norms
 
 
 def train_epochs(
@@ -93,12 +112,13 @@ def train_epochs(
             opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # each host's gradient is its own loss's
         stack.step(task.grad_clip)
-        for s, (_, _, opt, params) in enumerate(seeds):
-            norm = _clip(params, task.grad_clip).detach()
-            norm_sum[s] += norm
-            healthy[s] += (torch.isfinite(norm) & (norm >= VANISHING_NORM)
-                           & (norm <= EXPLODING_NORM)).float()
-            opt.step()
+        if seeds:
+            norms = _clip_seeds([params for *_, params in seeds], task.grad_clip)
+            norm_sum += norms
+            healthy += (torch.isfinite(norms) & (norms >= VANISHING_NORM)
+                        & (norms <= EXPLODING_NORM)).float()
+            for _, _, opt, _ in seeds:
+                opt.step()
         total += losses.detach()
     stack.write_back()
     n = max(n_batches, 1)

@@ -146,3 +146,29 @@ def test_host_kernel_knob():
         parse_env_kwargs({"host_kernel": "numba"})
     with pytest.raises(ValueError, match="host_kernel='fused' needs the 1x1"):
         parse_env_kwargs({"host_kernel": "fused", "task": "synth_baseline"})
+
+
+def test_seeds_are_clipped_each_to_its_own_norm_as_clip_grad_norm():
+    """The epoch clips all seeds' gradients at once: each seed as nn.utils.clip_grad_norm_
+    would (its own norm), and a seed without gradients reports a norm of 0."""
+    from envs.training import _clip_seeds
+
+    gen = torch.Generator().manual_seed(0)
+    seeds = [[torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))],
+             [torch.nn.Parameter(torch.zeros(5))], [torch.nn.Parameter(torch.zeros(2))]]
+    for ps, scale in zip(seeds[:2], (3.0, 0.1), strict=True):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen) * scale
+    expected_grads, expected_norms = [], []
+    for ps in seeds[:2]:
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+        for c, p in zip(copies, ps, strict=True):
+            c.grad = p.grad.clone()
+        expected_norms.append(float(torch.nn.utils.clip_grad_norm_(copies, 1.0)))
+        expected_grads.append([c.grad for c in copies])
+    norms = _clip_seeds(seeds, 1.0)
+    np.testing.assert_allclose(norms.tolist(), [*expected_norms, 0.0], rtol=1e-6)
+    assert expected_norms[0] > 1.0 > expected_norms[1]  # one clipped, one not
+    for ps, grads in zip(seeds[:2], expected_grads, strict=True):
+        for p, g in zip(ps, grads, strict=True):
+            torch.testing.assert_close(p.grad, g)
