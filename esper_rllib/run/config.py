@@ -22,7 +22,7 @@ import gymnasium
 
 import envs
 from envs.config import DEFAULTS as ENV_DEFAULTS
-from envs.config import INT_MINIMUMS, REWARD_NORMALIZATIONS
+from envs.config import HOST_KERNELS, INT_MINIMUMS, REWARD_NORMALIZATIONS
 from envs.rewards import REWARD_MODES
 from envs.tasks import TASKS
 from esper_rllib.knob import (
@@ -78,6 +78,9 @@ KNOBS: dict[str, Knob] = {
     "env_device": _env("env_device", str, "device the host trains on (cuda whenever "
                        "gpus_per_env_runner > 0)", key="device",
                        pattern=r"cpu|auto|cuda|cuda:\d+"),
+    "host_kernel": _env("host_kernel", str, "how the host's epoch is computed: fused numba "
+                        "kernels (the 1x1 host on a CPU), the PyTorch reference, or auto (fused "
+                        "where it applies); the same function", choices=HOST_KERNELS),
     "data_seed": _env_int("data_seed", "which fixed data set of the task"),
     "inject_nan_at_epoch": _env_int("inject_nan_at_epoch", "force a governor rollback at this "
                                     "host epoch (fault tests)"),
