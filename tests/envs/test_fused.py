@@ -172,3 +172,33 @@ def test_seeds_are_clipped_each_to_its_own_norm_as_clip_grad_norm():
     for ps, grads in zip(seeds[:2], expected_grads, strict=True):
         for p, g in zip(ps, grads, strict=True):
             torch.testing.assert_close(p.grad, g)
+
+
+def test_seeds_step_at_once_as_each_seed_sgd_steps_alone():
+    """The epoch's one SGD step for all seeds equals each seed's torch.optim.SGD step,
+    momentum buffers included, over the first step (no buffer yet) and the next."""
+    from envs.training import _sgd_step_seeds, seed_optimizer
+
+    task = get_task("synth_impaired")
+    shapes = [[(3, 2), (4,)], [(5,)]]
+    sides = []
+    for batched in (False, True):
+        params = [[torch.nn.Parameter(torch.ones(s)) for s in seed] for seed in shapes]
+        opts = [seed_optimizer(ps, task) for ps in params]
+        grads = torch.Generator().manual_seed(1)
+        for _ in range(2):
+            for ps in params:
+                for p in ps:
+                    p.grad = torch.randn(p.shape, generator=grads)
+            if batched:
+                _sgd_step_seeds(opts)
+                assert all(p.grad is None for ps in params for p in ps)
+            else:
+                for opt in opts:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+        buffers = [o.state[p]["momentum_buffer"]
+                   for o, ps in zip(opts, params, strict=True) for p in ps]
+        sides.append([p.detach() for ps in params for p in ps] + buffers)
+    for a, b in zip(*sides, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
