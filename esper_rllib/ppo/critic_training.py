@@ -7,7 +7,8 @@
   never decay: the knob regularises the critic alone.
 - ``make_optimizer``: AdamW (Loshchilov and Hutter: the decay is applied to the weights, not
   added to the gradient, so Adam's scaling does not undo it) with the reference's eps 1e-5,
-  fused; with no decay in a group it is the reference Adam for that group.
+  fused, at the run's ``lr`` (the knob's default is the only one); with no decay in a group it
+  is the reference Adam for that group.
 - ``value_loss``: the value term, with PopArt on normalised values and targets.
 - ``clipped_step``: one gradient step under the global-norm clip, non-finite gradients zeroed.
 - ``stop_rows`` and ``EarlyStop``: early stopping on episodes held back from the critic's own
