@@ -300,9 +300,13 @@ def reference_accuracies(sweep: Sweep, episodes: int = REFERENCE_EPISODES
         if cached.get("key") == key:
             return cached["accuracy"]
     import gymnasium as gym
+    import torch
 
     from envs.heuristic import HeuristicPolicy, WaitPolicy, run_episode
 
+    # One thread, as the audit and the evaluation: with torch's default two on a 2-core machine
+    # still busy with Ray's processes, a `quick` step took 4-7 s instead of 0.3-0.45 s.
+    torch.set_num_threads(1)
     env = gym.make(f"envs:{knobs['env']}", **kwargs)
     announce(f"report: reference episodes, heuristic and WAIT-only, {episodes} each on the "
              "sweep's env", 2 * episodes * knobs["max_epochs"],
@@ -413,6 +417,9 @@ def _announce_cells(chosen: list[tuple[str, Cell]], seeds: list[int],
             steps += scripted_steps
             played.add(key)
             searched.add(cache)
+    import torch
+
+    torch.set_num_threads(1)  # timed as evaluate() plays them
     first = configs[0]
     rate = scripted.step_seconds(lambda: gym.make(envs.ENV_ID, **first).unwrapped,
                                  first["max_epochs"])

@@ -57,8 +57,9 @@ def check_audit_args(oracle: str | None, n_slots: int | None,
 def step_seconds(env: Any, max_epochs: int) -> float:
     """Seconds one env step takes here, timed on ``env`` (unwrapped; reset here) as the oracle
     plays it (a seed of the largest blueprint growing: the costliest steps the audit and the
-    evaluation play): 2 steps after an untimed first, which allocates. What a long step's
-    estimate before it starts is made of (~2 s on `quick`)."""
+    evaluation play): 2 steps after an untimed first, which allocates, with the caller's torch
+    threads (the audit and the evaluation play with one). What a long step's estimate before it
+    starts is made of (about a second on `quick`)."""
     from envs.contract import CNN_BLUEPRINTS
     from envs.scripted import OraclePolicy
     from esper_rllib.analysis.audit import SEARCH_SEED_BASE
