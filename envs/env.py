@@ -53,6 +53,7 @@ from envs.training import (
     seed_optimizer,
     train_epochs,
     validate,
+    validate_stacked,
 )
 
 
@@ -196,7 +197,7 @@ class SeedMorphogenesisEnv(gym.Env):
         self._governor = Governor()
         self._governor.snapshot(self._model, [])
         self.epoch = 0
-        val = validate(self._model, self._data.x_val, self._data.y_val, [])
+        val = self._validate([])
         self._loss_hist = [val.loss]
         self._acc_hist = [val.acc]
         self._last_valid = True
@@ -246,12 +247,11 @@ class SeedMorphogenesisEnv(gym.Env):
         self.epoch += 1
         self.lifecycle.end_epoch()
         if val is None:  # the vector env passes the validation it computed for all its hosts
-            val = validate(self._model, self._data.x_val, self._data.y_val,
-                           self._ablation_configs())
+            val = self._validate(self._ablation_configs())
         rollback = self._governor.should_roll_back(epoch_result.train_loss, val.loss)
         if rollback:
             self._roll_back()
-            val = validate(self._model, self._data.x_val, self._data.y_val, [])
+            val = self._validate([])
             contributions: list[float | None] = [None] * self.n_slots
         else:
             contributions = self._record_contributions(val)
@@ -346,6 +346,14 @@ class SeedMorphogenesisEnv(gym.Env):
                 if m.seed is not None and m.in_forward and not m.frozen}
 
     # ---- measurement ---------------------------------------------------------------------
+    def _validate(self, configs: list[frozenset[int]]) -> Validation:
+        """This host's validation with ``configs``' counterfactuals (the fused kernels where
+        they apply: the same function)."""
+        if self.cfg.fused:
+            return validate_stacked([self._model], self._data.x_val, self._data.y_val,
+                                    [configs])[0]
+        return validate(self._model, self._data.x_val, self._data.y_val, configs)
+
     def _measured_slots(self) -> list[int]:
         return [i for i, m in enumerate(self._model.slots)
                 if m.seed is not None and m.in_forward and not m.straight_through
