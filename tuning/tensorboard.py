@@ -152,7 +152,9 @@ class TensorBoardLogger(TBXLoggerCallback):
             writer.add_scalar(tag, value, global_step=step)
         from tensorboardX.summary import hparams
 
-        params = (sweep_hparams(trial.local_path, trial.config) if trial.evaluated_params
+        # trial.path: the trial's folder in the sweep's storage, beside sweep.json (local_path
+        # is Tune's staging folder, which has no sweep.json).
+        params = (sweep_hparams(trial.path, trial.config) if trial.evaluated_params
                   else self._hparams)
         for summary in hparams(hparam_dict=hparam_values(params), metric_dict=metrics):
             writer.file_writer.add_summary(summary)

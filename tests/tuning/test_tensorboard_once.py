@@ -19,8 +19,11 @@ from tuning.tensorboard import TensorBoardLogger
 class _Trial:
     """What the logger reads of a Tune trial."""
 
-    def __init__(self, path: Path, config: dict, evaluated_params: dict) -> None:
-        self.local_path = str(path)
+    def __init__(self, path: Path, config: dict, evaluated_params: dict,
+                 staging: Path | None = None) -> None:
+        # Tune writes the event files into a staging folder (local_path) and syncs them to the
+        # trial's folder in the storage (path), where sweep.json is.
+        self.path, self.local_path = str(path), str(staging or path)
         self.config = config
         self.evaluated_params = evaluated_params
 
@@ -84,7 +87,8 @@ def test_a_sweep_trials_hparams_hold_its_profile_and_its_presets_knobs(tmp_path)
     plan.save(tmp_path)
     params = [p for p in plan.trials() if p["preset"] == "critic_fix"][0]
     trial = _Trial(tmp_path / plan.trial_label(params), params,
-                   {"preset": "critic_fix", "rng_seed": 0})
+                   {"preset": "critic_fix", "rng_seed": 0},
+                   staging=tmp_path / "staging" / "driver_artifacts" / plan.trial_label(params))
     _, hparams = _run(trial)
     shown = {k: _shown(v) for k, v in hparams.items()}
     assert (shown["profile"], shown["preset"], shown["critic_feature_bins"],
