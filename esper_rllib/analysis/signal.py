@@ -78,7 +78,9 @@ def step_seconds(env: Any, max_epochs: int) -> float:
 
 
 def duration(seconds: float) -> str:
-    """``40 s``, ``12 min``, ``1 h 24 min``: an estimate's precision."""
+    """``under a second``, ``40 s``, ``12 min``, ``1 h 24 min``: an estimate's precision."""
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
