@@ -35,6 +35,12 @@ HARMLESS: Mapping[str, tuple[str, ...]] = {
     "ray.tune.trainable.trainable": ("Trainable.setup took",),
     # Every checkpoint's path (the sweep's summary names the experiment folder).
     "ray.train._internal.storage": ("Checkpoint successfully created at",),
+    # Ctrl-C: Tune's notice and its advice to call Tuner.restore; `train` and `ablate` print
+    # their own resume command (run.trainer, tuning.runner.SweepInterrupt) and unfinished count.
+    "ray.tune.tune": ("Stop signal received", "Resume experiment with:",
+                      "Trials did not complete"),
+    # A trial stopped before its first result has no result file to read: nothing to report.
+    "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",),
 }
 # Ray runs this in every worker process of the job (ray.init's runtime_env).
 WORKER_SETUP_HOOK = f"{__name__}.quiet_ray"

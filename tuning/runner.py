@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -16,12 +18,20 @@ from typing import Any
 from ray.tune import Callback
 
 from tuning.console import SweepConsole
+from tuning.local_ray import local_resources, runs_here
 from tuning.output import COMPACT, TUNE_TABLES, ray_init_kwargs, tune_console
 from tuning.plan import PLAN_FILE, SweepPlan
 from tuning.results import CSV_FILE, PARAMS_FILE, RESULT_FILE, write_ablation_csv
 from tuning.saved_state import check_saved_state
 from tuning.stopper import SweepStopper
-from tuning.storage import StorageError, atomic_path, check_storage
+from tuning.storage import (
+    FolderLock,
+    StorageError,
+    atomic_path,
+    check_storage,
+    claim_folder,
+    claim_new_folder,
+)
 from tuning.tensorboard import TensorBoardLogger
 from tuning.trainable import ConfigBuilder, make_trainable, placement
 
@@ -64,19 +74,17 @@ def init_ray(address: str | None = None, quiet: bool = True) -> bool:
     if ray.is_initialized():
         return False
     ray.init(address=address, include_dashboard=False, **ray_init_kwargs(quiet))
-    return address is None and not os.environ.get("RAY_ADDRESS")
+    return runs_here(address)
 
 
 def _check_gpus(plan: SweepPlan, build_config: ConfigBuilder,
                 resources: ResourceRequest | None) -> None:
     """On a local Ray, a trial asking for more GPUs than there are would wait forever."""
-    import ray
-
     params = next(plan.trials())
     request = (resources(params) if resources is not None
                else placement(build_config, plan.cell_knobs(params)))
     wanted = request.required_resources.get("GPU", 0)
-    have = ray.cluster_resources().get("GPU", 0)
+    have = local_resources().get("GPU", 0)
     if wanted > have:
         raise ValueError(f"--gpus-per-trial / gpus: each trial needs {wanted:g} GPUs, this "
                            f"machine has {have:g}")
@@ -118,10 +126,32 @@ class TrialDone(Callback):
         self.done(Path(trial.local_path), Path(trial.path))
 
 
+class SweepInterrupt(Callback):
+    """Ctrl-C: ``command`` (this CLI's resume command) at once, then Tune's own graceful stop,
+    which saves the sweep's state for it (seconds; a second Ctrl-C skips it). Pickled with
+    the sweep (tuner.pkl), so a resumed sweep says the same."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def setup(self, **info: Any) -> None:
+        # Tune has just put its own SIGINT handler in place: ours runs first.
+        tune_handler = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(sig: int, frame: Any) -> None:
+            print(f"\ninterrupted: saving the sweep's state (Ctrl-C again skips that); the "
+                  f"unfinished trials go on from their last checkpoints with:\n  "
+                  f"{self.command}", file=sys.stderr, flush=True)
+            if callable(tune_handler):
+                tune_handler(sig, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+
 def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str,
            max_concurrent: int | None, collapse_patience: int | None, max_failures: int,
            resources: ResourceRequest | None, verbose: int,
-           trial_done: TrialHook | None = None) -> Any:
+           trial_done: TrialHook | None = None, resume_command: str | None = None) -> Any:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
@@ -149,7 +179,8 @@ def _tuner(plan: SweepPlan, build_config: ConfigBuilder, storage: str, name: str
                                                     checkpoint_at_end=True),
             # A trial that fails (a dead node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[TensorBoardLogger(), *([TrialDone(trial_done)] if trial_done else [])],
+            callbacks=[TensorBoardLogger(), *([TrialDone(trial_done)] if trial_done else []),
+                       *([SweepInterrupt(resume_command)] if resume_command else [])],
             progress_reporter=SweepConsole(plan) if verbose == COMPACT else None,
             verbose=min(verbose, 1),
         ),
@@ -170,33 +201,58 @@ def run_sweep(
     report: ReportWriter | None = None,
     verbose: int = COMPACT,
     trial_done: TrialHook | None = None,
+    resume_command: Callable[[str], str] | None = None,
 ) -> SweepOutcome:
     """Run every trial of ``plan`` under ``storage/name``; write ablation.csv (and the report).
 
-    ``trial_done`` is called with each trial's folders as it reaches its budget (a results
-    folder keeps it). ``resources`` replaces the placement the algorithm asks for (its
+    The sweep folder is new (``name``, else ``<sweep>-<profile>-<time>``, with ``-2``, ...
+    when taken) and, on a local storage, locked while the sweep runs: no second process writes
+    into it. ``trial_done`` is called with each trial's folders as it reaches its budget (a
+    results folder keeps it). ``resources`` replaces the placement the algorithm asks for (its
     default_resource_request): e.g. GPU bundles for trials whose torch stays on CPU, to test
-    placement without a GPU.
+    placement without a GPU. ``resume_command(experiment)``: what Ctrl-C prints at once.
     ``verbose``: SILENT, COMPACT (one line per trial result) or TUNE_TABLES.
     """
     storage = check_storage(storage)
-    name = name or default_name(plan)
-    path = _join(storage, name)
-    from ray import tune
-
-    if tune.Tuner.can_restore(path) or ("://" not in path and Path(path, PLAN_FILE).exists()):
-        raise StorageError(f"{path} already holds a sweep: pass --resume to finish it, or "
-                           "another --name")
     if max_failures < 0:
         raise ValueError(f"--max-failures must be >= 0, got {max_failures}")
-    if init_ray(address, quiet=verbose < TUNE_TABLES):
+    if runs_here(address):  # before Ray starts
         _check_gpus(plan, build_config, resources)
-    tuner = _tuner(plan, build_config, storage, name, max_concurrent, collapse_patience,
-                   max_failures, resources, verbose, trial_done)
-    _save_plan(plan, path)
-    with tune_console(verbose):
-        grid = tuner.fit()
-    return _finish(path, plan, grid, report)
+    folder, name = _claim_sweep(storage, name, plan)
+    path = _join(storage, name)
+    try:
+        init_ray(address, quiet=verbose < TUNE_TABLES)
+        tuner = _tuner(plan, build_config, storage, name, max_concurrent, collapse_patience,
+                       max_failures, resources, verbose, trial_done,
+                       resume_command and resume_command(path))
+        _save_plan(plan, path)
+        with tune_console(verbose):
+            grid = tuner.fit()
+        return _finish(path, plan, grid, report)
+    finally:
+        if folder is not None:
+            folder.release(remove_if_empty=True)
+
+
+def _claim_sweep(storage: str, name: str | None,
+                 plan: SweepPlan) -> tuple[FolderLock | None, str]:
+    """The new sweep's folder, locked, and its name; on a storage URI (no lock there) a name
+    no other process picks (pid) and none that holds a sweep."""
+    from ray import tune
+
+    if "://" in storage:
+        name = name or f"{default_name(plan)}-{os.getpid()}"
+        if tune.Tuner.can_restore(_join(storage, name)):
+            raise StorageError(f"{_join(storage, name)} already holds a sweep: pass --resume "
+                               "to finish it, or another --name")
+        return None, name
+    if name is None:
+        folder = claim_new_folder(storage, default_name(plan))
+        return folder, folder.path.name
+    taken = ("already holds a sweep: pass --resume to finish it, or another --name"
+             if Path(storage, name, PLAN_FILE).exists()
+             else "already holds files of another run: choose another --name")
+    return claim_folder(Path(storage, name), f"--name {name}", taken=taken), name
 
 
 def resume_sweep(
@@ -208,7 +264,8 @@ def resume_sweep(
     verbose: int = COMPACT,
 ) -> SweepOutcome:
     """Finish an interrupted sweep: finished trials stay as they are, unfinished and errored
-    ones continue from their last checkpoint, so every trial completes exactly once.
+    ones continue from their last checkpoint, so every trial completes exactly once. A local
+    sweep folder is locked while it runs (another process on it: StorageError, before Ray).
     """
     from ray import tune
 
@@ -216,14 +273,19 @@ def resume_sweep(
         raise StorageError(f"--resume: no interrupted sweep at {experiment}")
     check_saved_state(experiment)
     plan = _load_plan(experiment)
-    init_ray(address, quiet=verbose < TUNE_TABLES)
-    tuner = tune.Tuner.restore(experiment,
-                               make_trainable(build_config, plan.base, plan.cell_knobs),
-                               resume_unfinished=True, resume_errored=True)
-    # The console (or Tune's tables) the sweep was started with comes back from tuner.pkl.
-    with tune_console(verbose):
-        grid = tuner.fit()
-    return _finish(experiment, plan, grid, report)
+    folder = None if "://" in experiment else claim_folder(experiment, "--resume", fresh=False)
+    try:
+        init_ray(address, quiet=verbose < TUNE_TABLES)
+        tuner = tune.Tuner.restore(experiment,
+                                   make_trainable(build_config, plan.base, plan.cell_knobs),
+                                   resume_unfinished=True, resume_errored=True)
+        # The console (or Tune's tables) the sweep was started with comes back from tuner.pkl.
+        with tune_console(verbose):
+            grid = tuner.fit()
+        return _finish(experiment, plan, grid, report)
+    finally:
+        if folder is not None:
+            folder.release()
 
 
 def _save_plan(plan: SweepPlan, path: str) -> None:

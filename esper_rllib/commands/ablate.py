@@ -106,12 +106,21 @@ def _check_counts(args: argparse.Namespace) -> None:
     check_counts(args.reference_episodes, args.evaluate_episodes)
 
 
+def resume_command(experiment: str) -> str:
+    """The command that finishes the interrupted sweep in ``experiment``."""
+    import shlex
+
+    storage, _, name = experiment.rstrip("/").rpartition("/")
+    return (f"esper-rllib ablate --resume --storage {shlex.quote(storage)} "
+            f"--name {shlex.quote(name)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from esper_rllib.analysis.render import write_report
     from esper_rllib.analysis.results_folder import plan_run
     from esper_rllib.run.config import build_ppo_config, parse_set, resolve_knobs
     from esper_rllib.run.preflight import check_env_inputs, check_trial_resources, runs_here
-    from tuning.output import COMPACT, TUNE_TABLES
+    from tuning.output import COMPACT, TUNE_TABLES, quiet_ray
     from tuning.plan import SEED, SweepPlan, plan_sweep
     from tuning.runner import find_experiment, resume_sweep, run_sweep
     from tuning.storage import check_storage
@@ -122,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                             evaluate_episodes=args.evaluate_episodes)
 
     verbose = TUNE_TABLES if args.verbose else COMPACT
+    if not args.verbose:
+        quiet_ray()  # RLlib's notices come with the checks before Ray starts
     try:
         _check_counts(args)
         check_storage(args.storage)
@@ -135,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming {experiment}")
             if "://" not in experiment:
                 saved = SweepPlan.load(experiment)
-                check_trial_resources(saved.cell_knobs(next(saved.trials())), args.address,
-                                      quiet=not args.verbose)
+                check_trial_resources(saved.cell_knobs(next(saved.trials())), args.address)
             outcome = resume_sweep(experiment, build_ppo_config, address=args.address,
                                    report=report, verbose=verbose)
         else:
@@ -154,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
             for params in plan.trials():
                 check_env_inputs(plan.cell_knobs(params), local=runs_here(args.address))
             # Asking for more CPUs or GPUs than this machine has would wait forever.
-            check_trial_resources(plan.cell_knobs(next(plan.trials())), args.address,
-                                  quiet=not args.verbose)
+            check_trial_resources(plan.cell_knobs(next(plan.trials())), args.address)
             print(f"sweep {plan.sweep}, profile {plan.profile}: {plan.n_trials} trials "
                   f"({len(plan.axes) - 1} axes x {len(plan.axes[SEED])} seeds), "
                   f"{plan.iterations} iterations each")
@@ -163,16 +172,15 @@ def run(args: argparse.Namespace) -> int:
                                 address=args.address, max_concurrent=args.max_concurrent,
                                 collapse_patience=args.stop_on_collapse,
                                 max_failures=args.max_failures, report=report,
-                                verbose=verbose, trial_done=results)
+                                verbose=verbose, trial_done=results,
+                                resume_command=resume_command)
     except ValueError as err:  # ConfigError, StorageError and the planner's checks
         print(f"esper-rllib ablate: error: {err}", file=sys.stderr)
         return 2
     where = outcome.experiment
     if not outcome.complete:
-        storage, _, name = where.rstrip("/").rpartition("/")
-        print(f"\ninterrupted: {len(outcome.unfinished)} of {outcome.n_trials} trials unfinished "
-              f"(state saved in {where}). Finish them with:\n"
-              f"  esper-rllib ablate --resume --storage {storage} --name {name}",
+        print(f"interrupted: {len(outcome.unfinished)} of {outcome.n_trials} trials unfinished "
+              f"(state saved in {where}). Finish them with:\n  {resume_command(where)}",
               file=sys.stderr)
         return 130
     print(f"\nexperiment folder (Tune trial folders, checkpoints): {where}")

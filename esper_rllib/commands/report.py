@@ -62,11 +62,21 @@ def find_trial(root: Path, name: str) -> Path:
     return matches[0]
 
 
+def _check_trials(root: Path) -> None:
+    from tuning.results import PARAMS_FILE, trial_dirs
+
+    if not trial_dirs(root):
+        raise ValueError(f"{root}: no trial folders ({PARAMS_FILE}) found; allowed: a sweep's "
+                         "experiment folder or a train run's folder (--storage/--name)")
+
+
 def run(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     try:
         if not root.is_dir():
             raise ValueError(f"{root}: no such folder")
+        if args.postmortem is None:
+            _check_trials(root)  # before the analysis's imports (seconds) and any Ray
         from esper_rllib.analysis.render import check_counts, write_report
 
         check_counts(args.reference_episodes, args.evaluate_episodes, args.signal_seeds)

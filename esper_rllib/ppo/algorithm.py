@@ -1,4 +1,5 @@
-"""``EsperPPO``: RLlib's PPO whose checkpoints also keep the envs' reward scale.
+"""``EsperPPO``: RLlib's PPO whose checkpoints also keep what the envs carry across episodes:
+the reward scale and the random streams.
 
 A `running_std` reward (the `shaped` reward's default) is divided by a running std that lives in
 each env (``SeedMorphogenesisEnv.reward_scale``) and spans the run. RLlib 2.60 checkpoints the
@@ -8,39 +9,89 @@ Tune restores a failed trial, so the first batch after a restore would be scaled
 checkpoint keeps one scale pooled over every env of every runner (they all see the same reward
 distribution); a restore gives it to every env, so a restore onto a different number of runners
 works too.
+
+Each env is seeded once, on its runner's first reset (``env_runner.SeedOnceEnvRunner``), and
+every later episode draws its host initialisation and data order from the env's own random
+stream. The runners of a restored run are new: seeded as at the run's start they would replay
+its first episodes. The checkpoint keeps every env's stream (``np_random``'s state, per runner);
+a restore gives each env its own back, so a run interrupted and continued plays the episodes
+an uninterrupted one plays. An env with no stream in the checkpoint (one from before, or a
+restore onto more runners or envs) gets a fresh one drawn from the seed, the iteration, the
+runner and the env, never the run's first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
+import numpy as np
 from ray.rllib.algorithms.ppo import PPO
+from ray.tune.result import TRAINING_ITERATION
 
 from envs.rewards import RunningStd
+from esper_rllib.ppo.env_runner import SeedOnceEnvRunner
 
 # The algorithm state's key for the pooled reward scale: (count, mean, m2).
 REWARD_SCALE_STATE = "esper_reward_scale"
+# The algorithm state's key for the envs' random streams: worker index -> [bit-generator state
+# of each of _stream_holders(runner)].
+ENV_STREAMS_STATE = "esper_env_streams"
+
+
+def _subs(runner: Any) -> list[Any]:
+    vector = getattr(runner, "env", None)
+    return [] if vector is None else [env.unwrapped for env in getattr(vector.unwrapped,
+                                                                      "envs", [])]
 
 
 def env_reward_scales(runner: Any) -> list[RunningStd]:
     """The reward scale of each env an env runner samples from (none without envs)."""
+    return [scale for env in _subs(runner)
+            if isinstance(scale := getattr(env, "reward_scale", None), RunningStd)]
+
+
+def _stream_holders(runner: Any) -> list[Any]:
+    """What draws an env runner's episodes from a random stream of its own: its vector env if
+    it has one (a stacked one draws the shared data order; Gymnasium's SyncVectorEnv has a
+    tuple of its sub-envs' instead) and each sub-env (host initialisations, seed modules)."""
     vector = getattr(runner, "env", None)
     if vector is None:
         return []
-    subs = getattr(vector.unwrapped, "envs", [])
-    return [scale for env in subs
-            if isinstance(scale := getattr(env.unwrapped, "reward_scale", None), RunningStd)]
+    return [holder for holder in (vector.unwrapped, *_subs(runner))
+            if isinstance(holder.np_random, np.random.Generator)]
 
 
-def _runner_states(runner: Any) -> list[tuple[int, float, float]]:
-    return [scale.state() for scale in env_reward_scales(runner)]
+def _runner_state(runner: Any) -> tuple[int, list[tuple[int, float, float]], list[dict]]:
+    """(worker index, each env's reward scale, each stream holder's generator state)."""
+    return (runner.worker_index or 0, [scale.state() for scale in env_reward_scales(runner)],
+            [holder.np_random.bit_generator.state for holder in _stream_holders(runner)])
 
 
-def _set_runner_states(state: tuple[int, float, float]) -> Any:
+def _generator(state: dict) -> np.random.Generator:
+    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    generator.bit_generator.state = state
+    return generator
+
+
+def _set_runner_state(scale: tuple[int, float, float] | None, streams: dict[int, list[dict]],
+                      iteration: int) -> Callable[[Any], None]:
     def apply(runner: Any) -> None:
-        for scale in env_reward_scales(runner):
-            scale.set_state(state)
+        if scale is not None:
+            for env_scale in env_reward_scales(runner):
+                env_scale.set_state(scale)
+        holders = _stream_holders(runner)
+        if not holders or not isinstance(runner, SeedOnceEnvRunner):
+            return
+        worker = runner.worker_index or 0
+        saved = streams.get(worker)
+        if saved is None or len(saved) != len(holders):
+            entropy = [runner.config.seed or 0, iteration, worker]
+            saved = [np.random.default_rng([*entropy, k]).bit_generator.state
+                     for k in range(len(holders))]
+        for holder, state in zip(holders, saved, strict=True):
+            holder.np_random = _generator(state)
+        runner.continue_streams()
 
     return apply
 
@@ -52,14 +103,19 @@ class EsperPPO(PPO):
         state = super().get_state(components, not_components=not_components, **kwargs)
         if components is None and self.env_runner_group is not None:
             per_runner = self.env_runner_group.foreach_env_runner(
-                _runner_states, local_env_runner=True)
+                _runner_state, local_env_runner=True)
             state[REWARD_SCALE_STATE] = RunningStd.pooled(
-                [s for states in per_runner for s in states])
+                [s for _, scales, _ in per_runner for s in scales])
+            state[ENV_STREAMS_STATE] = {worker: streams for worker, _, streams in per_runner
+                                        if streams}
         return state
 
     def set_state(self, state: dict[str, Any]) -> Any:
-        scale = state.get(REWARD_SCALE_STATE)
-        if scale is not None and self.env_runner_group is not None:
+        if self.env_runner_group is not None and TRAINING_ITERATION in state:  # a checkpoint
+            scale = state.get(REWARD_SCALE_STATE)
+            # Every env gets a stream, the checkpoint's or a fresh one: none replays the start.
             self.env_runner_group.foreach_env_runner(
-                _set_runner_states(tuple(scale)), local_env_runner=True)
+                _set_runner_state(None if scale is None else tuple(scale),
+                                  state.get(ENV_STREAMS_STATE, {}), state[TRAINING_ITERATION]),
+                local_env_runner=True)
         return super().set_state(state)

@@ -8,7 +8,6 @@ what counts, and the workers themselves report them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,11 +16,7 @@ from envs.config import parse_env_kwargs
 from envs.datasets import check_sizes, find_cifar10_dir
 from envs.tasks import get_task
 from esper_rllib.run.config import ConfigError, env_config
-
-
-def runs_here(address: str | None = None) -> bool:
-    """Whether trials run on this machine: no cluster address given, none in RAY_ADDRESS."""
-    return address is None and not os.environ.get("RAY_ADDRESS")
+from tuning.local_ray import local_resources, runs_here
 
 
 def check_env_inputs(knobs: Mapping[str, Any], local: bool = True) -> None:
@@ -70,14 +65,12 @@ def asked_resources(config: Any) -> dict[str, float]:
 
 def check_resources(asked: Mapping[str, float], what: str,
                     fixes: Mapping[str, tuple[str, str]]) -> None:
-    """ConfigError, one line, when the running Ray has fewer CPUs or GPUs than ``what`` asks
-    for (``asked``: {"CPU": n, "GPU": n}); Ray would otherwise wait for them forever, with a
-    warning a minute. ``fixes``: per resource, (the setting that asked, what to change). Call
-    it after ``ray.init`` and only where Ray runs here (``runs_here``): a cluster may scale up
-    to what is asked."""
-    import ray
-
-    have = ray.cluster_resources()
+    """ConfigError, one line, when the Ray that runs here (``local_resources``: before it
+    starts too) has fewer CPUs or GPUs than ``what`` asks for (``asked``: {"CPU": n, "GPU":
+    n}); Ray would otherwise wait for them forever, with a warning a minute. ``fixes``: per
+    resource, (the setting that asked, what to change). Call it only where Ray runs here
+    (``runs_here``): a cluster may scale up to what is asked."""
+    have = local_resources()
     for resource in ("CPU", "GPU"):
         wanted, there = asked.get(resource, 0.0), have.get(resource, 0.0)
         if wanted > there + 1e-9:
@@ -89,9 +82,7 @@ def check_resources(asked: Mapping[str, float], what: str,
 
 def check_run_resources(knobs: Mapping[str, Any], config: Any, what: str = "the run") -> None:
     """``check_resources`` for one PPO run (a `train` run or one trial of a sweep)."""
-    import ray
-
-    cpus = int(ray.cluster_resources().get("CPU", 0.0))
+    cpus = int(local_resources().get("CPU", 0.0))
     check_resources(asked_resources(config), what, {
         "CPU": (f"num_env_runners={knobs['num_env_runners']}",
                 f"allowed: num_env_runners <= {cpus} (1 CPU each; with 0 the trainer samples "
@@ -102,27 +93,18 @@ def check_run_resources(knobs: Mapping[str, Any], config: Any, what: str = "the 
     })
 
 
-def check_trial_resources(knobs: Mapping[str, Any], address: str | None = None,
-                          quiet: bool = True) -> None:
+def check_trial_resources(knobs: Mapping[str, Any], address: str | None = None) -> None:
     """``check_run_resources`` for one trial of a sweep (``knobs``: its cell's), where Ray runs
-    here: starts Ray as the sweep would (the sweep then uses it)."""
+    here; before Ray starts."""
     if not runs_here(address):
         return
-    import ray
-
     from esper_rllib.run.config import build_ppo_config
-    from tuning.runner import init_ray
 
-    init_ray(address, quiet=quiet)
-    try:
-        check_run_resources(knobs, build_ppo_config(knobs), what="each trial")
-    except ConfigError:
-        ray.shutdown()
-        raise
+    check_run_resources(knobs, build_ppo_config(knobs), what="each trial")
 
 
 def check_cpus(cpus: float, address: str | None, setting: str, what: str, fix: str) -> None:
     """``check_resources`` for work that asks for CPUs only (``record``'s workers, the trials
-    of ``critic-fit``), where Ray runs here; call it after ``ray.init``."""
+    of ``critic-fit``), where Ray runs here."""
     if runs_here(address):
         check_resources({"CPU": cpus}, what, {"CPU": (setting, fix)})

@@ -43,9 +43,12 @@ def trained(tmp_path_factory):
 def test_train_prints_one_progress_line_per_iteration_and_the_verdict(trained):
     stdout, storage, trial = trained
     lines = [line for line in stdout.splitlines() if line.startswith("iter ")]
-    assert [line[:11] for line in lines] == ["iter   1/2 ", "iter   2/2 "]
+    ends = [line for line in lines if " | env steps " in line]
+    assert [line[:11] for line in ends] == ["iter   1/2 ", "iter   2/2 "]
     for field in ("env steps", "EV", "value loss", "clip ratio", "kl", "verdict", "ETA"):
-        assert field in lines[0]
+        assert field in ends[0]
+    # Inside the first iteration, before its line: what it does (sampling_progress).
+    assert lines[0].startswith("iter   1/2: ") and lines[0] not in ends, lines
     assert "final verdict:" in stdout
     assert re.search(r"\(over 2 iterations; a verdict needs 8 iterations\); final EV [+-]\S+, "
                      r"against the return-to-go [+-]\S+$", stdout, re.M), stdout
@@ -60,7 +63,8 @@ def test_console_holds_our_lines_only(trained):
     stdout, _, _ = trained
     # Nothing but the progress lines and the closing summary: no Ray, RLlib or Tune chatter
     # (Tune's tables, the new-API-stack notice, deprecations, checkpoint paths).
-    assert len(stdout.strip().splitlines()) == 1 + 2 + 4, stdout
+    ours = [line for line in stdout.strip().splitlines() if not line.startswith("iter   1/2: ")]
+    assert len(ours) == 1 + 2 + 4, stdout
     assert stdout.startswith("value head: depth 2, LayerNorm off, gain 1, value_coef 0.5 "
                              "(preset seed_before)")
 
@@ -125,13 +129,13 @@ def test_one_gradient_step_per_batch_as_the_reference(trained):
 def test_restore_continues_from_a_checkpoint(trained, tmp_path):
     _, _, trial = trained
     checkpoint = trial / "checkpoint_000001"
-    proc = _cli("train", "--profile", "quick", "--preset", "seed_before", *TINY,
-                "--iterations", "1", "--restore",
-                str(checkpoint), "--storage", str(tmp_path), "--name", "resumed")
+    # --name: a new run from the run's checkpoint, with the run's knobs (its run.json).
+    proc = _cli("train", "--iterations", "3", "--restore", str(checkpoint), "--storage",
+                str(tmp_path), "--name", "resumed")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # The restored env-step counter goes on from the checkpoint's 16.
-    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
-    assert "env steps      24" in line
+    # The restored iteration and env-step counters go on from the checkpoint's 2 and 16.
+    (line,) = [line for line in proc.stdout.splitlines() if " | env steps " in line]
+    assert line.startswith("iter   3/3 |") and "env steps      24" in line
 
 
 @pytest.mark.ray
@@ -183,7 +187,8 @@ def test_unwritable_storage_is_one_clear_error(tmp_path, capsys):
     blocker.write_text("")
     assert main(["train", "--storage", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"--storage {blocker / 'sub'}: cannot create it" in err and "\n" not in err
+    assert f"--storage {blocker / 'sub'}: {blocker} is a file, not a folder" in err
+    assert "\n" not in err
 
 
 def test_knobs_lists_every_knob(capsys):
