@@ -137,7 +137,8 @@ class SeedMorphogenesisEnv(gym.Env):
     Keyword arguments (all optional, validated; a bad one raises ValueError naming it):
     task, max_epochs, max_seeds, reward, reward_normalization, data_dir, device, n_train,
     n_val, seed, data_seed (which fixed data set), inject_nan_at_epoch (test hook: corrupt the
-    host with a NaN before that epoch, 1-based, so the governor must roll back).
+    host with a NaN before that epoch, 1-based, so the governor must roll back), host_kernel
+    (auto: the fused CPU kernels of envs/fused.py for the 1x1 host, else PyTorch; torch; fused).
 
     ``reward_scale`` (RunningStd) is the running std that `running_std` normalisation divides
     by; it spans the env's episodes, so a trainer's checkpoint keeps it.
