@@ -188,6 +188,11 @@ class SeedMorphogenesisEnv(gym.Env):
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(0, 2**62))
         self._gen = torch.Generator(device=self.cfg.device).manual_seed(episode_seed)
+        # New seeds' weights: a stream of the episode's own, so that the env's stream gives one
+        # draw per episode whatever the policy germinates: the next episode's seed never
+        # depends on this one's actions (a resumed run's episodes start as an uninterrupted
+        # run's; every cell of a sweep meets the same hosts and data orders).
+        self._module_rng = np.random.default_rng([episode_seed, 1])
         with torch.random.fork_rng(devices=[]):  # never touch the global RNG of the caller
             torch.manual_seed(episode_seed)
             host = build_host(self.cfg.task.host)
@@ -320,7 +325,7 @@ class SeedMorphogenesisEnv(gym.Env):
     def _install_seed(self, slot: int, blueprint: int, style: str) -> None:
         module = self._model.slots[slot]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.np_random.integers(0, 2**62)))
+            torch.manual_seed(int(self._module_rng.integers(0, 2**62)))
             seed = build_blueprint(blueprint, module.channels,
                                    zero_last=style == "LINEAR_MULTIPLY")
             module.install(seed, style)
@@ -482,9 +487,9 @@ class SeedMorphogenesisEnv(gym.Env):
         return branch
 
     def redraw_future(self, seed: int) -> None:
-        """Draw this env's future random stream afresh from ``seed``: ``np_random`` (it seeds a
-        new seed module's initialisation) and the torch generator of the host's minibatch order
-        and augmentation. The state is untouched (host and seed weights, optimisers, slots and
+        """Draw this env's future random stream afresh from ``seed``: ``np_random``, the stream
+        of new seed modules' initialisations and the torch generator of the host's minibatch
+        order and augmentation. The state is untouched (host and seed weights, optimisers, slots and
         lifecycle, governor snapshot, epoch, histories, reward normaliser): a branch that calls
         it continues from the same state with other dice, as the EV ceiling's Markov-state
         continuations do."""
@@ -493,6 +498,7 @@ class SeedMorphogenesisEnv(gym.Env):
         self._np_random, self._np_random_seed = seeding.np_random(seed)
         self._gen = torch.Generator(device=self.cfg.device).manual_seed(
             int(self.np_random.integers(0, 2**62)))
+        self._module_rng = np.random.default_rng([int(self.np_random.integers(0, 2**62)), 1])
 
     @property
     def model(self) -> SeededModel:

@@ -108,10 +108,18 @@ def test_train_iteration_with_four_stacked_envs(local_ray):
     assert result["env_runners"]["num_env_steps_sampled"] == 4 * MAX_EPOCHS
 
 
+def _streams(runner) -> list:
+    """The bit-generator state of the stacked env (the data order) and of each sub-env (host
+    initialisations): what the runner's next episodes are drawn from."""
+    vector = runner.env.unwrapped
+    return [e.np_random.bit_generator.state for e in (vector, *vector.envs)]
+
+
 @pytest.mark.ray
-def test_a_checkpoint_keeps_the_envs_reward_scale(local_ray, tmp_path):
+def test_a_checkpoint_keeps_the_envs_reward_scale_and_random_streams(local_ray, tmp_path):
     # The shaped reward is divided by a running std that lives in the remote runner's envs; a
-    # restore without it would rescale the first batch after it by up to 10x.
+    # restore without it would rescale the first batch after it by up to 10x. The envs' random
+    # streams live there too: a restore without them would replay the run's first episodes.
     knobs = resolve_knobs("quick", overrides={**TINY, "reward": "shaped", "num_env_runners": 1})
     algo = build_ppo_config(knobs).build_algo()
     try:
@@ -119,19 +127,28 @@ def test_a_checkpoint_keeps_the_envs_reward_scale(local_ray, tmp_path):
         algo.save_to_path(str(tmp_path))
         (scales,) = algo.env_runner_group.foreach_env_runner(
             lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
+        algo.train()  # the uninterrupted run's second iteration
+        (uninterrupted,) = algo.env_runner_group.foreach_env_runner(
+            _streams, local_env_runner=False)
     finally:
         algo.stop()
     assert len(scales) == 4 and all(n == MAX_EPOCHS for n, _, _ in scales)
     restored = build_ppo_config(knobs).build_algo()
     try:
+        (fresh,) = restored.env_runner_group.foreach_env_runner(_streams, local_env_runner=False)
         restored.restore_from_path(str(tmp_path))
         (after,) = restored.env_runner_group.foreach_env_runner(
             lambda r: [s.state() for s in env_reward_scales(r)], local_env_runner=False)
+        restored.train()  # its second iteration, after the restore
+        (resumed,) = restored.env_runner_group.foreach_env_runner(
+            _streams, local_env_runner=False)
     finally:
         restored.stop()
     # Every env of the new runner starts from the pooled scale of the 4 checkpointed envs.
     assert after == [RunningStd.pooled(scales)] * 4
     assert after[0][0] == 4 * MAX_EPOCHS
+    # Its stacked env and its 4 sub-envs drew the episodes the uninterrupted run drew.
+    assert len(resumed) == 5 and resumed == uninterrupted and resumed != fresh
 
 
 def test_a_probe_has_no_vector_env():
