@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.tune.result import TRAINING_ITERATION
 
 from envs.rewards import RunningStd
@@ -96,7 +97,25 @@ def _set_runner_state(scale: tuple[int, float, float] | None, streams: dict[int,
     return apply
 
 
+class SamplingTimeout(RuntimeError):
+    """An iteration's sample() returned no episodes within ``sample_timeout_s``."""
+
+
 class EsperPPO(PPO):
+    def training_step(self) -> None:
+        # RLlib's PPO returns early, trains nothing and goes on when no env runner answered in
+        # time (the episodes they were sampling are dropped): a run on a busy machine would
+        # report "env steps 0" iterations for hours. Stop it with one line instead.
+        key = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+        before = self.metrics.peek(key, default=0)
+        super().training_step()
+        if self.metrics.peek(key, default=0) == before:
+            raise SamplingTimeout(
+                f"iteration {self.iteration + 1} sampled no episodes within sample_timeout_s="
+                f"{self.config.sample_timeout_s:g} s (on a busy machine Ray's workers, at nice "
+                "15, get little CPU): continue with --restore and --set sample_timeout_s=none, "
+                "which waits for the episodes")
+
     def get_state(self, components: str | Collection[str] | None = None, *,
                   not_components: str | Collection[str] | None = None,
                   **kwargs: Any) -> dict[str, Any]:

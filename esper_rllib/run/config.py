@@ -115,9 +115,12 @@ KNOBS: dict[str, Knob] = {
                         "(episodes_per_batch / max(num_env_runners, 1) episodes) as one "
                         "stacked vector env whose hosts train as one network; the real env "
                         "only (a probe steps one env)", searchable=False),
-    "sample_timeout_s": Knob(600.0, float, ENV_RUNNERS, "seconds one sample() may take: env "
-                             "steps are whole host epochs (none = wait forever)", minimum=1.0,
-                             optional=True),
+    # What a user wants on a busy machine is the batch, late: RLlib drops the episodes of a
+    # sample() past its timeout, so none waits for them; a timeout that passes with no episode
+    # stops the run with one line (EsperPPO.training_step) rather than train on nothing.
+    "sample_timeout_s": Knob(None, float, ENV_RUNNERS, "seconds one sample() may take (none = "
+                             "wait for the episodes however busy the machine; a timeout with "
+                             "no episode stops the run)", minimum=1.0, optional=True),
     "gpus": Knob(0.0, float, RESOURCES, "GPUs of the learner", minimum=0.0, searchable=False),
     "gpus_per_env_runner": Knob(0.0, float, RESOURCES, "GPUs of each env runner (the env "
                                 "then trains its host on cuda)", minimum=0.0, searchable=False),

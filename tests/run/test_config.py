@@ -157,7 +157,7 @@ def test_built_config_has_the_reference_ppo_settings():
     assert config.rl_module_spec.module_class is FactoredLSTM
     assert not config.rl_module_spec.model_config
     assert config.seed == 7 and config.restart_failed_env_runners is True
-    assert config.sample_timeout_s == 600.0
+    assert config.sample_timeout_s is None  # an iteration waits for its episodes
     assert config.num_learners == 0 and config.num_gpus_per_learner == 0
 
 
