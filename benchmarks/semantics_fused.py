@@ -152,11 +152,35 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
+def reference_rows(path: Path, policy: str, seeds: Sequence[int], env_kwargs: dict[str, Any],
+                   oracle: tuple[int, int]) -> list[dict[str, Any]]:
+    """The reference against itself: the CSV's reference episodes of ``seeds`` (stacked with
+    the other seeds of their run) beside the same episodes on a vector env of ``seeds`` only:
+    the same data order (from the first seed) and actions, another float order."""
+    recorded = {int(r["seed"]): r for r in read_rows(path) if r["policy"] == policy}
+    missing = [s for s in seeds if s not in recorded]
+    if missing:
+        raise SystemExit(f"--reference-seeds: {path} has no {policy} rows for seeds {missing}; "
+                         "run the pair first")
+    own = play_side("torch", policy, seeds, env_kwargs, oracle)
+    print(f"  {policy} torch at K={len(seeds)}: {own['seconds']:.0f} s", flush=True)
+    return [{"policy": f"{policy}:torch-K{len(seeds)}", "seed": seed,
+             "acc_torch": float(recorded[seed]["acc_torch"]), "acc_fused": own["final_acc"][k],
+             "return_torch": float(recorded[seed]["return_torch"]),
+             "return_fused": own["returns"][k], **dict.fromkeys(FIELDS[6:], "")}
+            for k, seed in enumerate(seeds)]
+
+
+def _label_key(label: str) -> tuple[int, str]:
+    """Rows in POLICIES' order, a policy's reference-against-itself rows after its own."""
+    return POLICIES.index(label.split(":")[0]), label
+
+
 def write_rows(path: Path, new: list[dict[str, Any]]) -> None:
     """The CSV's rows with ``new`` replacing any of the same (policy, seed), sorted."""
     keys = {(r["policy"], str(r["seed"])) for r in new}
     rows = [r for r in read_rows(path) if (r["policy"], r["seed"]) not in keys] + new
-    rows.sort(key=lambda r: (POLICIES.index(r["policy"]), int(r["seed"])))
+    rows.sort(key=lambda r: (*_label_key(r["policy"]), int(r["seed"])))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
@@ -190,10 +214,8 @@ def summary(rows: list[dict[str, Any]], bound: float) -> str:
              "| max abs feature diff | masks equal | first step acc differs: median "
              "(min-max; seeds never) | first step action differs: median (min-max; seeds "
              "never) |", "|---|---|---|---|---|---|---|"]
-    for policy in POLICIES:
+    for policy in sorted({r["policy"] for r in rows}, key=_label_key):
         mine = [r for r in rows if r["policy"] == policy]
-        if not mine:
-            continue
         col = {f: np.array([float(r[f]) for r in mine]) for f in FIELDS[2:6]}
         acc = paired(col["acc_fused"], col["acc_torch"])
         ret = paired(col["return_fused"], col["return_torch"])
@@ -203,6 +225,8 @@ def summary(rows: list[dict[str, Any]], bound: float) -> str:
                      f"{col['return_torch'].mean():.3f} | {col['return_fused'].mean():.3f} | "
                      f"{_ci(ret, 3)} |")
 
+        if mine[0]["early_max_reward_diff"] == "":
+            continue  # the reference against itself: outcomes only
         early.append(
             f"| {policy} | {max(float(r['early_max_reward_diff']) for r in mine):.2g} | "
             f"{max(float(r['early_max_acc_diff']) for r in mine):.2g} | "
@@ -261,6 +285,11 @@ def main() -> None:
     parser.add_argument("--oracle", default="bottleneck@r0c1", help="BLUEPRINT@SLOT")
     parser.add_argument("--bound", type=float, default=0.5, help="accuracy points")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--reference-seeds", type=int, default=0, metavar="N",
+                        help="instead: the reference against itself, the first N seeds' "
+                        "episodes on a vector env of N beside the CSV's reference rows of "
+                        "those seeds at K=--seeds (rows POLICY:torch-KN; acc_fused and "
+                        "return_fused hold the reference at K=N)")
     parser.add_argument("--first-steps", type=int, metavar="STEPS", default=0,
                         help="instead: per step of one single-env episode (--policies' first, "
                         "--first-seed), the fused side and a perturbed reference against the "
@@ -272,6 +301,9 @@ def main() -> None:
         oracle = parse_oracle(args.oracle)
     except ValueError as err:
         parser.error(f"--oracle: {err}")
+    if not 0 <= args.reference_seeds < args.seeds:
+        parser.error(f"--reference-seeds must be 0 (off) or 1..{args.seeds - 1} (fewer than "
+                     f"--seeds, a different stacking), got {args.reference_seeds}")
     if args.seeds < 2:
         parser.error(f"--seeds must be >= 2 (a paired interval needs two), got {args.seeds}")
     torch.set_num_threads(1)  # one env runner, one core
@@ -285,6 +317,10 @@ def main() -> None:
         print(f"semantics_fused: profile {PROFILE} env {env_kwargs}, seeds {seeds[0]}.."
               f"{seeds[-1]}, oracle {args.oracle}", flush=True)
         for policy in args.policies:
+            if args.reference_seeds:
+                write_rows(args.csv, reference_rows(args.csv, policy, seeds[:args.reference_seeds],
+                                                    env_kwargs, oracle))
+                continue
             sides = {}
             for kernel in SIDES:
                 sides[kernel] = play_side(kernel, policy, seeds, env_kwargs, oracle)
