@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:
-        if _raised(err, "esper_rllib.run.config", "ConfigError"):
+        if _raised(err, "esper_rllib.run.config", "ConfigError") or \
+                _raised(err, "tuning.storage", "StorageError"):
             print(f"esper-rllib {args.command}: error: {err}", file=sys.stderr)
             return 2
         if _raised(err, "esper_rllib.run.trainer", "TrainingError"):

@@ -4,6 +4,7 @@ time: ``claim_folder``)."""
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import tempfile
@@ -77,6 +78,7 @@ class FolderLock:
 
     def __init__(self, path: Path, fd: int, created: bool) -> None:
         self.path, self._fd, self.created = path, fd, created
+        atexit.register(self.release)  # its lock file goes with the process, if not before
 
     @property
     def lock_file(self) -> Path:
@@ -146,12 +148,12 @@ def claim_folder(path: str | os.PathLike, what: str, fresh: bool = True,
     return FolderLock(path, fd, created)
 
 
-def claim_new_folder(parent: str | os.PathLike, base: str) -> FolderLock:
+def claim_new_folder(parent: str | os.PathLike, base: str, option: str = "--name") -> FolderLock:
     """A new folder under ``parent`` named ``base``, or ``base-2``, ``base-3``, ... when that
     one is taken or in use: two runs started in the same second get folders of their own."""
     for n in range(1, 1000):
         try:
-            return claim_folder(Path(parent, base if n == 1 else f"{base}-{n}"), "--name")
+            return claim_folder(Path(parent, base if n == 1 else f"{base}-{n}"), option)
         except FolderTaken:
             continue
-    raise StorageError(f"--storage {parent}: {base} and 998 more names are taken; pass --name")
+    raise StorageError(f"{parent}: {base} and 998 more names are taken; pass {option}")

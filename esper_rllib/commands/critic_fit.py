@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.offline.fit_run import CURVE_CSV, TRIALS_DIR, run_fit
     from esper_rllib.offline.record import git_commit
     from esper_rllib.run.config import ConfigError
+    from tuning.storage import claim_folder, claim_new_folder
 
     if args.checkpoint:
         from esper_rllib.offline.checkpoint_ev import checkpoint_evs
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--signal {args.signal}: no such folder")
     _check_online(args.online, plan.meta["profile"])
     _check_cpus(args.address)
-    make_out_dir(out)
+    # One fit writes a folder (issue 36): a default name taken in the same second gets -2, ...
+    out = (claim_folder(out, f"--out {out}", fresh=False) if args.out
+           else claim_new_folder(make_out_dir(out.parent), out.name, "--out")).path
     pool, held = plan.split()
     # The recording's own, not a cell's: --set may hold knobs only a --grid preset allows.
     recorded = recorded_knobs(plan.meta)

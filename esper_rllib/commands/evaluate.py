@@ -43,11 +43,21 @@ def run(args: argparse.Namespace) -> int:
         verdict_lines,
         write_evaluation,
     )
+    from tuning.storage import claim_folder
 
-    result = evaluate(args.checkpoint, episodes=args.episodes, greedy=args.greedy,
-                      first_seed=args.seeds, oracle=args.oracle, search_seeds=args.search_seeds)
     out = Path(args.out) if args.out else default_out(args.checkpoint)
-    write_evaluation(out, result)
+    # One evaluation writes it at a time (issue 36): a second gets one line, not a mix. No
+    # checkpoint there: evaluate's own one line, and nothing created.
+    folder = claim_folder(out, f"--out {out}", fresh=False) \
+        if Path(args.checkpoint).is_dir() else None
+    try:
+        result = evaluate(args.checkpoint, episodes=args.episodes, greedy=args.greedy,
+                          first_seed=args.seeds, oracle=args.oracle,
+                          search_seeds=args.search_seeds)
+        write_evaluation(out, result)
+    finally:
+        if folder is not None:
+            folder.release(remove_if_empty=True)  # a refused checkpoint leaves nothing
     # What it can tell first; the tables after it.
     print("\n".join(verdict_lines(result)) + "\n")
     print(render_markdown(result))

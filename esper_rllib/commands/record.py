@@ -43,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from esper_rllib.offline.record import check_out, plan_recording, record
     from esper_rllib.run.preflight import check_cpus
     from tuning.runner import init_ray
+    from tuning.storage import claim_folder
 
     plan = plan_recording(args.profile, overrides, args.policy, args.episodes,
                           args.seed)
     name = Path(plan.policy).name if plan.policy not in POLICY_CHOICES else plan.policy
     out = Path(args.out or Path("runs", "record", f"{args.profile}-{name}-seed{args.seed}"))
     done = check_out(out, plan)  # bad flags and a foreign --out fail before Ray starts
+    claim_folder(out, f"--out {out}", fresh=False)  # one recording writes it at a time
     if args.workers is not None and args.workers < 1:
         from esper_rllib.run.config import ConfigError
 

@@ -97,6 +97,37 @@ def test_a_folder_another_process_holds_is_refused_in_one_line(tmp_path):
         held.release()
 
 
+def test_evaluate_and_record_outputs_in_use_are_refused_in_one_line(tmp_path, capsys):
+    from tests.helpers.cli import run_main
+
+    checkpoint = Path(__file__).parents[1] / "data" / "checkpoint"
+    held = claim_folder(tmp_path / "out", "--out")
+    try:
+        for argv in (["evaluate", str(checkpoint), "--episodes", "2"],
+                     ["record", *PROBE, "--episodes", "1"]):
+            code, _, err = run_main([*argv, "--out", str(held.path)], capsys)
+            assert code == 2 and "in use by another esper-rllib process" in err, err
+            assert "\n" not in err
+        assert list(held.path.iterdir()) == []
+    finally:
+        held.release()
+
+
+def test_default_names_taken_in_the_same_second_get_a_suffix(tmp_path):
+    from tuning.storage import claim_new_folder
+
+    first = claim_new_folder(tmp_path, "train-20261208-010203")
+    second = claim_new_folder(tmp_path, "train-20261208-010203")
+    (tmp_path / "train-20261208-010203-3").mkdir()  # a run's folder, no one holds it
+    (tmp_path / "train-20261208-010203-3" / "run.json").write_text("{}")
+    third = claim_new_folder(tmp_path, "train-20261208-010203")
+    assert [f.path.name for f in (first, second, third)] == [
+        "train-20261208-010203", "train-20261208-010203-2", "train-20261208-010203-4"]
+    for folder in (first, second, third):
+        folder.release(remove_if_empty=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-20261208-010203-3"]
+
+
 def test_a_folder_that_holds_a_run_is_never_written_into(tmp_path):
     taken = tmp_path / "taken"
     (taken / "rng_seed=0").mkdir(parents=True)
