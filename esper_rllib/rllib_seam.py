@@ -123,6 +123,13 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
                 "tuning/tensorboard.py: each trial's SummaryWriter"),
     PrivateName(_TENSORBOARD, "_trial_result", ATTRIBUTE,
                 "tuning/tensorboard.py: whether a trial reported (HParams of a `train` run)"),
+    PrivateName("ray.tune.trainable.trainable:Trainable", "_storage", ATTRIBUTE,
+                "run/trainer.py: a continued run's checkpoints are numbered on "
+                "(number_checkpoints_after)"),
+    PrivateName("ray._private.resource_and_label_spec:ResourceAndLabelSpec", "resolve", CALL,
+                "tuning/local_ray.py: this machine's CPUs and GPUs as a local ray.init counts "
+                "them, before Ray starts", "(self, is_head, node_ip_address=None, "
+                "resource_isolation_config=None)"),
     PrivateName("", "ray._common.deprecation", MODULE,
                 "tuning/output.py: a logger whose harmless deprecation notice is filtered"),
     PrivateName("", "ray.train._internal.storage", MODULE,
@@ -169,6 +176,12 @@ def ongoing_episodes(runner: Any) -> list[Any]:
 def cached_to_module(runner: Any) -> Any:
     """The env-to-module batch of every env's latest observation (its carried state)."""
     return runner._cached_to_module
+
+
+def number_checkpoints_after(trainable: Any, index: int) -> None:
+    """A Tune trainable's next checkpoint folder is ``checkpoint_<index + 1>``."""
+    if trainable._storage is not None:
+        trainable._storage.current_checkpoint_index = index
 
 
 # --- the contract --------------------------------------------------------------------------------

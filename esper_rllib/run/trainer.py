@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from esper_rllib import rllib_seam
 from esper_rllib.ppo import metric_names as mn
 from esper_rllib.ppo.collapse import UNDETERMINED, verdict_wait
 from esper_rllib.run import sampling_progress
@@ -179,8 +180,7 @@ def _restoring_trainable(algo_class: type, checkpoint: Path, last_index: int) ->
     def setup(self: Any, config: Any) -> None:
         algo_class.setup(self, config)
         self.restore_from_path(str(checkpoint))
-        if self._storage is not None:
-            self._storage.current_checkpoint_index = last_index
+        rllib_seam.number_checkpoints_after(self, last_index)
 
     # Built here so cloudpickle ships it (and the path) to the trial actor by value.
     return type(f"Restored{algo_class.__name__}", (algo_class,), {"setup": setup})
