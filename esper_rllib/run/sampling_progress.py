@@ -65,14 +65,15 @@ def count_episode(**_: Any) -> None:
 
 
 def sampling_line(iteration: str, steps: tuple[int, int], episodes: tuple[int, int],
-                  elapsed: float, sampling_s: float | None) -> str:
-    """``iter   1/8: 37/160 env steps, 0/4 episodes sampled | 0:45, ETA 1:30 to sample``
-    (``steps``, ``episodes``: done, of the iteration's; the ETA at the pace since the first
-    step, ``sampling_s`` ago); before the first step, what the run does meanwhile."""
+                  elapsed: float, pace: tuple[float, int] | None) -> str:
+    """``iter   1/8: 40/160 env steps, 1/4 episodes sampled | 1:15, ETA 1:30 to sample``
+    (``steps``, ``episodes``: done, of the iteration's; ``pace``: seconds and env steps between
+    two looks, the ETA's pace, None before there were two); before the first step, what the
+    run does meanwhile."""
     if steps[0] == 0:
         return f"{iteration}: setting up (env runners build their envs and data) | " \
                f"{clock(elapsed)}"
-    left = eta(sampling_s or 0.0, steps[0], steps[1] - steps[0])
+    left = eta(*pace, steps[1] - steps[0]) if pace else "?"
     return (f"{iteration}: {steps[0]}/{steps[1]} env steps, {episodes[0]}/{episodes[1]} "
             f"episodes sampled | {clock(elapsed)}, ETA {left} to sample")
 
@@ -99,20 +100,22 @@ class FirstIteration:
     def _run(self) -> None:
         import ray
 
-        printed, first_step = -EVERY_S, None
+        printed, first = -EVERY_S, None  # first: (seconds, env steps) at the first step seen
         while not self._done.wait(POLL_S):
             elapsed = time.monotonic() - self._start
             try:
                 steps, episodes = ray.get(self._counter.totals.remote(), timeout=ANSWER_S)
             except Exception:  # a busy or stopping Ray: skip this line, never block the run
                 continue
-            if steps and first_step is None:
-                first_step = elapsed
+            new_step = steps and first is None
+            if new_step:
+                first = (elapsed, steps)
             # A line at the first sampled step, then one every EVERY_S.
-            if (steps and printed < first_step) or elapsed - printed >= EVERY_S:
+            if new_step or elapsed - printed >= EVERY_S:
                 if self._done.is_set():
                     return
-                sampling = elapsed - first_step if first_step is not None else None
+                pace = (elapsed - first[0], steps - first[1]) \
+                    if first and steps > first[1] else None
                 self._out(sampling_line(self._iteration, (steps, self._steps),
-                                        (episodes, self._episodes), elapsed, sampling))
+                                        (episodes, self._episodes), elapsed, pace))
                 printed = elapsed

@@ -140,7 +140,7 @@ def _run_callback(out: Callable[[str], None] | None, knobs: Mapping[str, Any],
                 self._first.stop()
 
         def interrupt_line(self) -> str:
-            done = f"interrupted after iteration {self.iteration} of {iterations}"
+            done = f"interrupted in iteration {self.iteration + 1} of {iterations}"
             if self.checkpoint is None:
                 return (f"{done}; no checkpoint yet (--checkpoint-every N saves one every N "
                         "iterations): nothing to continue from")

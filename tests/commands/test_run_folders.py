@@ -350,5 +350,8 @@ def test_the_first_iterations_progress_line():
 
     assert sampling_line("iter   1/8", (0, 160), (0, 4), 12.0, None) == (
         "iter   1/8: setting up (env runners build their envs and data) | 0:12")
-    assert sampling_line("iter   1/8", (40, 160), (1, 4), 75.0, 30.0) == (
+    assert sampling_line("iter   1/8", (36, 160), (0, 4), 20.0, None) == (
+        "iter   1/8: 36/160 env steps, 0/4 episodes sampled | 0:20, ETA ? to sample")
+    # 40 env steps in the 30 s between two looks: 120 to go take 90 s.
+    assert sampling_line("iter   1/8", (40, 160), (1, 4), 75.0, (30.0, 40)) == (
         "iter   1/8: 40/160 env steps, 1/4 episodes sampled | 1:15, ETA 1:30 to sample")
