@@ -109,7 +109,12 @@ class EsperPPO(PPO):
         key = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
         before = self.metrics.peek(key, default=0)
         super().training_step()
-        if self.metrics.peek(key, default=0) == before:
+        runners = self.env_runner_group
+        # A runner that died (the other way to sample nothing) is restarted by RLlib's fault
+        # tolerance before the next iteration: the run goes on.
+        if self.metrics.peek(key, default=0) == before and \
+                self.config.sample_timeout_s is not None and \
+                runners.num_healthy_remote_workers() == runners.num_remote_workers():
             raise SamplingTimeout(
                 f"iteration {self.iteration + 1} sampled no episodes within sample_timeout_s="
                 f"{self.config.sample_timeout_s:g} s (on a busy machine Ray's workers, at nice "
