@@ -21,8 +21,10 @@ from esper_rllib.offline.fit_run import split_records
 from esper_rllib.run.checkpoint_policy import load_run_config
 from esper_rllib.run.config import ConfigError, env_config
 
-# Where the host trains does not change the episodes a run's env produces.
-_NOT_COMPARED = ("device",)
+# Where the host trains, and whether its epoch runs the fused kernels or PyTorch (the same
+# function), do not change the episodes a run's env produces; a checkpoint from before the
+# kernels has no host_kernel at all.
+_NOT_COMPARED = ("device", "host_kernel")
 
 
 @dataclass(frozen=True)
