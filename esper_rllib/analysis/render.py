@@ -32,7 +32,7 @@ from esper_rllib.analysis.cells import (
     analyse,
     cell_note,
 )
-from esper_rllib.analysis.defaults import EVALUATE_EPISODES, REFERENCE_EPISODES
+from esper_rllib.analysis.defaults import EVALUATE_EPISODES, REFERENCE_EPISODES, check_counts
 from esper_rllib.analysis.evaluation import (
     EVALUATION_REFERENCES,
     REFERENCE_FILE,
@@ -47,7 +47,6 @@ from esper_rllib.analysis.plots import plot_report
 from esper_rllib.analysis.stats import N_BOOTSTRAP, bootstrap_iqm, crossed_mean
 from esper_rllib.analysis.sweep import Sweep, ceiling_applies, load_sweep, measure_signal
 from esper_rllib.ppo.collapse import DEFAULT_WINDOW, VERDICT_ITERATIONS, WARMUP_ITERATIONS
-from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
 
 REPORT_FILE = "report.md"
@@ -308,17 +307,6 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
         "",
     ]
     return "\n".join(lines)
-
-
-def check_counts(reference_episodes: int, evaluate_episodes: int, signal_seeds: int = 0) -> None:
-    """ConfigError naming the flag when a count of the report's episodes is not allowed."""
-    if reference_episodes < 0:
-        raise ConfigError(f"--reference-episodes {reference_episodes}: allowed: >= 0")
-    # evaluate and signal need two episodes per policy for a spread.
-    for flag, value in (("--evaluate-episodes", evaluate_episodes),
-                        ("--signal-seeds", signal_seeds)):
-        if value < 0 or value == 1:
-            raise ConfigError(f"{flag} {value}: allowed: 0 (off) or an int >= 2")
 
 
 def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE_EPISODES,

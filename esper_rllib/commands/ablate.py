@@ -94,7 +94,7 @@ def parse_grid(items: list[str], sweep: str) -> dict[str, list[Any]]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    from esper_rllib.analysis.render import check_counts
+    from esper_rllib.analysis.defaults import check_counts
     from esper_rllib.run.config import ConfigError
 
     for flag, value in (("--max-concurrent", args.max_concurrent),

@@ -71,15 +71,17 @@ def _check_trials(root: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_rllib.analysis.defaults import check_counts
+
     root = Path(args.dir)
     try:
         if not root.is_dir():
             raise ValueError(f"{root}: no such folder")
+        check_counts(args.reference_episodes, args.evaluate_episodes, args.signal_seeds)
         if args.postmortem is None:
             _check_trials(root)  # before the analysis's imports (seconds) and any Ray
-        from esper_rllib.analysis.render import check_counts, write_report
+        from esper_rllib.analysis.render import write_report
 
-        check_counts(args.reference_episodes, args.evaluate_episodes, args.signal_seeds)
         if args.postmortem is not None:
             from esper_rllib.analysis.postmortem import postmortem
 
