@@ -9,7 +9,7 @@ its own, whatever else runs on the machine) and the learner update's seconds, th
 setting's).
 
     .venv/bin/python benchmarks/profile_iteration.py [--profile batch64] [--preset seed_after]
-        [--iterations 2] [--old num_env_runners=1] [--set key=value ...]
+        [--iterations 2] [--old num_env_runners=1] [--set key=value ...] [--restore CKPT]
 
 Not part of `make bench` (a batch64 iteration takes minutes). The trainer's torch uses one
 thread, as in a Tune trial whose env runners hold the CPUs. On a busy machine raise the
@@ -46,6 +46,8 @@ def main() -> None:
                         "stacked env of the whole batch on one core)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="a knob of both sides")
+    parser.add_argument("--restore", metavar="CHECKPOINT", help="both sides start from this "
+                        "checkpoint (a trained policy plays: its seeds, not random play's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -58,6 +60,9 @@ def main() -> None:
     ray.init(num_cpus=int(sum(_cpus(c) for c in configs.values())) + 1,
              include_dashboard=False, log_to_driver=False)
     algos = {name: config.build_algo() for name, config in configs.items()}
+    if args.restore:
+        for algo in algos.values():
+            algo.restore_from_path(args.restore)
     seconds: dict[str, list[float]] = {name: [] for name in algos}
     for i in range(args.iterations):
         for name, algo in algos.items():

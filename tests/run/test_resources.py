@@ -149,10 +149,10 @@ def test_interrupted_train_exits_130_with_its_checkpoint(tmp_path):
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]
-    (line,) = [x for x in output.splitlines() if x.startswith("interrupted after iteration")]
-    path = line.split("last checkpoint: ")[1].split(" (continue")[0]
+    (line,) = [x for x in output.splitlines() if x.startswith("interrupted in iteration")]
+    path = line.split("): ")[1]  # "...; last checkpoint (iteration N): PATH"
     assert Path(path).is_dir() and Path(path).name.startswith("checkpoint_"), line
-    assert f"--restore {path}" in line
+    assert f"continue the run with: esper-rllib train --restore {path}" in output
 
 
 def test_learn_sweep_sets_each_cell_from_its_preset():
