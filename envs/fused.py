@@ -224,8 +224,7 @@ class FusedPointwiseBlock(torch.autograd.Function):
                 running_mean: Tensor, running_var: Tensor, momentum: float, eps: float
                 ) -> Tensor:
         k_n, c_n, _ = w.shape
-        shared = x.dim() == 2
-        x3 = x.unsqueeze(0) if shared else x
+        x3 = x.unsqueeze(0) if x.dim() == 2 else x  # a shared input: one row for all
         xs = _np(x3)
         m_n = xs.shape[2]
         s1, s2 = _moments(xs)
@@ -251,9 +250,8 @@ class FusedPointwiseBlock(torch.autograd.Function):
             rv.mul_(1 - momentum).add_(torch.from_numpy(var * m_n / (m_n - 1)).to(rv.dtype),
                                        alpha=momentum)
         result = torch.from_numpy(out)
-        ctx.save_for_backward(x3, w)
+        # The backward reads only these arrays (xs views x's memory and keeps it alive).
         ctx.numpy = (xs, w64, mu, inv_sigma, gamma64, mean_x, cov, out, arg)
-        ctx.shared = shared
         return result
 
     @staticmethod
