@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.config import parse_env_kwargs
-from envs.contract import Op
+from envs.contract import Op, Stage
 from envs.env import SeedMorphogenesisEnv
 from envs.fused import FusedPointwiseBlock
 from envs.heuristic import make_action
@@ -202,3 +202,30 @@ def test_seeds_step_at_once_as_each_seed_sgd_steps_alone():
         sides.append([p.detach() for ps in params for p in ps] + buffers)
     for a, b in zip(*sides, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_env_steps_with_a_live_seed_agree_with_the_reference():
+    """A bottleneck seed germinated at r0c1 and trained: for the first epochs the same actions
+    give equal rewards, accuracies, observations and seed weights on both kernels (the seed's
+    gradient flows back through the fused block's backward)."""
+    actions = [make_action(Op.GERMINATE, 1, blueprint=5), make_action(Op.ADVANCE, 1),
+               make_action(Op.WAIT, 1), make_action(Op.WAIT, 1)]
+    runs = []
+    for kernel in ("torch", "fused"):
+        env = SeedMorphogenesisEnv(n_train=512, n_val=256, max_epochs=6, host_kernel=kernel)
+        obs, _ = env.reset(seed=5)
+        start = None
+        trace = []
+        for action in actions:
+            obs, reward, _, _, info = env.step(action)
+            seed = env.unwrapped._model.slots[1].seed
+            weights = torch.cat([p.detach().reshape(-1) for p in seed.parameters()])
+            start = weights.clone() if start is None else start
+            trace.append((reward, info["val_acc"], obs["features"], weights))
+        assert info["slot_stages"][1] == Stage.TRAINING
+        assert not torch.equal(weights, start)  # the seed did learn
+        runs.append(trace)
+    for (r0, a0, o0, w0), (r1, a1, o1, w1) in zip(*runs, strict=True):
+        assert abs(r1 - r0) < 1e-3 and abs(a1 - a0) < 0.5
+        np.testing.assert_allclose(o1, o0, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-5)
