@@ -136,6 +136,7 @@ def summarize(episodes: Episodes, ceiling_groups: dict[str, dict], gamma: float
             "components": {k: float(np.mean([e.components.get(k, 0.0) for e in eps]))
                            for k in keys},
             "op_mix": lb.op_mix(eps),
+            "seeds_grown": lb.seeds_grown(eps),
             "vs_wait": {
                 "final_acc": lb.paired([e.final_acc for e in eps],
                                        [e.final_acc for e in reference]),
@@ -273,6 +274,14 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Op mix (fraction of effective ops)", "",
               *markdown_table(["policy", *ops], [[name, *(_f(p["op_mix"][o]) for o in ops)]
                                                  for name, p in result["policies"].items()])]
+    lines += ["", "## Seeds grown (mean epochs per episode with the seed in the host's forward "
+              "pass; what a policy's seeds cost its steps: `benchmarks/bench_seed_convs.py`)",
+              "", *markdown_table(["policy", "seed-epochs", "by blueprint@slot (top 4)"],
+                                  [[name, _f(sum(grown.values()), 1),
+                                    ", ".join(f"{k} {v:.1f}" for k, v in list(grown.items())[:4])
+                                    or "-"]
+                                   for name, grown in ((n, p.get("seeds_grown", {}))
+                                                       for n, p in result["policies"].items())])]
     search = result.get("oracle_search")
     if search:
         ranked = sorted(search["mean_final_acc"].items(), key=lambda kv: -kv[1])

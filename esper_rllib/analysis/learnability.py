@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from gymnasium.utils import seeding
 
-from envs.contract import Op
+from envs.contract import BLUEPRINT_NAMES, Op, Stage
+from envs.lifecycle import SEED_STAGES
 from esper_rllib.ppo.telemetry import returns_to_go
 
 BOOTSTRAP_SAMPLES = 2000
@@ -59,6 +60,8 @@ class Episode:
     ops: list[int]  # effective ops
     features: np.ndarray  # (steps, features + 1): the observation each action saw, and t
     branches: list[Branch] = field(default_factory=list, repr=False)
+    # blueprint@slot -> steps that ended with that seed in the host's forward pass
+    seed_epochs: dict[str, int] = field(default_factory=dict)
 
     @property
     def ret(self) -> float:
@@ -101,7 +104,25 @@ def play(env: Any, policy: Any, seed: int, name: str,
         rewards=np.array([r for _, r, _ in steps]),
         raw_rewards=np.array([i.get("raw_reward", r) for _, r, i in steps]),
         components=components, ops=[i["effective_op"] for _, _, i in steps],
-        features=np.stack([f for f, _, _ in steps]), branches=branches)
+        features=np.stack([f for f, _, _ in steps]), branches=branches,
+        seed_epochs=_seed_epochs(i for _, _, i in steps))
+
+
+# A seed in these stages sits in the host's forward pass (and costs its epoch).
+_IN_FORWARD = SEED_STAGES - {Stage.GERMINATED}
+
+
+def _seed_epochs(infos: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """blueprint@slot -> how many of these steps' infos show that seed in the forward pass
+    (none where an env, such as a probe, reports no slots)."""
+    counts: dict[str, int] = {}
+    for info in infos:
+        for slot, (stage, blueprint) in enumerate(zip(info.get("slot_stages", ()),
+                                                      info.get("blueprints", ()), strict=True)):
+            if stage in _IN_FORWARD:
+                key = f"{BLUEPRINT_NAMES[blueprint]}@r0c{slot}"
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def continuation_returns(branch: Branch, n: int, gamma: float,
@@ -266,6 +287,14 @@ def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
         return {"pearson": math.nan, "spearman": math.nan, "n": len(x)}
     return {"pearson": float(pearsonr(x, y).statistic),
             "spearman": float(spearmanr(x, y).statistic), "n": len(x)}
+
+
+def seeds_grown(episodes: Sequence[Episode]) -> dict[str, float]:
+    """blueprint@slot -> mean epochs per episode with that seed in the host's forward pass,
+    most first: what a policy grows, and so what its seeds cost the env's steps."""
+    keys = {k for e in episodes for k in e.seed_epochs}
+    mean = {k: float(np.mean([e.seed_epochs.get(k, 0) for e in episodes])) for k in keys}
+    return dict(sorted(mean.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def op_mix(episodes: Sequence[Episode]) -> dict[str, float]:

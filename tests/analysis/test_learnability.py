@@ -203,6 +203,8 @@ def test_oracle_grows_its_seed_and_hold_fossilizes_only_at_the_last_step():
         assert episode.ops[0] == Op.GERMINATE
         fossilized_at = episode.ops.index(Op.FOSSILIZE)
         assert (fossilized_at == 11) == hold
+        # In the forward pass from the step after GERMINATE on, fossilized included.
+        assert episode.seed_epochs == {"conv_light@r0c1": 11}
     assert parse_oracle("bottleneck@r0c1") == (5, 1) == parse_oracle("bottleneck@1")
     with pytest.raises(ValueError, match="BLUEPRINT@SLOT"):
         parse_oracle("lora@r0c1")
@@ -222,6 +224,8 @@ def test_signal_command_writes_its_tables(tmp_path, capsys):
     assert policies["wait"]["op_mix"]["WAIT"] == 1.0
     assert policies["wait"]["vs_wait"]["final_acc"]["diff"] == 0.0
     assert policies["oracle"]["op_mix"]["GERMINATE"] == pytest.approx(1 / 4)  # once an episode
+    assert policies["wait"]["seeds_grown"] == {}
+    assert policies["oracle"]["seeds_grown"] == {"conv_light@r0c1": 3.0}  # steps 2-4 of 4
     for p in policies.values():  # aligned: no normaliser, so received == raw
         assert p["return"]["mean"] == pytest.approx(p["raw_return"]["mean"])
         assert set(p["components"]) == {"accuracy", "param_cost", "rollback"}
@@ -238,6 +242,7 @@ def test_signal_command_writes_its_tables(tmp_path, capsys):
     assert result["meta"]["reward"] == "aligned" and result["meta"]["oracle"] == "conv_light@r0c1"
     md = (out / "signal.md").read_text()
     assert "EV ceiling, Markov state" in md and "| oracle_hold |" in md
+    assert "| oracle | 3.0 | conv_light@r0c1 3.0 |" in md
 
 
 def test_signal_results_from_before_the_markov_state_ceiling_still_render():
