@@ -50,7 +50,7 @@ class _ConvInputGradAsConv(torch.autograd.Function):
     """F.conv2d (stride 1, 'same' padding, no bias) whose input gradient is computed as the
     forward convolution of the output gradient with the flipped, transposed kernel: the same
     sums as PyTorch's conv backward, which on a CPU is 5-20x slower at these channel counts
-    (benchmarks/bench_seed_convs.py)."""
+    (measured for issue 34: docs/design.md)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int, groups: int) -> Tensor:
