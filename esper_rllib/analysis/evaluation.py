@@ -5,8 +5,10 @@ heuristic and WAIT-only policies on a sweep's task."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import pickle
 import shlex
 import sys
 import time
@@ -36,10 +38,17 @@ from esper_rllib.analysis.outputs import (
     write_atomic,
     write_json,
 )
-from esper_rllib.analysis.signal import OracleFinder, announce, duration, step_seconds
+from esper_rllib.analysis.signal import (
+    OracleFinder,
+    announce,
+    cache_root,
+    duration,
+    step_seconds,
+)
 from esper_rllib.analysis.sweep import SEED_FIX, Cell, Sweep, named_cell
 from esper_rllib.run.config import ConfigError
 from tuning.plan import SEED
+from tuning.storage import atomic_path
 from tuning.sweeps import SWEEPS
 
 EVALUATION_JSON = "evaluation.json"
@@ -69,10 +78,27 @@ def default_out(checkpoint: str | Path) -> Path:
     return Path(checkpoint).resolve().parent / EVALUATION_DIR
 
 
+def _scripted_cache(env_kwargs: dict[str, Any], seeds: list[int], oracle: tuple[int, int]
+                    ) -> Path:
+    """Where the scripted episodes of this env config, env seeds and oracle are kept between
+    processes (slices of a sweep, later evaluations): keyed also by the source of the env and of
+    the code that plays them, so that a changed env never reads episodes it did not play."""
+    import envs
+    from esper_rllib.analysis import audit, learnability
+
+    sources = sorted(Path(envs.__file__).parent.glob("*.py"))
+    digest = hashlib.sha256(json.dumps([env_kwargs, seeds, oracle_name(*oracle)],
+                                       sort_keys=True, default=str).encode())
+    for path in [*sources, Path(audit.__file__), Path(learnability.__file__)]:
+        digest.update(path.read_bytes())
+    return cache_root() / "scripted" / f"{digest.hexdigest()[:16]}.pkl"
+
+
 class ScriptedEpisodes:
     """The scripted policies' episodes (WAIT, random, heuristic, oracle, oracle-hold), played once
     per env config and env seeds: they do not depend on the checkpoint, so every checkpoint of an
-    experiment evaluated through one ``ScriptedEpisodes`` shares them."""
+    experiment evaluated through one ``ScriptedEpisodes`` shares them, and a later process reads
+    them from ``_scripted_cache`` (the env is deterministic given its seed and the actions)."""
 
     def __init__(self, oracle: str | None = None, search_seeds: int = 2) -> None:
         from envs.scripted import parse_oracle
@@ -98,6 +124,9 @@ class ScriptedEpisodes:
             return 0, 0
         max_epochs = env_kwargs["max_epochs"]
         finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
+        known = finder.known()
+        if known is not None and _scripted_cache(env_kwargs, seeds, known).is_file():
+            return 0, 0
         return finder.search_steps(n_slots, max_epochs), len(POLICIES) * len(seeds) * max_epochs
 
     def step_seconds(self, new_env: Callable[[], Any], max_epochs: int) -> float:
@@ -131,9 +160,16 @@ class ScriptedEpisodes:
             max_epochs = env_kwargs["max_epochs"]
             finder = OracleFinder(self.oracle, env_kwargs, self.search_seeds)
             best = finder.find(new_env, max_epochs, tick)
-            episodes, _ = play_policies(new_env, scripted_policies(best, max_epochs), seeds=seeds,
-                                        max_epochs=max_epochs, gamma=gamma, ev_states=0,
-                                        ev_continuations=2, tick=tick)
+            cache = _scripted_cache(env_kwargs, seeds, best)
+            if cache.is_file():
+                episodes = pickle.loads(cache.read_bytes())
+            else:
+                episodes, _ = play_policies(new_env, scripted_policies(best, max_epochs),
+                                            seeds=seeds, max_epochs=max_epochs, gamma=gamma,
+                                            ev_states=0, ev_continuations=2, tick=tick)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cache) as tmp:
+                    tmp.write_bytes(pickle.dumps(episodes))
             self._played[key] = episodes, finder
         return self._played[key]
 

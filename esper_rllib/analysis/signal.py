@@ -28,8 +28,13 @@ def _cache_path(env_kwargs: dict[str, Any], search_seeds: int) -> Path:
     key = {k: v for k, v in env_kwargs.items() if k not in ("reward", "reward_normalization")}
     digest = hashlib.sha256(json.dumps([key, search_seeds], sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("ESPER_CACHE_DIR", Path.home() / ".cache" / "esper-rllib"))
-    return root / "oracle" / f"{digest}.json"
+    return cache_root() / "oracle" / f"{digest}.json"
+
+
+def cache_root() -> Path:
+    """Where what is slow to play and the same for every run of an env is kept between
+    processes: the oracle's search, the scripted episodes (``ESPER_CACHE_DIR``)."""
+    return Path(os.environ.get("ESPER_CACHE_DIR", Path.home() / ".cache" / "esper-rllib"))
 
 
 def check_audit_args(oracle: str | None, n_slots: int | None,
@@ -114,6 +119,14 @@ class OracleFinder:
         if given is None and self.cache.is_file():
             self.search, self.source = json.loads(self.cache.read_text()), \
                 f"cached in {self.cache}"
+
+    def known(self) -> tuple[int, int] | None:
+        """The oracle without a search (given or cached), else None."""
+        from envs.scripted import parse_oracle
+
+        if self.oracle is None and self.search is not None:
+            return parse_oracle(self.search["choice"])
+        return self.oracle
 
     def search_steps(self, n_slots: int, max_epochs: int) -> int:
         """Env steps the search will take (0 when given or cached)."""

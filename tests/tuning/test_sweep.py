@@ -217,7 +217,11 @@ def test_report_evaluates_the_last_checkpoints_of_the_broken_fixed_and_best_cell
         assert name in table
 
 
-def test_evaluations_of_one_experiment_play_the_scripted_policies_once(sweep, monkeypatch):
+def test_evaluations_of_one_experiment_play_the_scripted_policies_once(sweep, monkeypatch,
+                                                                      tmp_path):
+    """Once per process, and once per machine: a later process (a sweep's next slice) reads the
+    scripted episodes from the cache, the same to the digit."""
+    monkeypatch.setenv("ESPER_CACHE_DIR", str(tmp_path))
     experiment, _ = sweep
     played = []
     real = evaluation.play_policies
@@ -235,6 +239,14 @@ def test_evaluations_of_one_experiment_play_the_scripted_policies_once(sweep, mo
                                      "oracle", "oracle_hold"])
     assert first["policies"]["wait"] == second["policies"]["wait"]
     assert first["meta"]["seeds"] == second["meta"]["seeds"] == [7, 8]
+    played.clear()
+    later = evaluation.evaluate(last_checkpoint(trial_dirs(experiment)[0]), episodes=2,
+                                greedy=True, first_seed=7,
+                                scripted=evaluation.ScriptedEpisodes())
+    assert played == ["trained"]
+    for name in ("wait", "random", "heuristic", "oracle"):
+        assert later["policies"][name] == first["policies"][name]
+    assert len(list((tmp_path / "scripted").glob("*.pkl"))) == 1
 
 
 def test_report_command_rewrites_the_report_and_postmortem_prints_the_tables(sweep, capsys):
