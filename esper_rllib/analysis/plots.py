@@ -49,7 +49,9 @@ def _pyplot() -> Any:
 
 
 def _wrap(text: str, width: int = 40) -> str:
-    return "\n".join(textwrap.wrap(text, width)) or text
+    """Lines of about ``width`` characters, broken after a label's commas, never in a word."""
+    lines = textwrap.wrap(text.replace(",", ", "), width, break_long_words=False)
+    return "\n".join(line.replace(", ", ",") for line in lines) or text
 
 
 def _series(cell: Cell, metric: str) -> tuple[list[int], np.ndarray]:

@@ -309,6 +309,14 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
     return "\n".join(lines)
 
 
+def panel_labels(sweep: Sweep, analysis: Analysis) -> list[str]:
+    """Each cell's plot panel title: what tells the cells apart (an axis with one value in every
+    cell, as in a slice of a sweep or a fixed preset, is left out), and its note."""
+    varying = [a for i, a in enumerate(sweep.axes) if len({c.values[i] for c in sweep.cells}) > 1]
+    return [cell.label(sweep.axes, varying) + (f" ({note})" if note else "")
+            for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
+
+
 def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE_EPISODES,
                  reps: int = N_BOOTSTRAP, evaluate_episodes: int = EVALUATE_EPISODES,
                  signal_seeds: int = 0) -> list[Path]:
@@ -329,9 +337,8 @@ def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE
     evaluate_episodes = max(evaluate_episodes, sweep_evaluate_episodes(sweep))
     evaluations = evaluate_cells(sweep, analysis, evaluate_episodes) if evaluate_episodes \
         else None
-    labels = [cell.label(sweep.axes) + (f" ({note})" if note else "")
-              for cell in sweep.cells for note in [cell_note(sweep, cell, analysis)]]
-    plots = plot_report(sweep, analysis, labels, OUTCOMES, sweep.path / PLOTS_DIR)
+    plots = plot_report(sweep, analysis, panel_labels(sweep, analysis), OUTCOMES,
+                        sweep.path / PLOTS_DIR)
     report = sweep.path / REPORT_FILE
     write_atomic(report, render(sweep, analysis, accuracy, plots, evaluations))
     written = [report, *plots, *measured]

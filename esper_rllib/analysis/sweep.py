@@ -48,9 +48,11 @@ class Cell:
     trials: list[TrialRecord]
     summaries: list[dict[str, Any]]
 
-    def label(self, axes: Sequence[str]) -> str:
-        # The cell part of its trials' names (folders, console, TensorBoard runs).
-        return label(dict(zip(axes, self.values, strict=True))) or "all"
+    def label(self, axes: Sequence[str], only: Sequence[str] | None = None) -> str:
+        """The cell part of its trials' names (folders, console, TensorBoard runs); with
+        ``only``, just those axes (a plot's panel names what tells the cells apart)."""
+        pairs = dict(zip(axes, self.values, strict=True))
+        return label({a: v for a, v in pairs.items() if only is None or a in only}) or "all"
 
     def knob(self, name: str) -> Any:
         """The cell's value of any knob, swept or fixed (its trials differ only in the seed)."""

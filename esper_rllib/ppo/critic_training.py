@@ -173,16 +173,17 @@ def train_critic(module: torch.nn.Module, params: Sequence[torch.nn.Parameter],
                  optimizer: torch.optim.Optimizer, *, loss: Callable[[Batch], torch.Tensor],
                  minibatches: Iterable[Batch], steps: int, max_norm: float | None,
                  held_back: Batch | None, patience: int,
-                 after_step: Callable[[int, torch.Tensor, float], None] | None = None) -> int:
+                 after_step: Callable[[int, torch.Tensor, float], None] | None = None,
+                 judge: Callable[[Batch], torch.Tensor] | None = None) -> int:
     """Up to ``steps`` value-only gradient steps on ``params``, one per minibatch, each a
     ``clipped_step`` of ``loss(minibatch)``; the number of steps taken.
 
     With ``held_back`` episodes (``stop_rows`` of them) their loss is judged before the first
     step and after each (``judging``: eval mode, no gradients); training stops when it has not
     improved for ``patience`` steps, and the critic goes back to its best step's (also when the
-    steps run out first). ``after_step(step, loss, pre-clip norm)`` sees the critic as it is
-    after each step, the best step's after the last one. ``critic_dropout`` is on for the steps;
-    no gradient is left over.
+    steps run out first). ``judge`` (default: ``loss``) is the held-back episodes' loss.
+    ``after_step(step, loss, pre-clip norm)`` sees the critic as it is after each step, the best
+    step's after the last one. ``critic_dropout`` is on for the steps; no gradient is left over.
     """
     stopper = None
     if held_back is not None:
@@ -190,7 +191,7 @@ def train_critic(module: torch.nn.Module, params: Sequence[torch.nn.Parameter],
 
         def held_back_loss() -> float:
             with judging(module):
-                return float(loss(held_back))
+                return float((judge or loss)(held_back))
 
         stopper.update(0, held_back_loss())
     module.train()  # critic_dropout on for the steps; judging turns it off

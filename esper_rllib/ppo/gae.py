@@ -17,6 +17,9 @@ build``). Differences, each on purpose:
   its bootstrap at the horizon), so a critic can score well on it by agreeing with itself;
 - it stores the critic's pre-update prediction in the batch (``Columns.VF_PREDS``) for reference
   value clipping and the post-update explained variance;
+- it stores that return in the batch (``RETURN_TO_GO``; NaN on the steps of episodes that did
+  not end in this batch), for the value phase to judge its early stop against
+  (``critic_stop_target="return_to_go"``);
 - ``value_target="return_to_go"`` makes the critic's regression target (``VALUE_TARGETS``,
   which the PPO steps and the value phase train on, and which ``explained_variance``,
   ``return_mean`` and ``return_std`` describe) the discounted return the env paid from each
@@ -54,6 +57,10 @@ from esper_rllib.ppo import telemetry
 from esper_rllib.ppo.env_runner import bootstrap_value
 from esper_rllib.ppo.learner_config import VALUE_TARGETS
 from esper_rllib.ppo.metric_names import RESULT_KEY
+
+# The discounted return the env paid from each step, (B, T) as the value targets: NaN where the
+# step's episode did not end in this batch.
+RETURN_TO_GO = "esper_return_to_go"
 
 
 def learner_metric_key(module_id: str, name: str) -> tuple[str, str, str]:
@@ -182,8 +189,9 @@ class FactoredGAE(GeneralAdvantageEstimation):
 
         ev, ev_undefined = telemetry.explained_variance(targets, predicted, mask)
         returns, ended = self._returns_to_go(episodes, episode_lens, module)
-        ev_return, _ = telemetry.explained_variance(returns.to(predicted.device), predicted,
-                                                    mask & ended.to(mask.device))
+        returns, ended = returns.to(predicted.device), ended.to(mask.device)
+        ev_return, _ = telemetry.explained_variance(returns, predicted, mask & ended)
+        batch[RETURN_TO_GO] = torch.where(ended, returns, float("nan"))
         stats = {
             "pre_norm_advantage_mean": float(telemetry.masked_mean(raw_advantages, mask)),
             "pre_norm_advantage_std": float(telemetry.masked_std(raw_advantages, mask)),

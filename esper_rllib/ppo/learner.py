@@ -80,14 +80,15 @@ from esper_rllib.ppo.critic_training import (
     finite_grad_norms,
     on_return_scale,
 )
-from esper_rllib.ppo.gae import FactoredGAE, log_learner_metrics
+from esper_rllib.ppo.gae import RETURN_TO_GO, FactoredGAE, log_learner_metrics
 from esper_rllib.ppo.learner_batch import REPLACED_PIECES, EpisodesToSequences
 from esper_rllib.ppo.learner_config import resolve_learner_config
 from esper_rllib.ppo.minibatches import episode_minibatches
 
 # The columns the value phase reads: all a stored batch keeps (ACTIONS for Q(s, op taken)).
 VALUE_PHASE_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.STATE_IN, Columns.SEQ_LENS,
-                       Columns.LOSS_MASK, Postprocessing.VALUE_TARGETS, Columns.VF_PREDS)
+                       Columns.LOSS_MASK, Postprocessing.VALUE_TARGETS, Columns.VF_PREDS,
+                       RETURN_TO_GO)
 
 # Per-head entropy weights of the reference (sum 9.4: the ceiling of the `entropy` metric).
 HEAD_ENTROPY_COEFS: dict[str, float] = {
@@ -392,6 +393,14 @@ class FactoredPPOLearner(PPOTorchLearner):
                 embeddings = module.critic_embeddings(mb)
             return self._value_loss(module, mb, embeddings)[0]
 
+        def loss_on_return(mb: Mapping[str, Any]) -> torch.Tensor:
+            """The held-back episodes' value loss against the return the env paid."""
+            values = module.compute_values(mb, embeddings=module.critic_embeddings(mb))
+            returns = mb[RETURN_TO_GO]
+            return critic_training.value_loss(
+                module, values, returns.nan_to_num(), mb[Columns.VF_PREDS],
+                mb[Columns.LOSS_MASK].bool() & returns.isfinite(), cfg["value_clip"])
+
         steps = StepMetrics()
 
         def log_step(step: int, value: torch.Tensor, pre_clip: float) -> None:
@@ -407,7 +416,8 @@ class FactoredPPOLearner(PPOTorchLearner):
             steps=cfg["critic_steps"],
             max_norm=self.config.get_config_for_module(module_id).grad_clip,
             held_back=slice_rows(current, n_fit, n_current) if n_fit < n_current else None,
-            patience=cfg["critic_stop_patience"], after_step=log_step)
+            patience=cfg["critic_stop_patience"], after_step=log_step,
+            judge=loss_on_return if cfg["critic_stop_target"] == "return_to_go" else None)
         steps.log(self.metrics)
         if cfg["critic_replay"]:
             stored.appendleft(current)  # the oldest falls off at maxlen

@@ -13,6 +13,8 @@ _ONLINE = "a knob of the online PPO recipe"
 RATIO_MODES = ("per_head", "joint")
 # What the critic regresses (esper_rllib.ppo.gae): GAE's lambda-return, or the return-to-go.
 VALUE_TARGETS = ("gae", "return_to_go")
+# What the value phase's early stop judges the held-back episodes against (esper_rllib.ppo.learner).
+STOP_TARGETS = ("targets", "return_to_go")
 
 LEARNER_KNOBS: dict[str, Knob] = {
     "value_coef": Knob(0.5, float, LEARNER, "weight of the value loss", minimum=0.0),
@@ -34,6 +36,12 @@ LEARNER_KNOBS: dict[str, Knob] = {
                                  "critic is kept (0 = off)", minimum=0.0, maximum=0.5),
     "critic_stop_patience": Knob(16, int, LEARNER, "steps without improvement on the held-back "
                                  "episodes before the critic's training stops", minimum=1),
+    "critic_stop_target": Knob("targets", str, LEARNER, "what the value phase's early stop "
+                               "judges the held-back episodes against: the critic's own "
+                               "regression targets (targets) or the discounted return the env "
+                               "paid (return_to_go: the phase stops where the critic leaves "
+                               "the return, whatever its targets)", choices=STOP_TARGETS,
+                               online_only="offline targets are the recorded return-to-go"),
     "minibatches": Knob(1, int, LEARNER, "gradient steps per epoch, each on whole episodes",
                         minimum=1),
     # The value phase: value-only gradient steps per batch after the PPO steps (0 = none), over

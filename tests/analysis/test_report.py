@@ -18,9 +18,9 @@ from rliable import metrics
 
 from esper_rllib.analysis.cells import analyse
 from esper_rllib.analysis.evaluation import last_checkpoint
-from esper_rllib.analysis.plots import PANEL_METRICS, panel_figure
+from esper_rllib.analysis.plots import PANEL_METRICS, _wrap, panel_figure
 from esper_rllib.analysis.postmortem import nearest_iterations, postmortem
-from esper_rllib.analysis.render import render, write_report
+from esper_rllib.analysis.render import panel_labels, render, write_report
 from esper_rllib.analysis.stats import (
     bootstrap_iqm,
     column_iqm,
@@ -260,6 +260,18 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     assert len(csv_rows) == 16 and {r["verdict"] for r in csv_rows} == {"strong", "failure"}
     # Seeded: the same folder gives the same report.
     assert render(sweep, analyse(sweep, REPS), None, written[1:]) == report
+
+
+def test_panels_name_what_tells_cells_apart_and_wrap_between_knobs(tmp_path):
+    root = fake_sweep(tmp_path, seeds=2, grid={"value_head_gain": [1.0, 0.01],
+                                               "value_coef": [1.0]})
+    sweep = load_sweep(root)
+    labels = panel_labels(sweep, analyse(sweep, REPS))
+    assert [lb.split(" (")[0] for lb in labels] == [  # coef is 1.0 in every cell
+        "gain=1.0,depth=2", "gain=1.0,depth=4", "gain=0.01,depth=2", "gain=0.01,depth=4"]
+    title = "preset=critic_fix,without=nothing,bootstrap=True,value_target=return_to_go"
+    lines = _wrap(title).split("\n")
+    assert len(lines) > 1 and ",".join(line.rstrip(",") for line in lines) == title
 
 
 def test_small_multiples_have_one_panel_per_cell_with_each_seed_and_the_mean(tmp_path):

@@ -19,7 +19,7 @@ from esper_rllib.offline import critic_fit
 from esper_rllib.offline.behaviour import make_behaviour
 from esper_rllib.offline.dataset import EpisodeRecord
 from esper_rllib.offline.record import play_episode
-from esper_rllib.ppo import critic_training
+from esper_rllib.ppo import critic_training, telemetry
 from esper_rllib.run.config import resolve_knobs
 from tests.helpers.learners import around_value_phase, config_of, module_of, sample, snapshot
 
@@ -368,3 +368,32 @@ def test_critic_fit_fits_the_feature_statistics_from_the_episodes_it_trains_on(m
     rows = fitted.batch[Columns.OBS]["features"][fitted.mask.bool()].float()
     assert bool(norm.fitted)
     assert torch.equal(norm.center, rows.median(dim=0).values)
+
+
+def test_value_phase_judged_against_the_return_to_go(monkeypatch):
+    """critic_stop_target=return_to_go: the held-back episodes are judged against the discounted
+    return the env paid, not against GAE's targets (which, at lambda 0, are r + gamma V(s'): the
+    critic's own values)."""
+    config = config_of("separate", "Probe3", **{
+        **LEARNER, "critic_steps": 4, "critic_stop_fraction": 0.25, "critic_stop_patience": 2,
+        "critic_stop_target": "return_to_go"}).training(lr=LR, gamma=GAMMA, lambda_=0.0)
+    learner, runner = config.build_learner(), SingleAgentEnvRunner(config=config)
+    episodes = sample(learner, runner, 8)
+    judged = []
+    value_loss = critic_training.value_loss
+
+    def recording(module, values, targets, old_values, mask, value_clip):
+        if not torch.is_grad_enabled():  # the held-back loss: the phase's only one without
+            judged.append(targets[mask.bool()].clone())
+        return value_loss(module, values, targets, old_values, mask, value_clip)
+
+    monkeypatch.setattr(critic_training, "value_loss", recording)
+    kept, metrics = value_phase_inputs(learner, episodes)
+    held_back = episodes[-2:]  # the batch's last 2 of its 8 episodes
+    paid = np.concatenate([telemetry.returns_to_go(np.asarray(e.get_rewards()), GAMMA)
+                           for e in held_back])
+    assert len(judged) == metrics["critic_phase_steps"] + 1  # before the first step, after each
+    for targets in judged:
+        np.testing.assert_allclose(targets.numpy(), paid, rtol=1e-6)
+    gae = kept["batch"][Postprocessing.VALUE_TARGETS][-2:]
+    assert not np.allclose(gae[kept["batch"][Columns.LOSS_MASK][-2:].bool()].numpy(), paid)
