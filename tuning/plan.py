@@ -120,16 +120,27 @@ class SweepPlan:
         """The sweep this plan runs (a part of): every trial."""
         return replace(self, selected=None)
 
-    def joined(self, other: SweepPlan) -> SweepPlan:
+    def joined(self, other: SweepPlan, defaults: Mapping[str, Any] | None = None) -> SweepPlan:
         """The whole sweep of two plans of it (slices, more seeds, more values on an axis): each
         axis's values in both, in order. ValueError naming what differs when they are not runs
-        of one sweep: another sweep, profile, base knob (but the first seed), preset or axis."""
+        of one sweep: another sweep, profile, base knob (but the first seed), preset or axis.
+
+        A knob only one plan has (the code gained it between the runs) is the same where that
+        plan holds it at ``defaults``' value (the profile's, as ``resolve_knobs(profile)`` gives
+        it): a new knob's default keeps the behaviour the older runs had."""
         mine, theirs = (_as_json(asdict(p.whole())) for p in (self, other))
         for key in ("sweep", "profile", "derived", "labels", "presets"):
             if mine[key] != theirs[key]:
                 raise ValueError(f"{key}: {theirs[key]!r}, where the sweep has {mine[key]!r}")
-        differ = sorted(k for k in {*mine["base"], *theirs["base"]} - {SEED}
-                        if mine["base"].get(k) != theirs["base"].get(k))
+        usual = _as_json(dict(defaults or {}))
+
+        def same(knob: str) -> bool:
+            if knob in mine["base"] and knob in theirs["base"]:
+                return mine["base"][knob] == theirs["base"][knob]
+            held = mine["base"].get(knob, theirs["base"].get(knob))
+            return knob in usual and usual[knob] == held
+
+        differ = sorted(k for k in {*mine["base"], *theirs["base"]} - {SEED} if not same(k))
         if differ:
             k = differ[0]
             raise ValueError(f"knob {k}={theirs['base'].get(k)!r}, where the sweep has "

@@ -28,6 +28,7 @@ from esper_rllib.analysis.sweep import (
     ceiling_for,
     named_cell,
 )
+from esper_rllib.ppo.metric_names import EV_RETURN
 from tuning.results import summarize
 
 # (summary metric, column title): the cell table's columns, in tuning.results.SUMMARY_METRICS'
@@ -45,8 +46,17 @@ CELL_METRICS = (
 )
 
 
-# The outcomes the main effects and the cell comparisons are judged on.
-OUTCOMES = (("final_ev", "final EV"), ("final_accuracy", "final accuracy"))
+# The outcomes the main effects and the cell comparisons are judged on: the online EV (against
+# the critic's own targets), the EV against the return the env paid where the runs logged it
+# (a critic can agree with its own targets and drift off the return), and final accuracy.
+OUTCOMES = (("final_ev", "final EV"), ("final_ev_return", "final EV vs return-to-go"),
+            ("final_accuracy", "final accuracy"))
+
+
+def outcomes_of(sweep: Sweep) -> tuple[tuple[str, str], ...]:
+    """``OUTCOMES`` less the EV against the return-to-go where no trial logged it."""
+    return tuple(o for o in OUTCOMES
+                 if o[0] != "final_ev_return" or sweep.reports(EV_RETURN))
 
 
 BEST_CELL = "the best final EV"
@@ -84,6 +94,7 @@ class Analysis:
     ceiling_note: str  # why no ceiling is shown ("" when one is)
     reps: int
     baseline: Cell | None  # the broken run, else the sweep's first cell; None with one cell
+    outcomes: tuple[tuple[str, str], ...] = OUTCOMES  # (summary metric, title): outcomes_of
 
     def best(self, sweep: Sweep, among: Sequence[int] | None = None) -> Cell:
         return _best(sweep, self.estimates, among)
@@ -111,7 +122,8 @@ def _levels(sweep: Sweep, axis: str) -> list[Any]:
     return distinct
 
 
-def axis_effects(sweep: Sweep, reps: int = N_BOOTSTRAP) -> list[Effect]:
+def axis_effects(sweep: Sweep, reps: int = N_BOOTSTRAP,
+                 outcomes: Sequence[tuple[str, str]] = OUTCOMES) -> list[Effect]:
     summaries = [summarize(t) for t in sweep.trials]
     effects = []
     for axis in sweep.axes:
@@ -122,7 +134,7 @@ def axis_effects(sweep: Sweep, reps: int = N_BOOTSTRAP) -> list[Effect]:
                          key=lambda i: distinct.index(sweep.trials[i].params.get(axis)))
         levels = [sweep.trials[i].params.get(axis) for i in ordered]
         by_outcome = {metric: main_effects(levels, [summaries[i][metric] for i in ordered], reps)
-                      for metric, _ in OUTCOMES}
+                      for metric, _ in outcomes}
         effects += [Effect(axis, level, distinct[0], {m: by_outcome[m][level] for m in by_outcome})
                     for level in distinct[1:]]
     return effects
@@ -160,11 +172,12 @@ def analyse(sweep: Sweep, reps: int = N_BOOTSTRAP) -> Analysis:
                           strict=True))
                  for cell in sweep.cells]
     baseline, baseline_note, contenders = _baseline(sweep, _best(sweep, estimates))
+    outcomes = outcomes_of(sweep)
     comparisons = [Comparison(name, cell, {m: probability_of_improvement(
-        cell.scores(m), baseline.scores(m), reps) for m, _ in OUTCOMES})
+        cell.scores(m), baseline.scores(m), reps) for m, _ in outcomes})
         for name, cell in contenders if baseline is not None]
-    return Analysis(estimates, axis_effects(sweep, reps), baseline_note, comparisons,
-                    *ceiling_for(sweep), reps, baseline)
+    return Analysis(estimates, axis_effects(sweep, reps, outcomes), baseline_note, comparisons,
+                    *ceiling_for(sweep), reps, baseline, outcomes)
 
 
 def cell_note(sweep: Sweep, cell: Cell, analysis: Analysis) -> str:

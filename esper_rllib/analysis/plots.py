@@ -201,12 +201,6 @@ def final_ev_figure(sweep: Sweep, analysis: Analysis, labels: Sequence[str]) -> 
     return fig
 
 
-def _reported(sweep: Sweep, metric: str) -> bool:
-    """Whether any trial logged ``metric`` (runs from before explained_variance_return did not:
-    no empty figure for them)."""
-    return any(metric in m for cell in sweep.cells for t in cell.trials for m in t.metrics)
-
-
 def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
                 outcomes: Sequence[tuple[str, str]], out_dir: Path) -> list[Path]:
     """Every plot of the report into ``out_dir`` (``labels``: one per cell, as the report names
@@ -214,7 +208,7 @@ def plot_report(sweep: Sweep, analysis: Analysis, labels: Sequence[str],
     figures = {"final_ev": final_ev_figure(sweep, analysis, labels),
                "main_effects": main_effects_figure(analysis, outcomes),
                **{metric: panel_figure(sweep, analysis, labels, metric, title, reference)
-                  for metric, title, reference in PANEL_METRICS if _reported(sweep, metric)}}
+                  for metric, title, reference in PANEL_METRICS if sweep.reports(metric)}}
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     written = []

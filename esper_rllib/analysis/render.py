@@ -27,7 +27,6 @@ import numpy as np
 from esper_rllib.analysis.cells import (
     BEST_CELL,
     CELL_METRICS,
-    OUTCOMES,
     Analysis,
     analyse,
     cell_note,
@@ -123,9 +122,9 @@ def comparison_lines(sweep: Sweep, analysis: Analysis) -> list[str]:
     lines = [analysis.baseline_note]
     if analysis.comparisons:
         rows = [[f"{c.name} ({c.cell.label(sweep.axes)})",
-                 *(c.estimates[m].format(".2f") for m, _ in OUTCOMES)]
+                 *(c.estimates[m].format(".2f") for m, _ in analysis.outcomes)]
                 for c in analysis.comparisons]
-        header = ["cell", *(f"P({title} higher) [95% CI]" for _, title in OUTCOMES)]
+        header = ["cell", *(f"P({title} higher) [95% CI]" for _, title in analysis.outcomes)]
         lines += ["", *markdown_table(header, rows),
                   "", "P(X higher) is the chance that a seed of the cell ends above a seed of the "
                   "baseline (ties count half): 0.5 = no difference, 1 = every seed above. The "
@@ -190,8 +189,10 @@ def _evaluation_rows(sweep: Sweep, done: Sequence[CellEvaluation], reps: int
         for evaluation in group:
             acc = evaluation.accuracies(TRAINED)
             paired = {policy: evaluation.accuracies(policy) for policy, _ in EVALUATION_REFERENCES}
+            label = evaluation.cell.label(sweep.axes)
+            name = label if evaluation.name == label else f"{evaluation.name} ({label})"
             rows.append(_evaluation_row(
-                f"trained: {evaluation.name} ({evaluation.cell.label(sweep.axes)})", TRAINED,
+                f"trained: {name}", TRAINED,
                 acc, f"{acc.shape[0]} x {acc.shape[1]}", paired, reps))
         where = f" (env of {', '.join(e.name for e in group)})" if len(groups) > 1 else ""
         oracle = group[0].results[0]["meta"]["oracle"]
@@ -230,14 +231,20 @@ def _evaluation_row(title: str, policy: str, acc: np.ndarray, size: str,
     return [title, size, crossed_mean(acc, reps).format(".2f"), *differences]
 
 
+def _listed(words: Sequence[str]) -> str:
+    """"a, b and c"."""
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
 def main_effect_table(sweep: Sweep, analysis: Analysis) -> list[str]:
     if not analysis.effects:
         return ["(one cell only: no axis to compare)"]
     rows = [[e.axis, f"{e.level} vs {e.first}", *(e.estimates[m].format("+.3g") for m, _ in
-                                                   OUTCOMES)]
+                                                   analysis.outcomes)]
             for e in analysis.effects]
     return markdown_table(["axis", "levels",
-                           *(f"difference of mean {title} [95% CI]" for _, title in OUTCOMES)],
+                           *(f"difference of mean {title} [95% CI]"
+                             for _, title in analysis.outcomes)],
                           rows)
 
 
@@ -290,7 +297,7 @@ def render(sweep: Sweep, analysis: Analysis, accuracy: Mapping[str, list[float]]
         "",
         *evaluation_lines(sweep, evaluations, analysis.reps),
         "",
-        "## Main effects on final EV and final accuracy",
+        f"## Main effects on {_listed([title for _, title in analysis.outcomes])}",
         "",
         "Mean at a level minus the mean at the axis's first level, over all trials (the other "
         "axes averaged over); 95% stratified-bootstrap interval.",
@@ -337,7 +344,7 @@ def write_report(experiment_dir: str | Path, reference_episodes: int = REFERENCE
     evaluate_episodes = max(evaluate_episodes, sweep_evaluate_episodes(sweep))
     evaluations = evaluate_cells(sweep, analysis, evaluate_episodes) if evaluate_episodes \
         else None
-    plots = plot_report(sweep, analysis, panel_labels(sweep, analysis), OUTCOMES,
+    plots = plot_report(sweep, analysis, panel_labels(sweep, analysis), analysis.outcomes,
                         sweep.path / PLOTS_DIR)
     report = sweep.path / REPORT_FILE
     write_atomic(report, render(sweep, analysis, accuracy, plots, evaluations))

@@ -28,7 +28,7 @@ from esper_rllib.analysis.evaluation import (
 )
 from esper_rllib.analysis.outputs import command_line
 from esper_rllib.offline.record import git_commit
-from esper_rllib.run.config import ConfigError
+from esper_rllib.run.config import ConfigError, resolve_knobs
 from tuning.plan import PLAN_FILE, SweepPlan, parse_slice
 from tuning.results import keep_trial, kept_trials, read_results, write_ablation_csv
 from tuning.sweeps import get_sweep
@@ -59,7 +59,8 @@ class ResultsFolder:
         self.whole = plan.whole()
         if (self.folder / PLAN_FILE).is_file():
             try:
-                self.whole = SweepPlan.load(self.folder).joined(plan)
+                self.whole = SweepPlan.load(self.folder).joined(
+                    plan, resolve_knobs(plan.profile))
             except ValueError as err:
                 raise ConfigError(f"--results {folder}: it keeps another sweep's runs: {err}"
                                   ) from None

@@ -78,6 +78,11 @@ class Sweep:
     trials: list[TrialRecord]
     cells: list[Cell]
 
+    def reports(self, metric: str) -> bool:
+        """Whether any trial logged ``metric`` (runs from before explained_variance_return did
+        not)."""
+        return any(metric in m for cell in self.cells for t in cell.trials for m in t.metrics)
+
 
 def _varying_axes(trials: Sequence[TrialRecord]) -> list[str]:
     """Without sweep.json: the params that differ between trials are the axes."""

@@ -244,18 +244,23 @@ def test_report_on_a_hand_made_sweep(tmp_path):
     assert "Against the broken run (value_head_gain 1.0, value_head_depth 2, value_coef 0.5)." \
         in compared
     # The fix has the gain (final EV) and the depth (accuracy); the best cell the gain only.
+    # Judged on final EV, the EV against the return-to-go, and accuracy.
+    assert "| cell | P(final EV higher) [95% CI] | P(final EV vs return-to-go higher) [95% CI] " \
+        "| P(final accuracy higher) [95% CI] |" in compared
     assert ("| the seed document's fix (gain=0.01,depth=4,"
-            "coef=1.0) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |") in compared
+            "coef=1.0) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |") in compared
     assert ("| the cell with the best final EV (gain=0.01,depth=2,"
-            "coef=0.5) | 1.00 [1.00, 1.00] | 0.50 [") in compared
+            "coef=0.5) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.50 [") in compared
 
     effects = {line.split(" | ")[0][2:]: line.split(" | ")[1:]
-               for line in section(report, "Main effects on final EV and final accuracy")
-               .splitlines() if line.startswith("| value_")}
-    assert effects["value_head_gain"][:2] == ["0.01 vs 1.0", "+0.7 [+0.695, +0.705]"]
-    assert effects["value_head_gain"][2].startswith("+0 [")
+               for line in section(report, "Main effects on final EV, final EV vs return-to-go "
+                                   "and final accuracy").splitlines()
+               if line.startswith("| value_")}
+    assert effects["value_head_gain"][:3] == ["0.01 vs 1.0", "+0.7 [+0.695, +0.705]",
+                                              "+0.7 [+0.695, +0.705]"]  # vs return: 0.3 lower
+    assert effects["value_head_gain"][3].startswith("+0 [")
     assert effects["value_head_depth"][1].startswith("+0 [")  # depth leaves EV alone...
-    assert effects["value_head_depth"][2].startswith("+5 [")  # ...and moves accuracy
+    assert effects["value_head_depth"][3].startswith("+5 [")  # ...and moves accuracy
     csv_rows = read_ablation_csv(root / "ablation.csv")
     assert len(csv_rows) == 16 and {r["verdict"] for r in csv_rows} == {"strong", "failure"}
     # Seeded: the same folder gives the same report.
@@ -311,6 +316,8 @@ def test_sweep_without_the_broken_run_compares_with_its_first_cell(tmp_path):
     assert "| the seed document's fix (gain=0.01,depth=4," in compared
     assert "| the cell with the best final EV (gain=0.01,depth=2," \
         in compared
+    assert "P(final EV vs return-to-go higher)" not in compared  # not logged: not judged on
+    assert section(report, "Main effects on final EV and final accuracy")
     assert "No EV ceiling: no signal.json in or beside the experiment folder. Measure one with " \
         f"`esper-rllib signal --profile quick --set reward={QUICK_REWARD} --set " \
         f"max_epochs={QUICK_EPOCHS} --out {root}`, or let the report measure it: " \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -82,6 +83,24 @@ def test_runs_of_one_sweep_join_into_it_and_others_are_refused(document, tmp_pat
                                    overrides={"lr": 3e-4}))
     with pytest.raises(ValueError, match="profile: 'quick', where the sweep has 'batch64'"):
         document.joined(plan_sweep("document", "quick", resolve_knobs))
+
+
+def test_a_knob_the_code_gained_since_a_folder_was_started_joins_at_its_default(document):
+    """Slices span sessions, and the code gains knobs between them: a knob the folder's plan
+    lacks is the same sweep where the new run holds it at the profile's default, and another
+    sweep where it does not."""
+    # As a plan made before the knob existed.
+    saved = replace(document, base={k: v for k, v in document.base.items()
+                                    if k != "value_target"})
+    defaults = resolve_knobs("batch64")
+    joined = saved.joined(document, defaults)
+    assert joined.n_trials == document.n_trials
+    changed = plan_sweep("document", "batch64", resolve_knobs,
+                         overrides={"value_target": "return_to_go"})
+    with pytest.raises(ValueError, match="knob value_target="):
+        saved.joined(changed, defaults)
+    with pytest.raises(ValueError, match="knob value_target="):
+        saved.joined(document)  # no defaults given: a missing knob differs
 
 
 def test_select_keeps_grid_order_and_only_the_named_trials(document):
