@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	@echo "make run: the value_head sweep at quick (8 trials, about 10 min on 2 cores), then its" \
+	@echo "make run: the value_head sweep at quick (8 trials, about 5 min on 2 cores), then its" \
 		"report, each step announced with its estimate"
 	$(BIN)/esper-rllib ablate --sweep value_head --profile quick --seeds 1 --storage $(CURDIR)/$(RUN_DIR)
 
