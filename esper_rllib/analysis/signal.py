@@ -144,7 +144,6 @@ class OracleFinder:
                 f"{self.search_seeds} episodes")
 
     def find(self, make_env: Any, max_epochs: int, tick: Any) -> tuple[int, int]:
-        from envs.scripted import parse_oracle
         from esper_rllib.analysis.audit import search_oracle
 
         if self.oracle is None:
@@ -154,7 +153,7 @@ class OracleFinder:
                                f"over {self.search_seeds} seeds")
                 self.cache.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(self.cache, json.dumps(self.search, indent=1))
-            self.oracle = parse_oracle(self.search["choice"])
+            self.oracle = self.known()
         return self.oracle
 
 
